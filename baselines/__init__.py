@@ -1,0 +1,1 @@
+"""Everything the paper compares the Saccader against: policies, DRAM, ResNet-v2-50, BagNet-77, NASNet, attacks."""

@@ -1,0 +1,5 @@
+import sys
+
+from saccader.cli import main
+
+sys.exit(main())

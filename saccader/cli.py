@@ -1,0 +1,52 @@
+"""The ``saccader`` command: one subcommand per job the workflow runs (docs/architecture.md).
+
+Each subcommand lives in the module that implements it, as ``register(subparsers)`` which adds a parser whose
+``func(args) -> int`` runs the job; this file only lists the modules, so importing it stays cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from saccader.errors import UserError
+
+# Modules that register subcommands, in the order they appear in --help.
+COMMAND_MODULES = (
+    "saccader.data.digits",     # make-dataset
+    "saccader.data.folder",     # check-data
+    "saccader.train",           # train
+    "saccader.evaluate",        # evaluate
+    "baselines.attacks",        # attack
+    "saccader.params",          # params
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="saccader", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:  # a real import error inside an existing module
+                raise
+            continue  # that capability is not part of this checkout yet
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

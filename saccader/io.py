@@ -1,0 +1,63 @@
+"""Atomic file writes: a result exists whole or not at all (write to a temporary name, then rename)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from saccader.errors import UserError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is renamed over ``path`` (same file system)."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except PermissionError as exc:
+        raise UserError(f"results folder {path.parent} is not writable ({exc.strerror})",
+                        "choose a writable results_dir in the config or fix the folder's permissions") from None
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise UserError(f"disk full while writing {path}; the previous version is kept",
+                            "free disk space and rerun") from None
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def torch_save(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` through a temporary file, so a kill never leaves a half-written checkpoint."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def torch_load(path: str | os.PathLike, map_location="cpu"):
+    """Load a checkpoint with ``weights_only=True`` (no arbitrary code from pickles)."""
+    import torch
+
+    if not Path(path).exists():
+        raise UserError(f"checkpoint {path} does not exist", "run the job that produces it first")
+    return torch.load(path, map_location=map_location, weights_only=True)

@@ -1,0 +1,93 @@
+"""The tidy results schema shared by every evaluation job and by ``analysis/`` (docs/architecture.md).
+
+One row per measurement; files are validated when written and when read, and written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+
+from saccader.errors import UserError
+from saccader.io import atomic_path
+
+COLUMNS: dict[str, str] = {
+    "experiment": "str",
+    "dataset": "str",
+    "split": "str",
+    "model": "str",
+    "policy": "str",
+    "seed": "int64",
+    "resolution": "int64",
+    "num_glimpses": "int64",
+    "metric": "str",
+    "value": "float64",
+    "n_images": "int64",
+    "config_hash": "str",
+    "code_version": "str",
+}
+EXPERIMENTS = {"glimpses", "full_image", "occlusion", "nasnet", "robustness"}
+POLICIES = {"saccader", "random", "ordered_logits", "sobel_mean", "sobel_var", "dram", "full_image"}
+METRICS = {"top1", "top5", "area", "occluded_top1", "occluded_top5", "clean_acc", "pgd_acc", "spsa_acc"}
+
+
+def validate(df: pd.DataFrame, source: str = "results") -> pd.DataFrame:
+    """Check columns, types and vocabularies; return the frame with canonical dtypes and column order."""
+    missing = set(COLUMNS) - set(df.columns)
+    extra = set(df.columns) - set(COLUMNS)
+    if missing or extra:
+        raise UserError(f"{source}: columns differ from the results schema (missing {sorted(missing)}, "
+                        f"unexpected {sorted(extra)})", "write results with saccader.results.save")
+    df = df[list(COLUMNS)].astype(COLUMNS)
+    for column, allowed in (("experiment", EXPERIMENTS), ("policy", POLICIES), ("metric", METRICS)):
+        bad = set(df[column]) - allowed
+        if bad:
+            raise UserError(f"{source}: unknown {column} {sorted(bad)}", f"use one of {sorted(allowed)}")
+    if df["value"].isna().any():
+        raise UserError(f"{source}: NaN values", "check the job that wrote it")
+    return df.reset_index(drop=True)
+
+
+def save(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Validate and write a results parquet atomically."""
+    df = validate(df, str(path))
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+def load(paths) -> pd.DataFrame:
+    """Read and validate one or several results parquet files into one frame."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    frames = [validate(pd.read_parquet(p), str(p)) for p in paths]
+    if not frames:
+        return validate(pd.DataFrame({c: pd.Series(dtype=t) for c, t in COLUMNS.items()}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def config_hash(config: dict) -> str:
+    """A short stable hash of a resolved config (keys sorted)."""
+    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def code_version() -> str:
+    """``git describe`` of the code when run from a checkout, else the package version."""
+    from saccader import __version__
+
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent, timeout=10, check=True)
+        return out.stdout.strip() or __version__
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+
+
+def rows(base: dict, measurements: list[dict]) -> pd.DataFrame:
+    """Build a results frame from shared fields (``base``) and per-row fields (``measurements``)."""
+    return pd.DataFrame([{**base, **m} for m in measurements])
