@@ -1,0 +1,74 @@
+"""Config validation: both shipped configs are valid and share one key tree; mistakes give one clear line."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from saccader import config as cfg
+from saccader.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = ["config.yaml", "config/embedded.yaml", "config/smoke.yaml"]
+
+
+def keys(tree, prefix=""):
+    if not isinstance(tree, dict):
+        return set()
+    out = set()
+    for k, v in tree.items():
+        out.add(prefix + k)
+        out |= keys(v, prefix + k + ".")
+    return out
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_shipped_configs_validate(name):
+    cfg.load(REPO / name)
+
+
+def test_embedded_and_paper_configs_have_the_same_keys():
+    """The embedded run and the paper-scale run differ only in values (Snakemake merges them safely)."""
+    paper = yaml.safe_load((REPO / "config.yaml").read_text())
+    embedded = yaml.safe_load((REPO / "config/embedded.yaml").read_text())
+    digits_only = {k for k in keys(embedded) if k.startswith("dataset.digits")}
+    assert keys(paper) == keys(embedded) - digits_only
+
+
+def load_embedded():
+    return yaml.safe_load((REPO / "config/embedded.yaml").read_text())
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c.update(colour="red"), "unknown config key colour"),
+    (lambda c: c["dataset"].update(imgsize=3), "unknown config key dataset.imgsize"),
+    (lambda c: c["dataset"].update(image_size="big"), "dataset.image_size .* wrong type"),
+    (lambda c: c["dataset"].update(name="cifar"), "use one of"),
+    (lambda c: c.update(seeds=[0, 0, 1]), "seeds .*repeated"),
+    (lambda c: c["dataset"].update(num_classes=-3), "dataset.num_classes"),
+    (lambda c: c["dataset"].pop("root"), "missing 'root'"),
+])
+def test_mistakes_give_one_line(edit, message):
+    config = load_embedded()
+    edit(config)
+    with pytest.raises(UserError, match=message) as info:
+        cfg.validate(config)
+    assert "\n" not in str(info.value)
+
+
+def test_defaults_are_filled():
+    config = load_embedded()
+    del config["results_dir"]
+    assert cfg.validate(copy.deepcopy(config))["results_dir"] == "results"
+
+
+def test_missing_or_broken_file(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        cfg.load(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dataset: [unclosed\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        cfg.load(bad)

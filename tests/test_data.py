@@ -1,0 +1,133 @@
+"""The embedded dataset (determinism, no leakage, layout) and the ImageFolder path shared with ImageNet."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from saccader.data import build_dataset, check_data, list_split, split_train_dev
+from saccader.data.digits import build, source_splits
+from saccader.errors import UserError
+
+
+def test_same_seed_gives_byte_identical_dataset(tiny_dataset, tmp_path):
+    again = build(tiny_dataset, tmp_path / "again")
+    first = json.loads((Path(tiny_dataset["dataset"]["root"]) / "manifest.json").read_text())
+    second = json.loads((again / "manifest.json").read_text())
+    assert first["sha256"] == second["sha256"]
+    files = sorted(p.relative_to(again) for p in again.rglob("*.png"))
+    assert files and all((again / f).read_bytes() == (Path(tiny_dataset["dataset"]["root"]) / f).read_bytes()
+                         for f in files[:20])
+
+
+def test_other_seed_gives_other_dataset(tiny_dataset, tmp_path):
+    config = {**tiny_dataset, "dataset": {**tiny_dataset["dataset"],
+                                          "digits": {**tiny_dataset["dataset"]["digits"], "seed": 1}}}
+    other = build(config, tmp_path / "other")
+    first = json.loads((Path(tiny_dataset["dataset"]["root"]) / "manifest.json").read_text())
+    assert json.loads((other / "manifest.json").read_text())["sha256"] != first["sha256"]
+
+
+def test_source_digits_are_split_disjointly():
+    from sklearn.datasets import load_digits
+
+    targets = load_digits().target
+    pools = source_splits(targets, (0.7, 0.15), seed=0)
+    assert not set(pools["train"]) & set(pools["dev"])
+    assert not set(pools["train"]) & set(pools["test"])
+    assert not set(pools["dev"]) & set(pools["test"])
+    assert sum(len(v) for v in pools.values()) == len(targets) == 1797
+    assert set(targets[pools["test"]]) == set(range(10))
+
+
+def test_layout_counts_and_manifest(tiny_dataset):
+    root = Path(tiny_dataset["dataset"]["root"])
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert sorted(p.name for p in (root / "train").iterdir()) == [str(c) for c in range(10)]
+    assert sum(manifest["counts"]["dev"].values()) == tiny_dataset["dataset"]["dev_size"]
+    assert sum(manifest["counts"]["train"].values()) + 20 == 100
+    assert sum(manifest["counts"]["val"].values()) == 40
+    train, _ = list_split(tiny_dataset, "train")
+    dev, _ = list_split(tiny_dataset, "dev")
+    test, _ = list_split(tiny_dataset, "test")
+    assert (len(train), len(dev), len(test)) == (80, 20, 40)
+    assert not {p for p, _ in train} & {p for p, _ in dev}
+
+
+def test_geometry_matches_high_res(tiny_dataset):
+    root = Path(tiny_dataset["dataset"]["root"])
+    img = Image.open(next((root / "val").rglob("*.png")))
+    assert img.size == (tiny_dataset["dataset"]["high_res_size"],) * 2
+    pixels = np.asarray(img)
+    assert pixels.max() > 200 and (pixels == 0).mean() > 0.3  # a bright digit on a dark, cluttered canvas
+
+
+def test_split_is_deterministic_and_order_free():
+    names = [f"train/c{i % 7}/img{i}.JPEG" for i in range(1000)]
+    train, dev = split_train_dev(names, 50)
+    train2, dev2 = split_train_dev(list(reversed(names)), 50)
+    assert len(dev) == 50 and sorted(dev) == sorted(dev2) and len(train) == 950
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_transforms_shape_and_normalisation(tiny_dataset, train):
+    ds = build_dataset(tiny_dataset, "test", train=train)
+    x, y = ds[0]
+    size = tiny_dataset["dataset"]["image_size"]
+    assert x.shape == (3, size, size) and x.dtype == torch.float32 and 0 <= y < 10
+    raw = build_dataset(tiny_dataset, "test", resolution=tiny_dataset["dataset"]["high_res_size"], normalize=False)
+    x_raw, _ = raw[0]
+    assert x_raw.shape[-1] == tiny_dataset["dataset"]["high_res_size"] and 0 <= x_raw.min() and x_raw.max() <= 1
+
+
+def test_zero_image_maps_to_minus_mean_over_std(tiny_dataset):
+    from saccader.data import build_transform
+
+    ds = tiny_dataset["dataset"]
+    out = build_transform(tiny_dataset, train=False)(Image.new("RGB", (80, 80)))
+    expected = -torch.tensor(ds["mean"]) / torch.tensor(ds["std"])
+    assert torch.allclose(out[:, 0, 0], expected, atol=1e-6)
+
+
+def test_check_data_passes_then_lists_every_corrupt_file(tiny_dataset, tmp_path, capsys):
+    root = tmp_path / "copy"
+    shutil.copytree(tiny_dataset["dataset"]["root"], root)
+    report = check_data(tiny_dataset, str(root))
+    assert report["images"] == {"train": 80, "dev": 20, "test": 40} and not report["bad"]
+    victims = sorted((root / "train" / "3").glob("*.png"))[:2]
+    victims[0].write_bytes(victims[0].read_bytes()[:60])  # truncated
+    victims[1].write_bytes(b"not an image at all")
+    (root / "val" / "1" / "notes.txt").write_text("hello")
+    with pytest.raises(UserError, match="3 unreadable"):
+        check_data(tiny_dataset, str(root))
+    out = capsys.readouterr().out
+    assert all(str(p) in out for p in victims) and "notes.txt" in out
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda r: shutil.rmtree(r), "does not exist"),
+    (lambda r: shutil.rmtree(r / "val"), "split folder"),
+    (lambda r: shutil.rmtree(r / "train" / "9"), "different class folders"),
+    (lambda r: [shutil.rmtree(r / s / "9") for s in ("train", "val")], "expects 10"),
+    (lambda r: [p.unlink() for p in (r / "val" / "4").iterdir()], "is empty"),
+])
+def test_bad_layouts_give_one_clear_line(tiny_dataset, tmp_path, damage, message):
+    root = tmp_path / "copy"
+    shutil.copytree(tiny_dataset["dataset"]["root"], root)
+    damage(root)
+    with pytest.raises(UserError, match=message) as info:
+        check_data(tiny_dataset, str(root))
+    assert "\n" not in str(info.value) and "fix:" in str(info.value)
+
+
+def test_make_dataset_cli_refuses_imagenet_config(tmp_path, capsys):
+    from saccader.cli import main
+
+    assert main(["make-dataset", "--config", "config.yaml"]) == 2
+    assert "error:" in capsys.readouterr().err
