@@ -1,0 +1,85 @@
+"""Model registry: every network of the paper by name, at paper scale unless overridden.
+
+    model = create("saccader", num_classes=1001)                       # the paper's Saccader (Table Supp.1)
+    model = create("bagnet77_lowd", 10, planes=[8, 16, 32, 64], ...)   # a narrow embedded variant, same code
+    model = from_config("saccader", config)                            # overrides from config['models']['saccader']
+
+Defaults are the paper's models (224 input, q = 77, stride 8, 2048-d features, 512-d what features); the
+``models:`` section of a config holds the overrides that make the small embedded variants. Overrides are the keyword
+arguments of the model's constructor; an unknown one is a ``UserError`` naming the allowed ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+from saccader.errors import UserError
+
+__all__ = ["create", "from_config", "list_models", "allowed_overrides", "count_parameters"]
+
+# name -> ("module:constructor", fixed constructor arguments that define the variant)
+_REGISTRY = {
+    "bagnet77_lowd": ("saccader.models.bagnet:BagNet", {}),
+    "bagnet77": ("saccader.models.bagnet:BagNet", {"lowd_dim": None}),
+    "resnet_v2_50": ("baselines.resnet_v2:ResNetV2", {}),
+    "saccader": ("saccader.models.saccader:Saccader", {}),
+    "saccader_no_attention": ("saccader.models.saccader:Saccader", {"attention": False}),
+    "dram": ("baselines.dram:DRAM", {}),
+    "nasnet_a_large": ("baselines.nasnet:nasnet_a_large", {}),
+    "saccader_nasnet": ("baselines.nasnet:SaccaderNASNet", {}),
+}
+
+# saccader_nasnet is built from the config's saccader and NASNet entries unless it names its own.
+_COMPOSITE = {"saccader_nasnet": {"saccader": "saccader", "nasnet": "nasnet_a_large"}}
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def _constructor(name: str):
+    if name not in _REGISTRY:
+        raise UserError(f"unknown model {name!r}", f"use one of {', '.join(list_models())}")
+    target, fixed = _REGISTRY[name]
+    module, attr = target.split(":")
+    return getattr(importlib.import_module(module), attr), fixed
+
+
+def allowed_overrides(name: str) -> list[str]:
+    """Constructor arguments of ``name`` that a config may override."""
+    fn, fixed = _constructor(name)
+    params = inspect.signature(fn).parameters
+    return [p for p in params if p not in ("self", "num_classes") and p not in fixed
+            and params[p].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+
+
+def create(name: str, num_classes: int, **overrides):
+    """Build the registered model ``name`` with ``num_classes`` outputs; ``overrides`` change its constructor args."""
+    fn, fixed = _constructor(name)
+    allowed = allowed_overrides(name)
+    for key in overrides:
+        if key not in allowed:
+            raise UserError(f"unknown override {key!r} for model {name}",
+                            f"use only these keys under models.{name}: {', '.join(allowed)}")
+    # YAML gives lists; the constructors take sequences, tuples keep them hashable and immutable.
+    args = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+    return fn(num_classes=num_classes, **fixed, **args)
+
+
+def from_config(name: str, config: dict):
+    """``create(name, dataset.num_classes, **models[name])``; composite models take their parts' entries too."""
+    models = config.get("models", {}) or {}
+    overrides = dict(models.get(name, {}) or {})
+    for key, part in _COMPOSITE.get(name, {}).items():
+        overrides.setdefault(key, dict(models.get(part, {}) or {}))
+    return create(name, config["dataset"]["num_classes"], **overrides)
+
+
+def count_parameters(model) -> int:
+    """Parameters as the TF checkpoints count them (Table Supp.1): weights plus BN running mean and variance.
+
+    ``num_batches_tracked`` is a PyTorch bookkeeping counter with no TF counterpart, so it is left out.
+    """
+    n = sum(p.numel() for p in model.parameters())
+    return n + sum(b.numel() for name, b in model.named_buffers() if not name.endswith("num_batches_tracked"))

@@ -1,0 +1,164 @@
+"""The Saccader model (Section 3.1, eqs. 1-3, Figs. Supp.4-6), as the official code builds it (reference-notes §2).
+
+Representation network: BagNet-77-lowD (``bagnet.py``) giving features (2048), what features (512) and per-location
+logits. Attention ("where") network (Fig. Supp.5): ``attention_groups`` groups of ``attention_layers_per_group``
+convolutions on the 2048-d features, group i having ``features / 2**(i+1)`` filters; the last layer of a group is a
+3x3 conv with dilation 2, the others 1x1; all SAME-padded, without bias, each followed by BN + ReLU. The where and what
+features are concatenated ([where, what], in that order) and mixed by a 1x1 conv with bias and no activation into
+F (512 channels).
+
+Saccader cell (eqs. 1-3, Fig. Supp.6), one step, with C the visited mask:
+    G  = (F . a) / sqrt(d) - 1e5 C            spatial logits (the paper's eq. 1 calls the left side C, a typo)
+    G~ = softmax over the h*w locations       space first
+    h~ = softmax over channels of sum_ij F_ij G~_ij      channels second
+    R  = sum_k F_k h~_k - 1e5 C;  policy = softmax over locations of R      (mask applied twice)
+The location is argmax R at test time and a sample of softmax(R) in training; the prediction is the mean over time
+of the representation network's logits gathered at the chosen cells.
+
+Ablation ``saccader_no_attention`` (Fig. Supp.3): the official code has no switch for it, so we drop the attention
+network and compute F = mix(what) with the same 1x1 mixing conv (what -> 512, with bias); the cell is unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from saccader.errors import UserError
+from saccader.models.bagnet import BagNet, bn, init_tf_
+
+__all__ = ["Saccader", "AttentionNetwork"]
+
+MASK = 1e5  # the official -1e5 * C penalty on visited locations
+
+
+class AttentionNetwork(nn.Sequential):
+    """The "where" network of Fig. Supp.5: 2048 -> 1024 (1x1) -> 1024 (3x3, d2) -> 512 (1x1) -> 512 (3x3, d2)."""
+
+    def __init__(self, in_channels: int, groups: int = 2, layers_per_group: int = 2):
+        layers, channels = [], in_channels
+        for i in range(groups):
+            filters = in_channels // 2 ** (i + 1)
+            for j in range(layers_per_group):
+                last = j == layers_per_group - 1
+                conv = (nn.Conv2d(channels, filters, 3, padding=2, dilation=2, bias=False) if last
+                        else nn.Conv2d(channels, filters, 1, bias=False))
+                layers += [conv, bn(filters), nn.ReLU(inplace=True)]
+                channels = filters
+        super().__init__(*layers)
+        self.out_channels = channels
+
+
+class Saccader(nn.Module):
+    """Saccader: BagNet-lowD + attention network + mixing conv + Saccader cell.
+
+    Args:
+        num_classes: classifier outputs (1001 at paper scale).
+        blocks, planes, expansion, strides, kernel3, stem_channels, lowd_dim: the BagNet-lowD (see ``BagNet``).
+        attention: build the attention network (False = the ``saccader_no_attention`` ablation).
+        attention_groups, attention_layers_per_group: depth of the attention network (2 and 2).
+        mixed_dim: d, the channels of the mixed features F and of the cell vector a (512).
+    """
+
+    def __init__(self, num_classes: int = 1001, blocks=(3, 4, 6, 3), planes=(64, 128, 256, 512), expansion: int = 4,
+                 strides=(2, 2, 2, 1), kernel3=(2, 2, 2, 2), stem_channels: int = 64, lowd_dim: int = 512,
+                 attention: bool = True, attention_groups: int = 2, attention_layers_per_group: int = 2,
+                 mixed_dim: int = 512):
+        super().__init__()
+        self.representation = BagNet(num_classes, blocks, planes, expansion, strides, kernel3, stem_channels, lowd_dim)
+        rep = self.representation
+        if attention:
+            self.attention = AttentionNetwork(rep.num_features, attention_groups, attention_layers_per_group)
+            mix_in = self.attention.out_channels + rep.what_dim
+        else:
+            self.attention = None
+            mix_in = rep.what_dim
+        self.mix = nn.Conv2d(mix_in, mixed_dim, 1, bias=True)
+        init_tf_(self.attention or nn.Identity())
+        init_tf_(self.mix)
+        # a: the cell's dense(units=1, use_bias=False) kernel, Glorot-uniform over its (d, 1) shape.
+        bound = math.sqrt(6.0 / (mixed_dim + 1))
+        self.a = nn.Parameter(torch.empty(mixed_dim).uniform_(-bound, bound))
+
+    # The geometry of a location is that of the representation network.
+    @property
+    def receptive_field(self) -> int:
+        return self.representation.receptive_field
+
+    @property
+    def stride(self) -> int:
+        return self.representation.stride
+
+    def grid_size(self, image_size):
+        return self.representation.grid_size(image_size)
+
+    def location_parameters(self):
+        """Parameters of the location path (attention net, mixing conv, a): what eq. 5 trains."""
+        modules = [self.mix] + ([self.attention] if self.attention is not None else [])
+        return [p for m in modules for p in m.parameters()] + [self.a]
+
+    def backbone(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One pass of the networks: features, what, logits2d (representation) and mixed = F (Fig. Supp.4)."""
+        out = self.representation.forward_features(images)
+        if self.attention is None:
+            mixed = self.mix(out["what"])
+        else:
+            mixed = self.mix(torch.cat([self.attention(out["features"]), out["what"]], dim=1))
+        out["mixed"] = mixed
+        return out
+
+    def rollout(self, mixed: torch.Tensor, logits2d: torch.Tensor, num_glimpses: int, sample: bool = False,
+                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Unroll the Saccader cell (eqs. 1-3) for ``num_glimpses`` steps on a given F and logits2d.
+
+        Args:
+            mixed: F, (N, d, h, w).
+            logits2d: per-location logits (N, C, h, w).
+            num_glimpses: T, at most h*w (a location is never visited twice).
+            sample: draw each location from the policy (training) instead of taking its argmax (test).
+            generator: random generator for the samples.
+
+        Returns:
+            dict with logits (N, C) = mean over t of the gathered logits, glimpse_logits (N, T, C), locations (N, T)
+            flat indices into the h x w grid, policy_logits (N, T, h*w) = the masked R, and log_probs (N, T) of the
+            chosen cells under softmax(R).
+        """
+        n, d, h, w = mixed.shape
+        cells = h * w
+        if not 1 <= num_glimpses <= cells:
+            raise UserError(f"num_glimpses = {num_glimpses} is outside 1..{cells} (the {h}x{w} location grid)",
+                            "ask for at most one glimpse per location")
+        feats = mixed.flatten(2)                                   # (N, d, L)
+        flat_logits = logits2d.flatten(2)                          # (N, C, L)
+        space = torch.einsum("ndl,d->nl", feats, self.a) / math.sqrt(d)
+        visited = feats.new_zeros(n, cells)
+        locations, policy_logits, log_probs, glimpse_logits = [], [], [], []
+        for _ in range(num_glimpses):
+            mask = MASK * visited
+            g = torch.softmax(space - mask, dim=1)                                 # eq. 1: softmax over space
+            h_t = torch.softmax(torch.einsum("ndl,nl->nd", feats, g), dim=1)       # eq. 2: softmax over channels
+            r = torch.einsum("ndl,nd->nl", feats, h_t) - mask                      # eq. 3: policy logits
+            if sample:
+                loc = torch.multinomial(torch.softmax(r, dim=1), 1, generator=generator).squeeze(1)
+            else:
+                loc = r.argmax(dim=1)
+            log_probs.append(torch.log_softmax(r, dim=1).gather(1, loc[:, None]).squeeze(1))
+            glimpse_logits.append(flat_logits.gather(2, loc[:, None, None].expand(-1, flat_logits.shape[1], 1))
+                                  .squeeze(2))
+            # The mask is a constant of the chosen cells: a new tensor, so autograd keeps earlier steps' values.
+            visited = visited.scatter(1, loc[:, None], 1.0)
+            locations.append(loc)
+            policy_logits.append(r)
+        glimpse_logits = torch.stack(glimpse_logits, dim=1)
+        return {"logits": glimpse_logits.mean(dim=1), "glimpse_logits": glimpse_logits,
+                "locations": torch.stack(locations, dim=1), "policy_logits": torch.stack(policy_logits, dim=1),
+                "log_probs": torch.stack(log_probs, dim=1)}
+
+    def forward(self, images: torch.Tensor, num_glimpses: int):
+        """Test-time Saccader (argmax policy): (logits (N, C), locations (N, T), policy (N, T, h*w) probabilities)."""
+        out = self.backbone(images)
+        roll = self.rollout(out["mixed"], out["logits2d"], num_glimpses)
+        return roll["logits"], roll["locations"], torch.softmax(roll["policy_logits"], dim=-1)
