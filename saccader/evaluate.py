@@ -1,0 +1,362 @@
+"""Evaluation jobs behind Figures 3-6, Supp.1-3: one parquet per (kind, model, seed) in the tidy results schema.
+
+    saccader evaluate --config C --kind glimpses --model saccader --seed 0 \\
+        --ckpt saccader=results/runs/saccader/seed0 --out results/eval/glimpses/saccader/seed0.parquet
+
+Kinds (``JOBS``):
+- ``glimpses``   top-1, top-5 and area covered for T = 1..max_glimpses (Fig 3, 5a, Supp.2a, Supp.3), for the Saccader
+  and its ablations (policy ``saccader``), BagNet-77-lowD under the engineered policies of Section 4.1, and DRAM.
+  Also writes ``examples_path(out)`` (``seed0.parquet`` -> ``seed0.examples.npz``) with glimpse boxes of fixed images (Fig 4, Supp.1).
+- ``full_image`` the no-attention references (black markers of Fig 3): top-1, top-5 with ``num_glimpses`` 0.
+- ``occlusion``  ResNet-v2-50 accuracy with every policy's glimpses occluded, against the area occluded (Fig 5b).
+- ``nasnet``     Saccader-NASNet at ``image_size`` and ``high_res_size`` (Fig 6).
+
+Every policy ranks glimpses once, so the first T of a T_max rollout are its T-glimpse choice: the Saccader cell and
+DRAM are causal recurrences under the test-time (argmax / mean) policy, and the engineered policies are top-K
+rankings. One pass with T_max glimpses therefore gives every T.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from saccader import geometry, results
+from saccader.config import add_config_argument
+from saccader.errors import UserError
+from saccader.io import atomic_path, torch_load
+
+log = logging.getLogger(__name__)
+
+__all__ = ["JOBS", "required_runs", "examples_path", "load_run", "image_logits", "policy_outputs", "occlude", "evaluate", "register"]
+
+SACCADERS = ("saccader", "saccader_no_pretrain", "saccader_no_attention")
+JOBS: dict[str, list[str]] = {
+    "glimpses": [*SACCADERS, "bagnet77_lowd", "dram"],
+    "full_image": ["resnet_v2_50", "bagnet77_lowd", "bagnet77", "nasnet"],
+    "occlusion": ["resnet_v2_50"],
+    "nasnet": ["saccader_nasnet"],
+}
+# Runs whose model.pt each job needs (training run names, config ``train:``).
+_OCCLUSION_RUNS = ["resnet_v2_50", "bagnet77_lowd", "saccader", "dram"]
+_NASNET_RUNS = ["saccader", "nasnet_77", "nasnet_113"]
+
+
+def required_runs(kind: str, model: str) -> list[str]:
+    """Training runs whose ``model.pt`` the (kind, model) evaluation job loads."""
+    if kind not in JOBS or model not in JOBS[kind]:
+        raise UserError(f"no evaluation job ({kind}, {model})",
+                        f"use one of {', '.join(f'{k}/{m}' for k, ms in JOBS.items() for m in ms)}")
+    if kind == "occlusion":
+        return list(_OCCLUSION_RUNS)
+    if kind == "nasnet":
+        return list(_NASNET_RUNS)
+    return [model]
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def parse_ckpts(items: list[str]) -> dict[str, Path]:
+    """``RUN=DIR`` pairs from the command line -> {run: DIR}."""
+    out = {}
+    for item in items or []:
+        run, sep, path = item.partition("=")
+        if not sep or not run or not path:
+            raise UserError(f"--ckpt {item!r} is not RUN=DIR", "write e.g. --ckpt saccader=results/runs/saccader/seed0")
+        out[run] = Path(path)
+    return out
+
+
+def load_run(config: dict, run: str, ckpts: dict[str, Path], dev: torch.device | None = None):
+    """Build the model of training run ``run`` (config ``train.<run>.model``) and load ``DIR/model.pt``."""
+    from saccader import models
+
+    if run not in ckpts:
+        raise UserError(f"no checkpoint given for run {run}", f"pass --ckpt {run}=DIR (DIR holds model.pt)")
+    name = (config.get("train", {}).get(run) or {}).get("model", run)
+    model = models.from_config(name, config)
+    path = ckpts[run] / "model.pt" if ckpts[run].is_dir() else ckpts[run]
+    state = torch_load(path)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise UserError(f"{path} does not fit model {name} ({str(exc).splitlines()[0]})",
+                        "evaluate with the config the run was trained with") from None
+    return model.to(dev or device()).eval()
+
+
+def image_logits(model, images: torch.Tensor, num_glimpses: int | None = None) -> torch.Tensor:
+    """Class logits (N, C) of any model of the zoo on standardised images.
+
+    BagNets return per-location logits (N, C, h, w), averaged over space (eq. 4, reference-notes section 1.1);
+    the Saccader returns (logits, locations, policy); DRAM a dict with ``logits``; ResNet / NASNet plain logits.
+    """
+    out = model(images) if num_glimpses is None else model(images, num_glimpses)
+    if isinstance(out, dict):
+        out = out["logits"]
+    elif isinstance(out, (tuple, list)):
+        out = out[0]
+    return out.mean(dim=(2, 3)) if out.dim() == 4 else out
+
+
+def grid_boxes(model, locations: torch.Tensor, image_size: int, target_size: int | None = None) -> torch.Tensor:
+    """Pixel boxes (..., 4) of flat grid locations of a BagNet-based model (its true receptive fields)."""
+    grid = model.grid_size(image_size)
+    return geometry.location_boxes(locations, grid[1], model.receptive_field, model.stride, image_size, target_size)
+
+
+def center_boxes(locations: torch.Tensor, glimpse: int, image_size: int) -> torch.Tensor:
+    """Boxes of DRAM glimpses centred at normalised (y, x) in [-1, 1] (official ``utils.extract_glimpse``).
+
+    Top-left = floor((S (v + 3) - g) / 2) - S, the official formula; boxes clipped to the image.
+    """
+    top_left = torch.floor((image_size * (locations.float() + 3) - glimpse) / 2).long() - image_size
+    boxes = torch.cat([top_left, top_left + glimpse], dim=-1)
+    return boxes.clamp(0, image_size)
+
+
+def policy_outputs(models: dict, images: torch.Tensor, num_glimpses: int, policies: list[str],
+                   generator: torch.Generator, image_size: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """For each policy the runs in ``models`` provide: (boxes (N, T, 4), logits after t glimpses (N, T, C)).
+
+    ``models`` maps run names to loaded models: a Saccader run gives policy ``saccader``, ``bagnet77_lowd`` gives
+    the engineered ``policies`` (Section 4.1; they classify with BagNet-77-lowD logits averaged over the chosen
+    cells, like the Saccader), ``dram`` gives policy ``dram`` (its prediction after t glimpses is its step-t logits).
+    """
+    from baselines import policies as engineered
+
+    out = {}
+    for run, model in models.items():
+        if run in SACCADERS:
+            feats = model.backbone(images)
+            roll = model.rollout(feats["mixed"], feats["logits2d"], num_glimpses)
+            out["saccader"] = (grid_boxes(model, roll["locations"], image_size),
+                               engineered.cumulative_logits(roll["glimpse_logits"]))
+        elif run == "bagnet77_lowd":
+            logits2d = model(images)
+            for policy in policies:
+                locations = engineered.choose(policy, num_glimpses, logits2d=logits2d, images=images,
+                                              patch=model.receptive_field, stride=model.stride, generator=generator)
+                out[policy] = (grid_boxes(model, locations, image_size),
+                               engineered.cumulative_logits(engineered.gather_logits(logits2d, locations)))
+        elif run == "dram":
+            res = model(images, num_glimpses)
+            out["dram"] = (center_boxes(res["locations"], model.glimpse_size, image_size), res["step_logits"])
+    return out
+
+
+def occlude(images: torch.Tensor, boxes: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+    """Images with every pixel inside the union of ``boxes`` (N, T, 4) replaced by ``fill`` (C,) (Fig 5b).
+
+    "Set the pixels to 0" (Section 4.2): ``fill`` is 0 in the space chosen by ``evaluate.occlusion_space``.
+    """
+    mask = geometry.coverage_mask(boxes, images.shape[2], images.shape[3]).unsqueeze(1)
+    return torch.where(mask, fill.view(1, -1, 1, 1).to(images), images)
+
+
+def _topk_hits(logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """Per-image hit of the label among the top-k logits; logits (..., N, C) -> (..., N) float."""
+    k = min(k, logits.shape[-1])
+    return (logits.topk(k, dim=-1).indices == labels.unsqueeze(-1)).any(-1).float()
+
+
+class _Tally:
+    """Sums of per-image values keyed by (policy, resolution, T, metric); means give the result rows."""
+
+    def __init__(self):
+        self.sums, self.counts = {}, {}
+
+    def add(self, key, values: torch.Tensor):
+        self.sums[key] = self.sums.get(key, 0.0) + float(values.sum())
+        self.counts[key] = self.counts.get(key, 0) + int(values.numel())
+
+    def rows(self) -> list[dict]:
+        return [{"policy": p, "resolution": r, "num_glimpses": t, "metric": m, "value": self.sums[key] / n,
+                 "n_images": n} for key, n in self.counts.items() for p, r, t, m in [key]]
+
+
+def _loader(config: dict, resolution: int | None = None, normalize: bool = True):
+    from saccader.data.folder import build_dataset
+
+    ev = config["evaluate"]
+    dataset = build_dataset(config, "test", resolution=resolution, normalize=normalize)
+    if ev["max_images"] is not None and ev["max_images"] < len(dataset):
+        dataset = torch.utils.data.Subset(dataset, range(ev["max_images"]))
+    return torch.utils.data.DataLoader(dataset, batch_size=ev["batch_size"], shuffle=False,
+                                       num_workers=config["dataset"]["num_workers"])
+
+
+def _progress(iterable, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(iterable, desc=desc, unit="batch", mininterval=5.0)
+
+
+def _glimpses(config, model_name, ckpts, dev, generator, tally):
+    ev, size = config["evaluate"], config["dataset"]["image_size"]
+    models = {model_name: load_run(config, model_name, ckpts, dev)}
+    for images, labels in _progress(_loader(config), f"glimpses {model_name}"):
+        images, labels = images.to(dev), labels.to(dev)
+        for policy, (boxes, logits) in policy_outputs(models, images, ev["max_glimpses"], ev["policies"],
+                                                      generator, size).items():
+            for t in range(1, ev["max_glimpses"] + 1):
+                tally.add((policy, size, t, "top1"), _topk_hits(logits[:, t - 1], labels, 1))
+                tally.add((policy, size, t, "top5"), _topk_hits(logits[:, t - 1], labels, 5))
+                tally.add((policy, size, t, "area"), geometry.area_covered(boxes[:, :t], size, size))
+    return models
+
+
+def _full_image(config, model_name, ckpts, dev, tally):
+    size = config["dataset"]["image_size"]
+    model = load_run(config, model_name, ckpts, dev)
+    for images, labels in _progress(_loader(config), f"full image {model_name}"):
+        logits = image_logits(model, images.to(dev))
+        labels = labels.to(dev)
+        tally.add(("full_image", size, 0, "top1"), _topk_hits(logits, labels, 1))
+        tally.add(("full_image", size, 0, "top5"), _topk_hits(logits, labels, 5))
+
+
+def _occlusion(config, ckpts, dev, generator, tally):
+    ev, ds = config["evaluate"], config["dataset"]
+    size = ds["image_size"]
+    classifier = load_run(config, "resnet_v2_50", ckpts, dev)
+    sources = {run: load_run(config, run, ckpts, dev) for run in _OCCLUSION_RUNS[1:]}
+    mean, std = torch.tensor(ds["mean"]), torch.tensor(ds["std"])
+    # standardised: 0 in the model's input space (the official patches_masks x input); pixel: black in [0, 1].
+    fill = torch.zeros(3) if ev["occlusion_space"] == "standardized" else -mean / std
+    for images, labels in _progress(_loader(config), "occlusion"):
+        images, labels = images.to(dev), labels.to(dev)
+        for policy, (boxes, _) in policy_outputs(sources, images, ev["max_glimpses"], ev["policies"],
+                                                 generator, size).items():
+            for t in range(1, ev["max_glimpses"] + 1):
+                logits = image_logits(classifier, occlude(images, boxes[:, :t], fill))
+                tally.add((policy, size, t, "occluded_top1"), _topk_hits(logits, labels, 1))
+                tally.add((policy, size, t, "occluded_top5"), _topk_hits(logits, labels, 5))
+                tally.add((policy, size, t, "area"), geometry.area_covered(boxes[:, :t], size, size))
+
+
+def _nasnet(config, ckpts, dev, tally):
+    """Saccader-NASNet (Fig 6): locations from the Saccader on the image_size image; NASNet classifies the patches
+    cut from the same image (image_size) or from the high-resolution image (high_res_size), T = 1..max_glimpses."""
+    from saccader import models
+
+    ev, ds = config["evaluate"], config["dataset"]
+    low, high = ds["image_size"], ds["high_res_size"]
+    for resolution, nasnet_run in ((low, "nasnet_77"), (high, "nasnet_113")):
+        model = models.from_config("saccader_nasnet", config)
+        model.saccader.load_state_dict(torch_load(_ckpt_file(ckpts, "saccader")))
+        model.nasnet.load_state_dict(torch_load(_ckpt_file(ckpts, nasnet_run)))
+        model = model.to(dev).eval()
+        loaders = [_loader(config)] + ([_loader(config, resolution=high)] if resolution == high else [])
+        for batch in _progress(zip(*loaders), f"saccader-nasnet {resolution}"):
+            images, labels = batch[0][0].to(dev), batch[0][1].to(dev)
+            high_res = batch[1][0].to(dev) if resolution == high else None
+            for t in range(1, ev["max_glimpses"] + 1):
+                out = model(images, t, images_high_res=high_res)
+                logits, locations = out["logits"], out["locations"]
+                boxes = grid_boxes(model.saccader, locations, low, resolution)
+                tally.add(("saccader", resolution, t, "top1"), _topk_hits(logits, labels, 1))
+                tally.add(("saccader", resolution, t, "top5"), _topk_hits(logits, labels, 5))
+                tally.add(("saccader", resolution, t, "area"), geometry.area_covered(boxes, resolution, resolution))
+
+
+def _ckpt_file(ckpts: dict[str, Path], run: str) -> Path:
+    if run not in ckpts:
+        raise UserError(f"no checkpoint given for run {run}", f"pass --ckpt {run}=DIR (DIR holds model.pt)")
+    return ckpts[run] / "model.pt" if ckpts[run].is_dir() else ckpts[run]
+
+
+def example_indices(config: dict, n_total: int) -> np.ndarray:
+    """The fixed images of the glimpse pictures (Fig 4, Supp.1): the same for every model and seed."""
+    ev = config["evaluate"]
+    n = min(ev["examples"], n_total)
+    return np.sort(np.random.default_rng(ev["examples_seed"]).choice(n_total, n, replace=False))
+
+
+def examples_path(out) -> Path:
+    """Where a ``glimpses`` job puts its glimpse pictures: ``seed0.parquet`` -> ``seed0.examples.npz``."""
+    return Path(out).with_suffix(".examples.npz")
+
+
+def save_examples(config: dict, models: dict, generator: torch.Generator, path: Path, dev) -> None:
+    """``<out>.examples.npz``: images uint8 (N, H, W, 3), labels (N,), indices (N,), and per policy
+    boxes_<policy> (N, T, 4) (y0, x0, y1, x1, T = evaluate.train_glimpses) and pred_<policy> (N,) after T glimpses."""
+    from saccader.data.folder import build_dataset
+
+    ev, ds = config["evaluate"], config["dataset"]
+    raw = build_dataset(config, "test", normalize=False)
+    idx = example_indices(config, len(raw))
+    pixels = torch.stack([raw[int(i)][0] for i in idx])
+    labels = np.array([raw[int(i)][1] for i in idx], dtype=np.int64)
+    mean, std = torch.tensor(ds["mean"]).view(1, 3, 1, 1), torch.tensor(ds["std"]).view(1, 3, 1, 1)
+    t = ev["train_glimpses"]
+    arrays = {"images": (pixels.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy(), "labels": labels,
+              "indices": idx.astype(np.int64), "num_glimpses": np.int64(t)}
+    with torch.no_grad():
+        outs = policy_outputs(models, ((pixels - mean) / std).to(dev), t, ev["policies"], generator,
+                              ds["image_size"])
+    for policy, (boxes, logits) in outs.items():
+        arrays[f"boxes_{policy}"] = boxes.cpu().numpy().astype(np.int64)
+        arrays[f"pred_{policy}"] = logits[:, -1].argmax(-1).cpu().numpy().astype(np.int64)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def evaluate(config: dict, kind: str, model: str, seed: int, ckpts: dict[str, Path], out: Path):
+    """Run one evaluation job and write its parquet (and, for ``glimpses``, its examples npz)."""
+    runs = required_runs(kind, model)
+    missing = [r for r in runs if r not in ckpts]
+    if missing:
+        raise UserError(f"job {kind}/{model} needs checkpoints of runs {missing}",
+                        " ".join(f"--ckpt {r}=DIR" for r in missing))
+    dev = device()
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(config["evaluate"]["random_seed"] + seed)
+    tally = _Tally()
+    with torch.no_grad():
+        if kind == "glimpses":
+            models = _glimpses(config, model, ckpts, dev, generator, tally)
+        elif kind == "full_image":
+            _full_image(config, model, ckpts, dev, tally)
+        elif kind == "occlusion":
+            _occlusion(config, ckpts, dev, generator, tally)
+        else:
+            _nasnet(config, ckpts, dev, tally)
+    ds = config["dataset"]
+    base = {"experiment": kind, "dataset": ds["name"], "split": "test" if ds["name"] == "digits" else "val",
+            "model": model, "seed": seed, "config_hash": results.config_hash(config),
+            "code_version": results.code_version()}
+    frame = results.rows(base, tally.rows())
+    results.save(frame, out)
+    if kind == "glimpses":
+        save_examples(config, models, torch.Generator().manual_seed(config["evaluate"]["random_seed"] + seed),
+                      examples_path(out), dev)
+    log.info("wrote %s (%d rows)", out, len(frame))
+    return frame
+
+
+def _run(args) -> int:
+    from saccader.config import load
+
+    config = load(args.config)
+    evaluate(config, args.kind, args.model, args.seed, parse_ckpts(args.ckpt), Path(args.out))
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("evaluate", help="evaluation job: policies x glimpses, full image, occlusion, NASNet",
+                              description=__doc__.splitlines()[0])
+    add_config_argument(p)
+    p.add_argument("--kind", required=True, choices=sorted(JOBS))
+    p.add_argument("--model", required=True, help="model to evaluate (see saccader.evaluate.JOBS)")
+    p.add_argument("--seed", required=True, type=int)
+    p.add_argument("--ckpt", action="append", default=[], metavar="RUN=DIR",
+                   help="training run directory holding model.pt; repeat for every run the job needs")
+    p.add_argument("--out", required=True, help="output parquet")
+    p.set_defaults(func=_run)

@@ -1,0 +1,134 @@
+"""Evaluation jobs: exact area, exact occlusion, and end-to-end parquet/npz on a tiny dataset and tiny models."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from saccader import evaluate, geometry, models, results
+from saccader.config import load
+from saccader.errors import UserError
+
+TINY = dict(blocks=[1, 1], planes=[4, 8], expansion=2, strides=[2, 1], kernel3=[1, 1], stem_channels=4, lowd_dim=8)
+
+
+def test_area_is_exact_on_known_boxes():
+    bagnet = models.create("bagnet77_lowd", 3, **TINY)  # q = 9, stride 2, 4 x 4 grid at 16 px
+    boxes = evaluate.grid_boxes(bagnet, torch.tensor([[0, 1, 5]]), 16)
+    assert boxes.tolist() == [[[0, 0, 9, 9], [0, 2, 9, 11], [2, 2, 11, 11]]]
+    # union: rows 0-8 x cols 0-10 (99 px) plus rows 9-10 x cols 2-10 (18 px)
+    assert geometry.area_covered(boxes, 16, 16).item() == pytest.approx(117 / 256, abs=0)
+    # a repeated location covers the patch once (official patches_masks test)
+    assert geometry.area_covered(evaluate.grid_boxes(bagnet, torch.tensor([[5, 5]]), 16), 16, 16).item() == 81 / 256
+
+
+def test_occlusion_sets_exactly_the_box_pixels():
+    images = torch.rand(2, 3, 12, 12) + 1.0  # never equal to the fill
+    boxes = torch.tensor([[[2, 3, 5, 7], [4, 6, 8, 9]], [[0, 0, 12, 1], [0, 0, 12, 1]]])
+    fill = torch.tensor([0.0, -1.0, 2.5])
+    out = evaluate.occlude(images, boxes, fill)
+    expected = torch.zeros(2, 12, 12, dtype=torch.bool)
+    expected[0, 2:5, 3:7] = True
+    expected[0, 4:8, 6:9] = True
+    expected[1, :, 0:1] = True
+    for c in range(3):
+        assert torch.equal(out[:, c] == fill[c], expected)
+    assert torch.equal(out[~expected.unsqueeze(1).expand_as(out)], images[~expected.unsqueeze(1).expand_as(images)])
+
+
+def test_center_boxes_follow_the_official_extract_glimpse():
+    # centre (0, 0) of a 224 image with a 77 glimpse: top-left trunc((224*3 - 77)/2) - 224 = 73
+    boxes = evaluate.center_boxes(torch.tensor([[[0.0, 0.0], [-1.0, 1.0]]]), 77, 224)
+    assert boxes.tolist() == [[[73, 73, 150, 150], [0, 185, 38, 224]]]
+
+
+def test_required_runs_and_jobs():
+    assert evaluate.required_runs("glimpses", "saccader_no_pretrain") == ["saccader_no_pretrain"]
+    assert set(evaluate.required_runs("occlusion", "resnet_v2_50")) == {"resnet_v2_50", "bagnet77_lowd", "saccader",
+                                                                        "dram"}
+    assert evaluate.required_runs("nasnet", "saccader_nasnet") == ["saccader", "nasnet_77", "nasnet_113"]
+    with pytest.raises(UserError, match="no evaluation job"):
+        evaluate.required_runs("glimpses", "resnet_v2_50")
+    with pytest.raises(UserError, match="RUN=DIR"):
+        evaluate.parse_ckpts(["saccader"])
+
+
+@pytest.fixture
+def tiny_setup(tmp_path):
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in range(3):
+            folder = tmp_path / "data" / split / f"c{c}"
+            folder.mkdir(parents=True)
+            for i in range(5):
+                Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    config = copy.deepcopy(load("config/smoke.yaml"))
+    config["dataset"].update(root=str(tmp_path / "data"), num_classes=3, image_size=16, high_res_size=24,
+                             dev_size=2)
+    config["models"] = {"bagnet77_lowd": dict(TINY), "saccader": dict(TINY, mixed_dim=8),
+                        "saccader_no_pretrain": dict(TINY, mixed_dim=8)}
+    config["train"] = {"saccader_no_pretrain": {"model": "saccader"}}
+    config["evaluate"].update(max_glimpses=3, train_glimpses=2, batch_size=4, max_images=None, examples=3)
+    ckpts = {}
+    for run, name in (("bagnet77_lowd", "bagnet77_lowd"), ("saccader", "saccader"),
+                      ("saccader_no_pretrain", "saccader")):
+        (tmp_path / run).mkdir()
+        model = models.from_config(name, config)
+        torch.save(model.state_dict(), tmp_path / run / "model.pt")
+        ckpts[run] = tmp_path / run
+    return config, ckpts, tmp_path
+
+
+def test_glimpses_job_writes_every_policy_and_t(tiny_setup):
+    config, ckpts, tmp_path = tiny_setup
+    out = tmp_path / "eval" / "seed1.parquet"
+    evaluate.evaluate(config, "glimpses", "bagnet77_lowd", 1, ckpts, out)
+    frame = results.load(out)
+    assert len(frame) == 4 * 3 * 3  # policies x T x (top1, top5, area)
+    assert set(frame["policy"]) == {"random", "ordered_logits", "sobel_mean", "sobel_var"}
+    assert (frame["n_images"] == 15).all() and (frame["seed"] == 1).all()
+    top5 = frame[frame.metric == "top5"]
+    assert (top5["value"] == 1.0).all()  # 3 classes: the label is always among the top 5
+    area = frame[frame.metric == "area"].pivot(index="num_glimpses", columns="policy", values="value")
+    assert (area.diff().dropna() >= 0).all().all() and area.loc[1].eq(81 / 256).all()
+    ex = np.load(evaluate.examples_path(out))
+    assert ex["images"].shape == (3, 16, 16, 3) and ex["images"].dtype == np.uint8
+    assert ex["boxes_ordered_logits"].shape == (3, 2, 4) and ex["pred_random"].shape == (3,)
+
+
+def test_saccader_ablation_uses_its_run_and_same_example_images(tiny_setup):
+    config, ckpts, tmp_path = tiny_setup
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    frame = evaluate.evaluate(config, "glimpses", "saccader_no_pretrain", 0, ckpts, a)
+    evaluate.evaluate(config, "glimpses", "bagnet77_lowd", 0, ckpts, b)
+    assert set(frame["policy"]) == {"saccader"} and set(frame["model"]) == {"saccader_no_pretrain"}
+    ea, eb = np.load(evaluate.examples_path(a)), np.load(evaluate.examples_path(b))
+    assert np.array_equal(ea["indices"], eb["indices"]) and np.array_equal(ea["images"], eb["images"])
+    # saccader never revisits a cell, so the area grows strictly with T
+    area = frame[frame.metric == "area"].sort_values("num_glimpses")["value"].to_numpy()
+    assert (np.diff(area) > 0).all()
+
+
+def test_full_image_bagnet_matches_mean_of_logits(tiny_setup):
+    config, ckpts, tmp_path = tiny_setup
+    frame = evaluate.evaluate(config, "full_image", "bagnet77_lowd", 0, ckpts, tmp_path / "f.parquet")
+    assert set(frame["metric"]) == {"top1", "top5"} and (frame["num_glimpses"] == 0).all()
+    model = evaluate.load_run(config, "bagnet77_lowd", ckpts)
+    from saccader.data.folder import build_dataset
+
+    ds = build_dataset(config, "test")
+    x = torch.stack([ds[i][0] for i in range(len(ds))])
+    y = torch.tensor([ds[i][1] for i in range(len(ds))])
+    with torch.no_grad():
+        acc = (model(x).mean((2, 3)).argmax(1) == y).float().mean().item()
+    assert frame.loc[frame.metric == "top1", "value"].item() == pytest.approx(acc)
+
+
+def test_missing_checkpoint_is_a_user_error(tiny_setup):
+    config, ckpts, tmp_path = tiny_setup
+    with pytest.raises(UserError, match="--ckpt"):
+        evaluate.evaluate(config, "glimpses", "saccader", 0, {}, tmp_path / "x.parquet")
+    assert not (tmp_path / "x.parquet").exists()
