@@ -6,7 +6,7 @@
 Kinds (``JOBS``):
 - ``glimpses``   top-1, top-5 and area covered for T = 1..max_glimpses (Fig 3, 5a, Supp.2a, Supp.3), for the Saccader
   and its ablations (policy ``saccader``), BagNet-77-lowD under the engineered policies of Section 4.1, and DRAM.
-  Also writes ``examples_path(out)`` (``seed0.parquet`` -> ``seed0.examples.npz``) with glimpse boxes of fixed images (Fig 4, Supp.1).
+  Also writes ``<out>.examples.npz`` (``examples_path``) with glimpse boxes of fixed images (Fig 4, Supp.1).
 - ``full_image`` the no-attention references (black markers of Fig 3): top-1, top-5 with ``num_glimpses`` 0.
 - ``occlusion``  ResNet-v2-50 accuracy with every policy's glimpses occluded, against the area occluded (Fig 5b).
 - ``nasnet``     Saccader-NASNet at ``image_size`` and ``high_res_size`` (Fig 6).
@@ -111,16 +111,6 @@ def grid_boxes(model, locations: torch.Tensor, image_size: int, target_size: int
     return geometry.location_boxes(locations, grid[1], model.receptive_field, model.stride, image_size, target_size)
 
 
-def center_boxes(locations: torch.Tensor, glimpse: int, image_size: int) -> torch.Tensor:
-    """Boxes of DRAM glimpses centred at normalised (y, x) in [-1, 1] (official ``utils.extract_glimpse``).
-
-    Top-left = floor((S (v + 3) - g) / 2) - S, the official formula; boxes clipped to the image.
-    """
-    top_left = torch.floor((image_size * (locations.float() + 3) - glimpse) / 2).long() - image_size
-    boxes = torch.cat([top_left, top_left + glimpse], dim=-1)
-    return boxes.clamp(0, image_size)
-
-
 def policy_outputs(models: dict, images: torch.Tensor, num_glimpses: int, policies: list[str],
                    generator: torch.Generator, image_size: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """For each policy the runs in ``models`` provide: (boxes (N, T, 4), logits after t glimpses (N, T, C)).
@@ -147,7 +137,8 @@ def policy_outputs(models: dict, images: torch.Tensor, num_glimpses: int, polici
                                engineered.cumulative_logits(engineered.gather_logits(logits2d, locations)))
         elif run == "dram":
             res = model(images, num_glimpses)
-            out["dram"] = (center_boxes(res["locations"], model.glimpse_size, image_size), res["step_logits"])
+            boxes = model.locations_to_pixels(res["locations"], image_size, model.glimpse_size)
+            out["dram"] = (boxes, res["step_logits"])
     return out
 
 
@@ -242,28 +233,45 @@ def _occlusion(config, ckpts, dev, generator, tally):
 
 
 def _nasnet(config, ckpts, dev, tally):
-    """Saccader-NASNet (Fig 6): locations from the Saccader on the image_size image; NASNet classifies the patches
-    cut from the same image (image_size) or from the high-resolution image (high_res_size), T = 1..max_glimpses."""
+    """Saccader-NASNet (Fig 6): locations from the Saccader on the image_size image; the NASNet fine-tuned on those
+    crops classifies the patches cut from the same image (run nasnet_77) or from the high_res_size image (run
+    nasnet_113, patches int(331/224 * 77) = 113 px). Prediction after t glimpses = mean NASNet logits of the first t
+    crops, exactly the T = t forward (the argmax Saccader is a causal recurrence)."""
+    from baselines import policies as engineered
     from saccader import models
 
     ev, ds = config["evaluate"], config["dataset"]
-    low, high = ds["image_size"], ds["high_res_size"]
+    low, high, t_max = ds["image_size"], ds["high_res_size"], ev["max_glimpses"]
     for resolution, nasnet_run in ((low, "nasnet_77"), (high, "nasnet_113")):
         model = models.from_config("saccader_nasnet", config)
         model.saccader.load_state_dict(torch_load(_ckpt_file(ckpts, "saccader")))
-        model.nasnet.load_state_dict(torch_load(_ckpt_file(ckpts, nasnet_run)))
+        _load_part(model, "nasnet", torch_load(_ckpt_file(ckpts, nasnet_run)), nasnet_run)
         model = model.to(dev).eval()
         loaders = [_loader(config)] + ([_loader(config, resolution=high)] if resolution == high else [])
         for batch in _progress(zip(*loaders), f"saccader-nasnet {resolution}"):
             images, labels = batch[0][0].to(dev), batch[0][1].to(dev)
             high_res = batch[1][0].to(dev) if resolution == high else None
-            for t in range(1, ev["max_glimpses"] + 1):
-                out = model(images, t, images_high_res=high_res)
-                logits, locations = out["logits"], out["locations"]
-                boxes = grid_boxes(model.saccader, locations, low, resolution)
-                tally.add(("saccader", resolution, t, "top1"), _topk_hits(logits, labels, 1))
-                tally.add(("saccader", resolution, t, "top5"), _topk_hits(logits, labels, 5))
-                tally.add(("saccader", resolution, t, "area"), geometry.area_covered(boxes, resolution, resolution))
+            _, locations, _ = model.saccader(images, t_max)
+            crop_logits = image_logits(model.nasnet, model.crops(images, locations, high_res))
+            logits = engineered.cumulative_logits(crop_logits.view(len(images), t_max, -1))
+            boxes = grid_boxes(model.saccader, locations, low, resolution)
+            for t in range(1, t_max + 1):
+                tally.add(("saccader", resolution, t, "top1"), _topk_hits(logits[:, t - 1], labels, 1))
+                tally.add(("saccader", resolution, t, "top5"), _topk_hits(logits[:, t - 1], labels, 5))
+                tally.add(("saccader", resolution, t, "area"),
+                          geometry.area_covered(boxes[:, :t], resolution, resolution))
+
+
+def _load_part(model, part: str, state: dict, run: str) -> None:
+    """Load ``state`` into ``model.<part>``: a run may save the part alone or the whole composite model."""
+    prefix = f"{part}."
+    if any(k.startswith(prefix) for k in state):
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    try:
+        getattr(model, part).load_state_dict(state)
+    except RuntimeError as exc:
+        raise UserError(f"model.pt of run {run} does not fit the {part} of saccader_nasnet "
+                        f"({str(exc).splitlines()[0]})", "evaluate with the config the run was trained with") from None
 
 
 def _ckpt_file(ckpts: dict[str, Path], run: str) -> Path:
@@ -280,8 +288,8 @@ def example_indices(config: dict, n_total: int) -> np.ndarray:
 
 
 def examples_path(out) -> Path:
-    """Where a ``glimpses`` job puts its glimpse pictures: ``seed0.parquet`` -> ``seed0.examples.npz``."""
-    return Path(out).with_suffix(".examples.npz")
+    """Where a ``glimpses`` job puts its glimpse pictures: ``<out>.examples.npz`` beside the parquet."""
+    return Path(f"{out}.examples.npz")
 
 
 def save_examples(config: dict, models: dict, generator: torch.Generator, path: Path, dev) -> None:

@@ -38,12 +38,6 @@ def test_occlusion_sets_exactly_the_box_pixels():
     assert torch.equal(out[~expected.unsqueeze(1).expand_as(out)], images[~expected.unsqueeze(1).expand_as(images)])
 
 
-def test_center_boxes_follow_the_official_extract_glimpse():
-    # centre (0, 0) of a 224 image with a 77 glimpse: top-left trunc((224*3 - 77)/2) - 224 = 73
-    boxes = evaluate.center_boxes(torch.tensor([[[0.0, 0.0], [-1.0, 1.0]]]), 77, 224)
-    assert boxes.tolist() == [[[73, 73, 150, 150], [0, 185, 38, 224]]]
-
-
 def test_required_runs_and_jobs():
     assert evaluate.required_runs("glimpses", "saccader_no_pretrain") == ["saccader_no_pretrain"]
     assert set(evaluate.required_runs("occlusion", "resnet_v2_50")) == {"resnet_v2_50", "bagnet77_lowd", "saccader",
@@ -68,13 +62,17 @@ def tiny_setup(tmp_path):
     config = copy.deepcopy(load("config/smoke.yaml"))
     config["dataset"].update(root=str(tmp_path / "data"), num_classes=3, image_size=16, high_res_size=24,
                              dev_size=2)
-    config["models"] = {"bagnet77_lowd": dict(TINY), "saccader": dict(TINY, mixed_dim=8),
-                        "saccader_no_pretrain": dict(TINY, mixed_dim=8)}
-    config["train"] = {"saccader_no_pretrain": {"model": "saccader"}}
+    small = dict(layers=[1, 1], widths=[4, 8], strides=[2, 1], stem_channels=4)
+    config["models"] = {"bagnet77_lowd": dict(TINY), "saccader": dict(TINY, mixed_dim=8), "resnet_v2_50": small,
+                        "dram": dict(small, glimpse_size=8, lstm_units=8, location_units=8),
+                        "nasnet_a_large": dict(stem_size=8, num_features=96)}
+    config["train"] = {"saccader_no_pretrain": {"model": "saccader"}, "nasnet_77": {"model": "nasnet_a_large"},
+                       "nasnet_113": {"model": "saccader_nasnet"}}
     config["evaluate"].update(max_glimpses=3, train_glimpses=2, batch_size=4, max_images=None, examples=3)
     ckpts = {}
     for run, name in (("bagnet77_lowd", "bagnet77_lowd"), ("saccader", "saccader"),
-                      ("saccader_no_pretrain", "saccader")):
+                      ("saccader_no_pretrain", "saccader"), ("resnet_v2_50", "resnet_v2_50"), ("dram", "dram"),
+                      ("nasnet_77", "nasnet_a_large"), ("nasnet_113", "saccader_nasnet")):
         (tmp_path / run).mkdir()
         model = models.from_config(name, config)
         torch.save(model.state_dict(), tmp_path / run / "model.pt")
@@ -132,3 +130,22 @@ def test_missing_checkpoint_is_a_user_error(tiny_setup):
     with pytest.raises(UserError, match="--ckpt"):
         evaluate.evaluate(config, "glimpses", "saccader", 0, {}, tmp_path / "x.parquet")
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_occlusion_job_covers_every_policy(tiny_setup):
+    config, ckpts, tmp_path = tiny_setup
+    frame = evaluate.evaluate(config, "occlusion", "resnet_v2_50", 0, ckpts, tmp_path / "o.parquet")
+    assert set(frame["policy"]) == {"saccader", "dram", "random", "ordered_logits", "sobel_mean", "sobel_var"}
+    assert set(frame["metric"]) == {"occluded_top1", "occluded_top5", "area"}
+    assert len(frame) == 6 * 3 * 3 and set(frame["num_glimpses"]) == {1, 2, 3}
+    dram_area = frame[(frame.policy == "dram") & (frame.metric == "area") & (frame.num_glimpses == 1)]
+    assert dram_area["value"].item() == 64 / 256  # one 8 x 8 DRAM glimpse inside the 16 x 16 image
+
+
+def test_nasnet_job_reports_both_resolutions(tiny_setup):
+    config, ckpts, tmp_path = tiny_setup
+    frame = evaluate.evaluate(config, "nasnet", "saccader_nasnet", 0, ckpts, tmp_path / "n.parquet")
+    assert set(frame["resolution"]) == {16, 24} and set(frame["policy"]) == {"saccader"}
+    area = frame[(frame.metric == "area") & (frame.num_glimpses == 1)].set_index("resolution")["value"]
+    assert area[16] == 81 / 256  # int(24/16 * 9) = 13 px patches at 24:
+    assert area[24] == pytest.approx(13 * 13 / 576, abs=1e-7)
