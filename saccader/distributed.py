@@ -1,0 +1,116 @@
+"""Data-parallel training with ``torch.distributed`` (gloo on CPU, NCCL on CUDA).
+
+Each replica takes an equal, contiguous slice of every *global* minibatch, computes the mean loss over its slice and
+the gradients are averaged across replicas: the update equals the single-process update on the global batch (up to
+floating-point summation order). Gradients are all-reduced by hand rather than through ``DistributedDataParallel``
+because the Saccader is driven through several methods (``backbone``, ``rollout``) and DDP only hooks ``forward``.
+Batch-norm statistics stay per replica, as with per-core batch norm on the TPUs of the paper.
+
+Ranks come from the usual ``RANK`` / ``WORLD_SIZE`` / ``MASTER_ADDR`` / ``MASTER_PORT`` variables, which
+``torchrun`` sets and which :func:`init` exports from submitit's job environment inside a submitit task.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["init", "is_distributed", "rank", "world_size", "is_main", "shard", "all_reduce_mean",
+           "average_gradients", "broadcast_module", "barrier", "shutdown"]
+
+
+def init(device: torch.device) -> None:
+    """Join the process group when launched with several tasks (submitit or torchrun); no-op for one process."""
+    if dist.is_initialized():
+        return
+    if "WORLD_SIZE" not in os.environ and "SUBMITIT_EXECUTOR" in os.environ:
+        try:
+            import submitit
+
+            if submitit.JobEnvironment().num_tasks > 1:
+                submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        except RuntimeError:  # not inside a submitit job after all
+            pass
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def shard(batch_indices: torch.Tensor) -> torch.Tensor:
+    """This replica's contiguous slice of a global batch (the global batch size must divide by the world size)."""
+    n = world_size()
+    if n == 1:
+        return batch_indices
+    size = len(batch_indices) // n
+    return batch_indices[rank() * size:(rank() + 1) * size]
+
+
+def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
+    """Mean of a tensor over replicas (a copy; the input is left untouched)."""
+    if not is_distributed():
+        return value
+    out = value.detach().clone()
+    dist.all_reduce(out)
+    return out / world_size()
+
+
+def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
+    if not is_distributed():
+        return value
+    out = value.detach().clone()
+    dist.all_reduce(out)
+    return out
+
+
+def average_gradients(parameters) -> None:
+    """Average the ``.grad`` of ``parameters`` over replicas, in one flat all-reduce."""
+    if not is_distributed():
+        return
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def broadcast_module(module: torch.nn.Module) -> None:
+    """Copy rank 0's parameters and buffers to every replica (identical start even if initialisation differed)."""
+    if not is_distributed():
+        return
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        dist.broadcast(tensor.data, src=0)
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def shutdown() -> None:
+    if is_distributed():
+        dist.destroy_process_group()
