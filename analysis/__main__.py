@@ -1,0 +1,35 @@
+"""``python -m analysis TARGET [--results DIR] [--out DIR] [--train-glimpses T]``: regenerate one figure/table."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")  # never open a window, also when a DISPLAY is set (figures are drawn without pyplot anyway)
+
+from analysis import TARGETS, run  # noqa: E402
+from saccader.errors import UserError  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__)
+    parser.add_argument("target", choices=["all", *TARGETS], help="figure / table / page to regenerate")
+    parser.add_argument("--results", default="results", help="results folder to read (default: results)")
+    parser.add_argument("--out", default=None, help="folder to write into (default: the results folder)")
+    parser.add_argument("--train-glimpses", type=int, default=None,
+                        help="training T for the dotted line and claims (default: evaluate.train_glimpses of "
+                             "<results>/config.yaml, else the paper's 6)")
+    args = parser.parse_args(argv)
+    try:
+        for path in run(args.target, args.results, args.out, train_glimpses=args.train_glimpses):
+            print(path)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Accuracy and area covered as a function of the number of glimpses: Fig 3a/3b, Fig 6 and Fig Supp.3."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+import analysis
+from analysis import common
+
+GLIMPSES = [analysis.GLIMPSES]
+FULL_IMAGE = [analysis.FULL_IMAGE]
+NASNET = [analysis.NASNET]
+
+
+def _glimpse_axis(ax, ts, train_t: int, extra_tick: bool = False):
+    """Integer ticks on T; the dotted vertical line at the training T (Fig 3 caption)."""
+    ticks = sorted(set(int(t) for t in ts))
+    ax.axvline(train_t, color="0.3", linestyle=":", linewidth=1)
+    if extra_tick:
+        ticks = ticks + [max(ticks) + 1]
+    ax.set_xticks(ticks, [str(t) for t in ticks[:-1]] + ["full"] if extra_tick else None)
+    ax.set_xlabel("number of glimpses")
+
+
+def _traces(ax, summary: pd.DataFrame, metric: str, colours: dict, traces, linestyle="-", suffix=""):
+    for name in traces:
+        part = summary[(summary["trace"] == name) & (summary["metric"] == metric)]
+        if len(part):
+            common.errorbar(ax, part, "num_glimpses", colours[name], common.label(name) + suffix,
+                            linestyle=linestyle)
+
+
+def _full_image_markers(ax, full: pd.DataFrame, metric: str, x: float):
+    """Black markers for the base networks without attention (Fig 3a), one marker shape per model."""
+    part = full[full["metric"] == metric]
+    for model, row in part.set_index("model").iterrows():
+        ax.errorbar([x], [row["mean"]], yerr=[0 if pd.isna(row["sd"]) else row["sd"]], color="black",
+                    marker=common.FULL_IMAGE_MARKERS.get(model, "o"), linestyle="none", capsize=2, markersize=5,
+                    label=f"{common.label(model)} (full image)")
+
+
+def plot_fig3(results_dir, train_glimpses: int | None = None):
+    """Figure 3: (a) top-1 and top-5 accuracy vs number of glimpses for every policy, dotted line at the training
+    T, black markers for the full-image models; (b) fraction of the image area covered vs glimpses."""
+    glimpses = common.load(results_dir, GLIMPSES, "Fig 3")
+    full = common.load(results_dir, FULL_IMAGE, "Fig 3 full-image references", required=False)
+    dataset = common.one_dataset(pd.concat([glimpses, full]), "Fig 3")
+    train_t = common.train_glimpses(results_dir, train_glimpses)
+    summary = common.summarise(glimpses[~glimpses["model"].isin(common.ABLATIONS)])
+    full_summary = common.summarise(full) if len(full) else full
+    traces = [t for t in common.TRACES if t not in common.ABLATIONS]
+    colours = common.palette()
+    with common.style():
+        fig, axes = common.new_figure(3)
+        x_full = summary["num_glimpses"].max() + 1
+        for ax, metric, title in zip(axes, ("top1", "top5", "area"),
+                                     ("(a) top-1 accuracy", "(a) top-5 accuracy", "(b) area covered")):
+            _traces(ax, summary, metric, colours, traces)
+            has_full = metric != "area" and len(full_summary) > 0
+            if has_full:
+                _full_image_markers(ax, full_summary, metric, x_full)
+            _glimpse_axis(ax, summary["num_glimpses"], train_t, extra_tick=has_full)
+            common.percent_axis(ax)
+            ax.set_title(f"{title} ({dataset})")
+            ax.set_ylabel("fraction of image covered" if metric == "area" else "accuracy")
+        axes[0].legend(fontsize=6, loc="lower right")
+        axes[2].legend(fontsize=6, loc="lower right")
+        return fig
+
+
+def plot_fig_supp3(results_dir, train_glimpses: int | None = None):
+    """Figure Supp.3: Saccader vs Saccader without location pretraining vs without attention network (top-1, top-5
+    vs glimpses)."""
+    glimpses = common.load(results_dir, GLIMPSES, "Fig Supp.3")
+    glimpses = glimpses[glimpses["model"].isin(("saccader",) + common.ABLATIONS)]
+    if glimpses.empty:
+        from saccader.errors import UserError
+        raise UserError("Fig Supp.3: no rows for saccader / saccader_no_pretrain / saccader_no_attention",
+                        "run the glimpses evaluation of those models")
+    dataset = common.one_dataset(glimpses, "Fig Supp.3")
+    train_t = common.train_glimpses(results_dir, train_glimpses)
+    summary = common.summarise(glimpses)
+    colours = common.palette()
+    with common.style():
+        fig, axes = common.new_figure(2)
+        for ax, metric in zip(axes, ("top1", "top5")):
+            _traces(ax, summary, metric, colours, ("saccader",) + common.ABLATIONS)
+            _glimpse_axis(ax, summary["num_glimpses"], train_t)
+            common.percent_axis(ax)
+            ax.set_ylabel(f"{'top-1' if metric == 'top1' else 'top-5'} accuracy")
+            ax.set_title(f"{'top-1' if metric == 'top1' else 'top-5'} ({dataset})")
+        axes[0].legend(fontsize=6, loc="lower right")
+        return fig
+
+
+def plot_fig6(results_dir, train_glimpses: int | None = None):
+    """Figure 6: Saccader-NASNet top-1 / top-5 vs glimpses at the base resolution (224) and the high resolution
+    (331): solid line at the base, dashed at the high resolution, both in the Saccader policy's colour."""
+    nas = common.load(results_dir, NASNET, "Fig 6")
+    dataset = common.one_dataset(nas, "Fig 6")
+    train_t = common.train_glimpses(results_dir, train_glimpses)
+    summary = common.summarise(nas)
+    summary["trace"] = "saccader"  # Saccader's locations, NASNet's classification: the Saccader policy colour
+    colours = common.palette()
+    resolutions = sorted(set(summary["resolution"]))
+    with common.style():
+        fig, axes = common.new_figure(2)
+        for ax, metric in zip(axes, ("top1", "top5")):
+            for i, res in enumerate(resolutions):
+                part = summary[summary["resolution"] == res]
+                _traces(ax, part, metric, colours, ("saccader",), linestyle="-" if i == 0 else "--",
+                        suffix=f"-NASNet, {res}x{res}")
+            _glimpse_axis(ax, summary["num_glimpses"], train_t)
+            common.percent_axis(ax)
+            ax.set_ylabel(f"{'top-1' if metric == 'top1' else 'top-5'} accuracy")
+            ax.set_title(f"Saccader-NASNet {'top-1' if metric == 'top1' else 'top-5'} ({dataset})")
+        axes[0].legend(fontsize=6, loc="lower right")
+        return fig
+
+
+def fig3(results_dir, out_dir, **options):
+    """Target: draw with ``plot_fig3`` and write figures/fig3.png and .pdf."""
+    return common.save_figure(plot_fig3(results_dir, **options), out_dir, "fig3")
+
+
+def fig_supp3(results_dir, out_dir, **options):
+    """Target: draw with ``plot_fig_supp3`` and write figures/fig_supp3.png and .pdf."""
+    return common.save_figure(plot_fig_supp3(results_dir, **options), out_dir, "fig_supp3")
+
+
+def fig6(results_dir, out_dir, **options):
+    """Target: draw with ``plot_fig6`` and write figures/fig6.png and .pdf."""
+    return common.save_figure(plot_fig6(results_dir, **options), out_dir, "fig6")
