@@ -1,0 +1,138 @@
+"""Run one ``saccader`` subcommand as a submitit job and wait for it: the launcher of every heavy Snakemake rule.
+
+    python -m saccader.launch --folder results/logs/submitit/train/saccader/seed0 --cluster slurm \\
+        --partition gpu --gpus 1 --cpus 8 --mem-mb 64000 --time-min 4320 \\
+        -- train --config results/config.yaml --run saccader --seed 0 --out results/runs/saccader/seed0
+
+Where a job runs and what it may use come from Snakemake's resources (set per rule in the profiles, never
+hard-coded here): ``--cluster local`` runs it in a subprocess on this machine (the embedded default), ``slurm``
+submits it with sbatch, ``debug`` runs it in this process. The job is checkpointable in the submitit sense (as
+``run_with_submitit.py`` of DINO): when SLURM preempts it or its time limit is near, submitit requeues a fresh copy
+of the same command, and the command resumes from its ``checkpoint.pt``; a plain ``scontrol requeue`` restarts the
+same pickled command the same way. The launcher waits for the final outcome, so Snakemake sees one job that either
+succeeded or failed; on failure it prints the tail of the job's stderr and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import submitit
+
+from saccader.errors import UserError
+
+CLUSTERS = ("local", "slurm", "debug")
+
+
+class SaccaderJob(submitit.helpers.Checkpointable):
+    """The job: ``saccader <argv>`` in the job's process. Holds only its arguments, so a requeued copy is fresh.
+
+    ``checkpoint()`` (inherited) resubmits ``SaccaderJob(argv, threads)``; resuming is the subcommand's business
+    (``saccader train`` restarts from ``<out>/checkpoint.pt``), as in DINO's ``Trainer``.
+    """
+
+    def __init__(self, argv: list[str], threads: int = 1):
+        self.argv = list(argv)
+        self.threads = threads
+
+    def __call__(self) -> int:
+        # Set before torch is imported in this process: one job must not use every core of a shared node.
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(var, str(self.threads))
+        from saccader import cli
+
+        try:
+            status = cli.main(self.argv)
+        except SystemExit as exc:  # argparse errors exit; make them a job failure, not a silent worker exit
+            status = exc.code if isinstance(exc.code, int) else 2
+        if status:
+            raise RuntimeError(f"saccader {' '.join(self.argv)} exited with status {status}")
+        return status
+
+
+def build_executor(args) -> submitit.AutoExecutor:
+    """An AutoExecutor whose parameters are exactly the flags given (the rule's Snakemake resources)."""
+    executor = submitit.AutoExecutor(folder=args.folder, cluster=args.cluster,
+                                     slurm_max_num_timeout=args.max_requeues)
+    params = dict(name=args.name or args.command[0], timeout_min=args.time_min, cpus_per_task=args.cpus,
+                  # one task per GPU, as DINO's launcher: saccader.distributed joins them into one process group
+                  gpus_per_node=args.gpus, tasks_per_node=max(1, args.gpus), nodes=1, mem_gb=args.mem_mb / 1024,
+                  slurm_signal_delay_s=args.signal_delay_s)
+    if args.partition:
+        params["slurm_partition"] = args.partition
+    if args.account:
+        params["slurm_account"] = args.account
+    if args.cluster == "local":
+        params.pop("mem_gb")  # the local executor cannot enforce memory and rejects the key
+    executor.update_parameters(**params)
+    return executor
+
+
+def tail(path: Path | None, lines: int) -> str:
+    if path is None or not Path(path).is_file():
+        return "(no stderr file)"
+    return "".join(Path(path).read_text(errors="replace").splitlines(keepends=True)[-lines:])
+
+
+def run(args) -> int:
+    executor = build_executor(args)
+    job = executor.submit(SaccaderJob(args.command, threads=args.cpus))
+    log = print if args.cluster == "debug" else (lambda *a: print(*a, file=sys.stderr, flush=True))
+    if args.cluster != "debug":
+        log(f"launch: {args.cluster} job {job.job_id}: saccader {' '.join(args.command)}")
+        log(f"launch: job log {job.paths.stdout}")
+        log(f"launch: job err {job.paths.stderr}")
+    try:
+        job.result()
+    except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError, RuntimeError) as exc:
+        stderr = None if args.cluster == "debug" else job.paths.stderr
+        print(f"launch: job {job.job_id} failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+              file=sys.stderr)
+        if stderr is not None:
+            print(f"launch: last {args.tail} lines of {stderr}:\n{tail(stderr, args.tail)}", file=sys.stderr)
+        return 1
+    log(f"launch: job {job.job_id} done")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m saccader.launch", description=__doc__.splitlines()[0])
+    parser.add_argument("--folder", required=True, help="submitit folder for the job's script, pickles and logs")
+    parser.add_argument("--cluster", choices=CLUSTERS, default="local")
+    parser.add_argument("--name", default="", help="job name (default: the subcommand)")
+    parser.add_argument("--partition", default="", help="SLURM partition (Snakemake resource slurm_partition)")
+    parser.add_argument("--account", default="", help="SLURM account (Snakemake resource slurm_account)")
+    parser.add_argument("--gpus", type=int, default=0, help="GPUs of the job, one task each (resource gpu)")
+    parser.add_argument("--cpus", type=int, default=1, help="CPU cores per task (resource cpus_per_task)")
+    parser.add_argument("--mem-mb", type=int, default=4000, help="memory in MB (resource mem_mb)")
+    parser.add_argument("--time-min", type=int, default=60, help="time limit in minutes (resource runtime)")
+    parser.add_argument("--signal-delay-s", type=int, default=120,
+                        help="seconds between the preemption/time-out signal and the kill (time to checkpoint)")
+    parser.add_argument("--max-requeues", type=int, default=3, help="requeues after time-outs before failing")
+    parser.add_argument("--tail", type=int, default=40, help="stderr lines shown when the job fails")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the saccader subcommand and its flags")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command[:1] == ["--"]:
+        args.command = args.command[1:]
+    try:
+        if not args.command:
+            raise UserError("no saccader subcommand given", "append -- train|evaluate|attack ... to the launcher")
+        for flag in ("gpus", "cpus", "mem_mb", "time_min", "max_requeues"):
+            if getattr(args, flag) < (0 if flag in ("gpus", "max_requeues") else 1):
+                raise UserError(f"--{flag.replace('_', '-')} = {getattr(args, flag)} is out of range",
+                                "set the rule's Snakemake resource to a positive number in the profile")
+        return run(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+# Robustness (Table Supp.6): PGD and SPSA against each model of baselines.attacks.MODELS, every seed.
+
+
+rule attack:
+    input:
+        lambda wc: [model_pt(run, wc.seed) for run in attack_runs(wc.model)],
+    output:
+        f"{R}/attack/{{model}}/seed{{seed}}.parquet",
+    conda:
+        ENV
+    log:
+        f"{R}/logs/attack/{{model}}/seed{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/attack/{{model}}/seed{{seed}}.tsv"
+    wildcard_constraints:
+        model="|".join(attack_models()),
+    params:
+        args=attack_args,
+        folder=lambda wc: f"{R}/logs/submitit/attack/{wc.model}/seed{wc.seed}",
+        digest=digest("dataset", "models", "attack"),
+        signal_delay_s=config["executor"]["signal_delay_s"],
+        max_requeues=config["executor"]["max_requeues"],
+    resources:
+        **HEAVY_RESOURCES,
+    shell:
+        LAUNCH

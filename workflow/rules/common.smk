@@ -1,0 +1,204 @@
+# Config resolution and the path / argument helpers of every rule. The experiment's structure (runs, their
+# initialisations, evaluation jobs, attacked models, figures) comes from the package itself, so the DAG and the
+# code cannot disagree: saccader.train.init_runs, saccader.evaluate.JOBS / required_runs,
+# baselines.attacks.MODELS / required_runs, analysis.TARGETS.
+import copy
+import fnmatch
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+from saccader import io as sio
+from saccader.config import validate
+
+if workflow.config_settings.configfiles:
+    # A --configfile names a whole experiment: use it alone (plus --config), so that no key of config.yaml
+    # that the other file lacks leaks into it through Snakemake's recursive merge.
+    _chosen = copy.deepcopy(dict(workflow.config_settings.overwrite_config))
+    config.clear()
+    config.update(_chosen)
+validate(config, "snakemake config")
+
+R = config["results_dir"].rstrip("/")
+# Jobs run with the interpreter that runs Snakemake (the project's venv), also when the venv is not activated.
+os.environ.update(PATH=os.pathsep.join([os.path.dirname(sys.executable), os.getenv("PATH", "")]))
+ENV = "../../environment.yml"  # the same software as a conda environment (for --software-deployment-method conda)
+CONFIG = f"{R}/config.yaml"
+DIGITS = config["dataset"]["name"] == "digits"
+SEEDS = [str(s) for s in config["seeds"]]
+RUNS = sorted(config["train"])
+
+
+def _write_resolved_config():
+    """Write the validated config to results/config.yaml only when its content changes (reruns stay no-ops)."""
+    text = yaml.safe_dump(config, sort_keys=True)
+    if not os.path.isfile(CONFIG) or open(CONFIG).read() != text:
+        sio.write_text(CONFIG, text)
+
+
+_write_resolved_config()
+
+
+wildcard_constraints:
+    run="|".join(RUNS) or "no-run",
+    seed=r"\d+",
+
+
+def digest(*keys, **extra):
+    """Short hash of the config sections a job depends on: a rule param, so that Snakemake reruns exactly the jobs
+    whose part of the config changed (rerun trigger 'params') and no others."""
+    part = {k: config.get(k) for k in keys}
+    part.update(extra)
+    return hashlib.sha256(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_dir(run, seed):
+    return f"{R}/runs/{run}/seed{seed}"
+
+
+def model_pt(run, seed):
+    return f"{run_dir(run, seed)}/model.pt"
+
+
+def ckpt_args(runs, seed, flag="--ckpt"):
+    """['--ckpt', 'RUN=DIR', ...] for the runs a job loads."""
+    return [a for run in runs for a in (flag, f"{run}={run_dir(run, seed)}")]
+
+
+def init_runs(run):
+    from saccader.train import init_runs as _init_runs
+
+    return _init_runs(run, config)
+
+
+def eval_jobs():
+    from saccader.evaluate import JOBS
+
+    return JOBS
+
+
+def eval_runs(kind, model):
+    from saccader.evaluate import required_runs
+
+    return required_runs(kind, model)
+
+
+def attack_models():
+    from baselines.attacks import MODELS
+
+    return list(MODELS)
+
+
+def attack_runs(model):
+    from baselines.attacks import required_runs
+
+    return required_runs(model)
+
+
+def analysis_targets():
+    from analysis import TARGETS
+
+    return TARGETS
+
+
+def data_outputs():
+    """Results the analysis reads, relative to R: every evaluation, attack and the parameter table."""
+    files = [f"eval/{k}/{m}/seed{s}.parquet" for k, ms in eval_jobs().items() for m in ms for s in SEEDS]
+    files += [f"eval/glimpses/{m}/seed{s}.parquet.examples.npz" for m in eval_jobs()["glimpses"] for s in SEEDS]
+    files += [f"attack/{m}/seed{s}.parquet" for m in attack_models() for s in SEEDS]
+    files += [f"runs/{r}/seed{s}/train_log.parquet" for r in RUNS for s in SEEDS]
+    return files + ["params.parquet"]
+
+
+def all_outputs():
+    """Every figure, table and page, and every run of every seed (a run no figure reads is still trained)."""
+    runs = [model_pt(run, seed) for run in RUNS for seed in SEEDS]
+    return runs + [f"{R}/{o}" for t in analysis_targets().values() for o in t.outputs]
+
+
+# Launcher flags from the rule's resources (set per rule in the profiles; the rules hold local defaults). They are
+# resources, not params, so that moving a run between clusters never makes Snakemake rerun it.
+LAUNCH = (
+    "python -m saccader.launch --folder {params.folder:q}"
+    " --cluster {resources.submitit_cluster:q} --partition {resources.slurm_partition:q}"
+    " --account {resources.slurm_account:q} --gpus {resources.gpu} --cpus {resources.cpus_per_task}"
+    " --mem-mb {resources.mem_mb} --time-min {resources.runtime}"
+    " --signal-delay-s {params.signal_delay_s} --max-requeues {params.max_requeues}"
+    " -- {params.args:q} > {log:q} 2>&1"
+)
+HEAVY_RESOURCES = dict(submitit_cluster="local", slurm_partition="", slurm_account="", gpu=0, cpus_per_task=1,
+                       mem_mb=4000, runtime=24 * 60)
+
+
+# ----------------------------------------------------------------------------------------------------- training
+
+
+def train_inputs(wildcards):
+    return [model_pt(run, wildcards.seed) for run in init_runs(wildcards.run)]
+
+
+def train_args(wildcards):
+    out = run_dir(wildcards.run, wildcards.seed)
+    args = ["train", "--config", CONFIG, "--run", wildcards.run, "--seed", wildcards.seed, "--out", out]
+    return args + ckpt_args(init_runs(wildcards.run), wildcards.seed, flag="--init")
+
+
+# ----------------------------------------------------------------------------------------------------- evaluation
+
+
+def eval_inputs(wildcards):
+    return [model_pt(run, wildcards.seed) for run in eval_runs(wildcards.kind, wildcards.model)]
+
+
+def eval_args(wildcards, output):
+    runs = eval_runs(wildcards.kind, wildcards.model)
+    args = ["evaluate", "--config", CONFIG, "--kind", wildcards.kind, "--model", wildcards.model]
+    return args + ["--seed", wildcards.seed, "--out", output[0]] + ckpt_args(runs, wildcards.seed)
+
+
+def eval_params(rule):
+    return dict(
+        args=eval_args,
+        folder=lambda wc: f"{R}/logs/submitit/{rule}/{wc.kind}/{wc.model}/seed{wc.seed}",
+        digest=digest("dataset", "models", "evaluate"),
+        signal_delay_s=config["executor"]["signal_delay_s"],
+        max_requeues=config["executor"]["max_requeues"],
+    )
+
+
+def attack_args(wildcards, output):
+    args = ["attack", "--config", CONFIG, "--model", wildcards.model, "--seed", wildcards.seed, "--out", output[0]]
+    return args + ckpt_args(attack_runs(wildcards.model), wildcards.seed)
+
+
+# ----------------------------------------------------------------------------------------------------- analysis
+ANALYSIS_DIR = Path(os.path.relpath(Path(workflow.basedir).parent / "analysis"))
+CAPTIONS = Path(workflow.basedir) / "report"
+
+
+def target_inputs(target):
+    """The DAG outputs matching the target's glob patterns (relative to R), as paths."""
+    data = data_outputs() + [o for t in analysis_targets().values() for o in t.outputs if o not in target.outputs]
+    return [f"{R}/{f}" for f in data if any(fnmatch.fnmatch(f, p) for p in target.inputs)]
+
+
+def target_code(target):
+    mod = target.function.split(":")[0].split(".")[-1]
+    return [str(ANALYSIS_DIR / f"{mod}.py"), str(ANALYSIS_DIR / "common.py")]
+
+
+def target_outputs(name, target):
+    """Outputs, with the figure PNGs and table HTMLs registered for the report under their caption."""
+    caption = CAPTIONS / f"{name}.rst"
+    outs = []
+    for out in target.outputs:
+        path = f"{R}/{out}"
+        kind = "Figures" if out.startswith("figures/") else "Tables"
+        if out.endswith((".png", ".html")) and name != "index" and caption.is_file():
+            path = report(path, caption=str(caption), category=kind, labels={"name": name})
+        outs.append(path)
+    return outs

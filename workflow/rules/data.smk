@@ -1,0 +1,38 @@
+# Data: the embedded dataset is built by the workflow; ImageNet is the user's, only checked. Every training job
+# depends on the check, so nothing trains on a broken tree.
+DATA_ROOT = config["dataset"]["root"].rstrip("/")
+DATA_OK = f"{R}/checks/data.ok"
+
+
+if DIGITS:
+
+    rule make_dataset:
+        output:
+            f"{DATA_ROOT}/manifest.json",
+        conda:
+            ENV
+        log:
+            f"{R}/logs/make_dataset.log",
+        params:
+            config=CONFIG,
+            digest=digest("dataset"),
+        shell:
+            "python -m saccader make-dataset --config {params.config:q} > {log:q} 2>&1"
+
+
+rule check_data:
+    input:
+        f"{DATA_ROOT}/manifest.json" if DIGITS else [],
+    output:
+        DATA_OK,
+    conda:
+        ENV
+    log:
+        f"{R}/logs/check_data.log",
+    params:
+        config=CONFIG,
+        digest=digest("dataset"),
+    threads: workflow.cores
+    shell:
+        "python -m saccader check-data --config {params.config:q} --workers {threads}"
+        " --stamp {output:q} > {log:q} 2>&1"
