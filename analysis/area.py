@@ -53,8 +53,7 @@ def _draw(results_dir, k: int):
                              marker="s", linestyle="none", capsize=2, label="ResNet-v2-50 (nothing occluded)")
         axes[1].set(xlabel="fraction of image occluded", ylabel=f"ResNet-v2-50 top-{k} accuracy",
                     title=f"(b) glimpses occluded ({dataset})")
-        axes[0].legend(fontsize=6, loc="lower right")
-        axes[1].legend(fontsize=6, loc="upper right")
+        common.legend(fig, axes[1])
         return fig
 
 

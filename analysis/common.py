@@ -80,11 +80,17 @@ def one_dataset(df: pd.DataFrame, what: str) -> str:
 def summarise(df: pd.DataFrame) -> pd.DataFrame:
     """Mean, SD (ddof=1, over seeds) and number of seeds per measurement (Figs 3, 5, 6, Supp.2-3 error bars).
 
-    Rows of one seed are averaged first, so the SD is across seeds only (the paper's "±SD computed from 5 random
-    initialisations"). With a single seed the SD is undefined (NaN); figures then draw no error bar.
+    The SD is across seeds only (the paper's "±SD computed from 5 random initialisations"); a measurement repeated
+    within one seed is refused rather than averaged. With a single seed the SD is undefined (NaN); figures then draw
+    a zero-length error bar and tables print no SD.
     """
-    per_seed = df.groupby(GROUP + ["seed"], as_index=False)["value"].mean()
-    out = per_seed.groupby(GROUP, as_index=False)["value"].agg(mean="mean", sd="std", n_seeds="count")
+    dup = df.duplicated(GROUP + ["seed"])
+    if dup.any():
+        first = df[dup].iloc[0]
+        raise UserError(f"results hold the same measurement twice ({first['experiment']}, {first['model']}, "
+                        f"{first['policy']}, seed {first['seed']}, T={first['num_glimpses']}, {first['metric']})",
+                        "remove the duplicated or stale parquet file and rerun")
+    out = df.groupby(GROUP, as_index=False)["value"].agg(mean="mean", sd="std", n_seeds="count")
     out["trace"] = [trace(m, p) for m, p in zip(out["model"], out["policy"])]
     return out
 
@@ -134,6 +140,12 @@ def errorbar(ax, frame: pd.DataFrame, x: str, color, label_: str, xerr: bool = F
                        xerr=frame["x_sd"].fillna(0).to_numpy() if xerr else None, **kwargs)
 
 
+def legend(fig, ax):
+    """One legend for the whole figure, outside the panels (it would hide curves inside them)."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize=7, frameon=False)
+
+
 def percent_axis(ax, which: str = "y"):
     from matplotlib.ticker import PercentFormatter
 
@@ -156,7 +168,7 @@ def save_table(table: pd.DataFrame, out_dir, name: str, numeric: pd.DataFrame | 
     """Write ``tables/<name>.csv`` (numbers, ``numeric`` if given) and ``.md``/``.html`` (formatted ``table``)."""
     base = Path(out_dir) / ("tables" if name != "claims" else "") / name
     csv = (numeric if numeric is not None else table).to_csv(index=False)
-    md = (f"**{title}**\n\n" if title else "") + table.to_markdown(index=False) + "\n"
+    md = (f"**{title}**\n\n" if title else "") + table.to_markdown(index=False, disable_numparse=True) + "\n"
     html = table.to_html(index=False, border=0, classes="table", na_rep="", escape=True)
     if title:
         html = f"<p><b>{title}</b></p>\n" + html

@@ -33,8 +33,9 @@ def _traces(ax, summary: pd.DataFrame, metric: str, colours: dict, traces, lines
 def _full_image_markers(ax, full: pd.DataFrame, metric: str, x: float):
     """Black markers for the base networks without attention (Fig 3a), one marker shape per model."""
     part = full[full["metric"] == metric]
-    for model, row in part.set_index("model").iterrows():
-        ax.errorbar([x], [row["mean"]], yerr=[0 if pd.isna(row["sd"]) else row["sd"]], color="black",
+    offsets = [0.0] if len(part) < 2 else list(0.3 * (i / (len(part) - 1) - 0.5) for i in range(len(part)))
+    for offset, (model, row) in zip(offsets, part.set_index("model").iterrows()):  # spread so markers don't hide
+        ax.errorbar([x + offset], [row["mean"]], yerr=[0 if pd.isna(row["sd"]) else row["sd"]], color="black",
                     marker=common.FULL_IMAGE_MARKERS.get(model, "o"), linestyle="none", capsize=2, markersize=5,
                     label=f"{common.label(model)} (full image)")
 
@@ -63,8 +64,7 @@ def plot_fig3(results_dir, train_glimpses: int | None = None):
             common.percent_axis(ax)
             ax.set_title(f"{title} ({dataset})")
             ax.set_ylabel("fraction of image covered" if metric == "area" else "accuracy")
-        axes[0].legend(fontsize=6, loc="lower right")
-        axes[2].legend(fontsize=6, loc="lower right")
+        common.legend(fig, axes[0])
         return fig
 
 
@@ -89,7 +89,7 @@ def plot_fig_supp3(results_dir, train_glimpses: int | None = None):
             common.percent_axis(ax)
             ax.set_ylabel(f"{'top-1' if metric == 'top1' else 'top-5'} accuracy")
             ax.set_title(f"{'top-1' if metric == 'top1' else 'top-5'} ({dataset})")
-        axes[0].legend(fontsize=6, loc="lower right")
+        common.legend(fig, axes[0])
         return fig
 
 
@@ -114,7 +114,7 @@ def plot_fig6(results_dir, train_glimpses: int | None = None):
             common.percent_axis(ax)
             ax.set_ylabel(f"{'top-1' if metric == 'top1' else 'top-5'} accuracy")
             ax.set_title(f"Saccader-NASNet {'top-1' if metric == 'top1' else 'top-5'} ({dataset})")
-        axes[0].legend(fontsize=6, loc="lower right")
+        common.legend(fig, axes[0])
         return fig
 
 

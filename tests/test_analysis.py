@@ -305,3 +305,9 @@ def test_index_page_is_self_contained(res, tmp_path):
     assert "Saccader beats ordered logits" in page                # claims inlined
     assert "saccader_seed0.log" in page and "runs/saccader/seed0: 2 rows" in page
     assert "http://" not in page and "https://" not in page and "<script" not in page
+
+
+def test_duplicate_measurements_are_refused(res):
+    df = results.load([res / "eval/glimpses/dram/seed0.parquet"])
+    with pytest.raises(UserError, match="same measurement twice"):
+        common.summarise(pd.concat([df, df]))
