@@ -8,6 +8,7 @@ rename, like timm's ``CheckpointSaver``), so a kill during the write keeps the p
 
 from __future__ import annotations
 
+import pickle
 import random
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def load(path: str | Path) -> dict:
     """Read a checkpoint written by :func:`save`; a file from another version is a UserError."""
     try:
         state = io.torch_load(path)
-    except (RuntimeError, EOFError) as exc:  # truncated or foreign file (atomic writes make this rare)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:  # truncated or foreign file
         raise UserError(f"checkpoint {path} cannot be read ({str(exc).splitlines()[0]})",
                         "delete it to restart the run from scratch") from None
     if state.get("version") != VERSION:
