@@ -311,3 +311,14 @@ def test_duplicate_measurements_are_refused(res):
     df = results.load([res / "eval/glimpses/dram/seed0.parquet"])
     with pytest.raises(UserError, match="same measurement twice"):
         common.summarise(pd.concat([df, df]))
+
+
+def test_single_seed_draws_without_sd(tmp_path):
+    root = make_results(tmp_path / "r")
+    for path in root.glob("**/seed[12].parquet"):
+        path.unlink()
+    fig = plot_fig_supp3(root, train_glimpses=TRAIN_T)
+    assert all(h == 0 for c in _bars(fig.axes[0]) for h in c[2])
+    analysis.run("table_supp6", root, tmp_path / "out")
+    md = (tmp_path / "out/tables/table_supp6.md").read_text()
+    assert "79.0 " in md and "±" not in md.split("\n", 4)[-1]        # seed 0 only: 0.8 - D
