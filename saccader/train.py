@@ -156,7 +156,11 @@ def step_loss(model: nn.Module, rec: dict, images: torch.Tensor, labels: torch.T
         return losses.classification_loss(logits, labels, rec.get("label_smoothing", 0.0)), losses.correct(logits,
                                                                                                                labels)
     if stage == "location_pretrain":  # eq 5
-        out = model.backbone(images)
+        if isinstance(images, dict):  # representation outputs computed once (``cache_features``)
+            with _cached_representation(model):
+                out = model.backbone(dict(images))
+        else:
+            out = model.backbone(images)
         targets = losses.ordered_logits_targets(out["logits2d"], rec["num_glimpses"])
         roll = model.rollout(out["mixed"], out["logits2d"], rec["num_glimpses"], sample=True, generator=generator)
         hits = (roll["locations"] == targets).float().mean(dim=1)  # fraction of target cells emitted in order
@@ -235,6 +239,50 @@ def evaluate(model: nn.Module, rec: dict, loader, device, autocast) -> tuple[flo
 
 # --------------------------------------------------------------------------------------------------- data
 
+class _Passthrough(nn.Module):
+    def forward_features(self, cached: dict) -> dict:
+        return cached
+
+
+@contextlib.contextmanager
+def _cached_representation(model: nn.Module):
+    """Run ``model.backbone`` on cached representation outputs: the frozen representation network is swapped for a
+    pass-through for the duration of the call, so the attention net, mixing conv and cell run as in the model."""
+    representation = model.representation
+    model.representation = _Passthrough()
+    try:
+        yield
+    finally:
+        model.representation = representation
+
+
+class _CachedFeatures(torch.utils.data.Dataset):
+    """Outputs of the frozen representation network (features, what, logits2d) for every training image.
+
+    Stage 2 keeps the representation fixed (eval-mode BN, no gradient), so on a small machine it is computed once
+    instead of every epoch (``cache_features``). The images then go through the evaluation transform (no random
+    crop): the one difference from the uncached path, and the reason the option exists only as a config value.
+    """
+
+    def __init__(self, model: nn.Module, dataset, batch_size: int, workers: int, device: torch.device):
+        model.eval()
+        parts, labels = {"features": [], "what": [], "logits2d": []}, []
+        with torch.no_grad():
+            for images, y in torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers):
+                out = model.representation.forward_features(_to(images, device))
+                for key in parts:
+                    parts[key].append(out[key].float().cpu())
+                labels.append(y)
+        self.parts = {k: torch.cat(v) for k, v in parts.items()}
+        self.labels = torch.cat(labels)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        return {k: v[index] for k, v in self.parts.items()}, self.labels[index]
+
+
 class _SeededItems(torch.utils.data.Dataset):
     """Draws each item's augmentation from a seed of (run seed, epoch, index) so the crops do not depend on loader
     workers or on where a resumed run restarted."""
@@ -261,7 +309,9 @@ def _loader(dataset, indices, batch_size, workers):
                                        persistent_workers=False, drop_last=False)
 
 
-def _to(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+def _to(images, device: torch.device):
+    if isinstance(images, dict):
+        return {k: v.to(device, non_blocking=True) for k, v in images.items()}
     images = images.to(device, non_blocking=True)
     return images.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else images
 
@@ -320,7 +370,14 @@ def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, st
     from saccader.data.folder import build_dataset
 
     res = _resolution(config, rec)
-    train_set = _SeededItems(build_dataset(config, "train", train=True, resolution=res), seed)
+    if rec.get("cache_features") and rec["stage"] == "location_pretrain":
+        tick = time.perf_counter()
+        train_set = _CachedFeatures(model, build_dataset(config, "train", train=False, resolution=res),
+                                    rec.get("eval_batch_size", rec["batch_size"]), config["dataset"]["num_workers"], dev)
+        log.info("%s: cached the frozen representation of %d images in %.1f s", run, len(train_set),
+                 time.perf_counter() - tick)
+    else:
+        train_set = _SeededItems(build_dataset(config, "train", train=True, resolution=res), seed)
     dev_set = build_dataset(config, "dev", train=False, resolution=res)
     batch = rec["batch_size"]
     steps_per_epoch = len(train_set) // batch
@@ -365,7 +422,8 @@ def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, st
         distributed.barrier()
 
     while epoch < rec["epochs"]:
-        train_set.epoch = epoch
+        if isinstance(train_set, _SeededItems):
+            train_set.epoch = epoch
         order = epoch_order(len(train_set), seed, epoch)
         shards = [distributed.shard(order[s * batch:(s + 1) * batch]) for s in range(step, steps_per_epoch)]
         loader = _loader(train_set, torch.cat(shards).tolist() if shards else [], batch // world, workers)

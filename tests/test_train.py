@@ -87,7 +87,7 @@ def test_saccader_stages_run_and_start_from_their_init(data, bagnet_run, tmp_pat
     bag = torch_load(bagnet_dir / "model.pt")
     runs = {"saccader_pretrain": recipe(model="saccader", stage="location_pretrain", init_from=["bagnet77_lowd"],
                                         num_glimpses=6, eval_glimpses=3, lr=0.5, weight_decay=0.0, nu=0.0,
-                                        epochs=8),
+                                        epochs=8, cache_features=True),
             "saccader": recipe(model="saccader", stage="reinforce", init_from=["saccader_pretrain"], num_glimpses=3,
                                mc_samples=2, lr=0.01, nu=8e-5),
             "saccader_no_attention": recipe(model="saccader_no_attention", stage="reinforce",
@@ -109,6 +109,10 @@ def test_saccader_stages_run_and_start_from_their_init(data, bagnet_run, tmp_pat
     log = pd.read_parquet(tmp_path / "rl" / "train_log.parquet")
     assert log.dev_top1.iloc[-1] > 0.25
     T.train(config, "saccader_no_attention", 0, tmp_path / "abl", {"bagnet77_lowd": str(bagnet_dir)})
+    config["train"]["saccader_pretrain"].update(cache_features=False, epochs=1)  # the uncached path of eq 5
+    uncached = torch_load(T.train(config, "saccader_pretrain", 0, tmp_path / "pre2",
+                                  {"bagnet77_lowd": str(bagnet_dir)}))
+    assert torch.equal(uncached["representation.classifier.weight"], bag["classifier.weight"])
 
 
 def test_init_runs_and_missing_init(data):
