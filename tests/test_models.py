@@ -1,0 +1,298 @@
+"""The model zoo (saccader/models, baselines/): shapes, receptive field, the Saccader cell, every model fwd+bwd."""
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from saccader.errors import UserError
+from saccader.geometry import location_boxes
+from saccader.models import create, from_config, list_models
+
+REPO = Path(__file__).resolve().parents[1]
+EMBEDDED = yaml.safe_load((REPO / "config" / "embedded.yaml").read_text())
+EMBEDDED_SIZE = EMBEDDED["dataset"]["image_size"]
+# Paper geometry (blocks, strides, kernel3) with tiny widths: the grid and the receptive field depend only on it.
+PAPER_GEOMETRY_NARROW = dict(planes=(2, 2, 2, 2), expansion=2, stem_channels=2, lowd_dim=4)
+
+
+def embedded(name, **extra):
+    torch.manual_seed(0)
+    return from_config(name, {**EMBEDDED, "models": {**EMBEDDED["models"], name: {**EMBEDDED["models"][name], **extra}}})
+
+
+def randomise_bn_(model):
+    """Random BN affine/statistics: the official zero-init gammas would otherwise hide every residual branch."""
+    gen = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.data = torch.rand(m.weight.shape, generator=gen) + 0.5
+            m.bias.data = torch.rand(m.bias.shape, generator=gen) - 0.5
+            m.running_var.data = torch.rand(m.running_var.shape, generator=gen) + 0.5
+
+
+# -- BagNet -------------------------------------------------------------------------------------------------------
+
+def test_paper_bagnet_geometry_and_shapes_at_224_and_331():
+    model = create("bagnet77_lowd", 7, **PAPER_GEOMETRY_NARROW).eval()
+    assert (model.receptive_field, model.stride) == (77, 8)
+    assert model.grid_size(224) == (19, 19) and model.grid_size(331) == (32, 32)
+    with torch.no_grad():
+        for size, grid in ((224, 19), (331, 32)):
+            assert model(torch.randn(1, 3, size, size)).shape == (1, 7, grid, grid)
+
+
+def test_paper_bagnet_lowd_features_at_224():
+    model = create("bagnet77_lowd", 1001).eval()
+    with torch.no_grad():
+        out = model.forward_features(torch.randn(1, 3, 224, 224))
+    assert out["features"].shape == (1, 2048, 19, 19)
+    assert out["what"].shape == (1, 512, 19, 19)
+    assert out["logits2d"].shape == (1, 1001, 19, 19)
+
+
+def test_receptive_field_is_exactly_77_px_and_neighbours_8_px_apart():
+    """Input gradient of single output locations of the paper-scale BagNet (BN in eval mode)."""
+    model = create("bagnet77_lowd", 1001)
+    randomise_bn_(model)
+    model.eval()
+    # image k backpropagates from its own cells only (eval-mode BN has no batch coupling); the two corner cells of
+    # image 0 have disjoint patches, told apart by the quadrant they fall in
+    cells = [[(0, 0), (18, 18)], [(9, 4)], [(9, 5)]]
+    x = torch.randn(1, 3, 224, 224).repeat(len(cells), 1, 1, 1).requires_grad_(True)
+    logits2d = model(x)
+    sum(logits2d[k, :, i, j].sum() for k, group in enumerate(cells) for i, j in group).backward()
+
+    def box(grad):
+        seen = grad.abs().sum(0) > 0
+        rows, cols = seen.any(1).nonzero().flatten(), seen.any(0).nonzero().flatten()
+        return rows.min().item(), cols.min().item(), rows.max().item() + 1, cols.max().item() + 1
+
+    found = {(0, 0): box(x.grad[0, :, :112, :112]),
+             (18, 18): tuple(v + 112 for v in box(x.grad[0, :, 112:, 112:])),
+             (9, 4): box(x.grad[1]), (9, 5): box(x.grad[2])}
+    for (i, j), got in found.items():
+        assert got == (8 * i, 8 * j, 8 * i + 77, 8 * j + 77)
+        assert got == tuple(location_boxes(torch.tensor(i * 19 + j), 19, 77, 8, 224).tolist())
+    # neighbouring cells see patches shifted by exactly the stride
+    assert found[(9, 5)][1] - found[(9, 4)][1] == 8
+
+
+def test_embedded_bagnet_geometry():
+    model = embedded("bagnet77_lowd")
+    assert (model.receptive_field, model.stride) == (21, 4)
+    h, w = model.grid_size(EMBEDDED_SIZE)
+    assert h * w >= 100
+    assert model(torch.randn(2, 3, EMBEDDED_SIZE, EMBEDDED_SIZE)).shape == (2, 10, h, w)
+
+
+# -- Saccader cell ------------------------------------------------------------------------------------------------
+
+def reference_cell(mixed, logits2d, a, num_glimpses):
+    """Eqs. 1-3 for one image, written out per location and channel (no shared code with the model)."""
+    d, h, w = mixed.shape
+    visited = torch.zeros(h, w)
+    locs, policies, logits = [], [], []
+    for _ in range(num_glimpses):
+        g = torch.empty(h, w)
+        for i in range(h):
+            for j in range(w):
+                g[i, j] = sum(mixed[k, i, j] * a[k] for k in range(d)) / math.sqrt(d) - 1e5 * visited[i, j]
+        g_tilde = torch.exp(g - g.max()) / torch.exp(g - g.max()).sum()               # softmax over space
+        hk = torch.stack([(mixed[k] * g_tilde).sum() for k in range(d)])
+        h_tilde = torch.exp(hk - hk.max()) / torch.exp(hk - hk.max()).sum()           # softmax over channels
+        r = sum(mixed[k] * h_tilde[k] for k in range(d)) - 1e5 * visited
+        best = int(r.flatten().argmax())
+        i, j = divmod(best, w)
+        visited[i, j] = 1.0
+        locs.append(best)
+        policies.append(r.flatten())
+        logits.append(logits2d[:, i, j])
+    return torch.tensor(locs), torch.stack(policies), torch.stack(logits).mean(0)
+
+
+def test_cell_matches_eqs_1_to_3_computed_independently():
+    model = create("saccader", 5, **PAPER_GEOMETRY_NARROW, mixed_dim=6).double()
+    gen = torch.Generator().manual_seed(1)
+    mixed = torch.randn(3, 6, 4, 5, generator=gen, dtype=torch.float64) * 3
+    logits2d = torch.randn(3, 5, 4, 5, generator=gen, dtype=torch.float64)
+    out = model.rollout(mixed, logits2d, num_glimpses=7)
+    for n in range(3):
+        locs, policy, logits = reference_cell(mixed[n], logits2d[n], model.a.detach(), 7)
+        assert torch.equal(out["locations"][n], locs)
+        assert torch.allclose(out["policy_logits"][n], policy)
+        assert torch.allclose(out["logits"][n], logits)
+        assert torch.allclose(out["log_probs"][n], torch.log_softmax(policy, 1)[torch.arange(7), locs])
+
+
+@pytest.mark.parametrize("sample", [False, True])
+def test_all_steps_give_a_permutation_of_the_grid(sample):
+    model = embedded("saccader")
+    h, w = model.grid_size(EMBEDDED_SIZE)
+    with torch.no_grad():
+        out = model.backbone(torch.randn(2, 3, EMBEDDED_SIZE, EMBEDDED_SIZE))
+        roll = model.rollout(out["mixed"], out["logits2d"], h * w, sample=sample,
+                             generator=torch.Generator().manual_seed(0))
+    for n in range(2):
+        assert torch.equal(roll["locations"][n].sort().values, torch.arange(h * w))
+
+
+def test_argmax_policy_is_deterministic_and_batch_independent():
+    model = embedded("saccader").eval()
+    x = torch.randn(4, 3, EMBEDDED_SIZE, EMBEDDED_SIZE)
+    with torch.no_grad():
+        logits_a, locs_a, policy_a = model(x, 6)
+        logits_b, locs_b, _ = model(x, 6)
+        _, locs_single, _ = model(x[2:3], 6)
+    assert torch.equal(locs_a, locs_b) and torch.equal(logits_a, logits_b)
+    assert torch.equal(locs_single[0], locs_a[2])
+    h, w = model.grid_size(EMBEDDED_SIZE)
+    assert logits_a.shape == (4, 10) and locs_a.shape == (4, 6) and policy_a.shape == (4, 6, h * w)
+    assert torch.allclose(policy_a.sum(-1), torch.ones(4, 6, dtype=policy_a.dtype))
+    # a visited cell has zero probability afterwards
+    assert policy_a[0, 1, locs_a[0, 0]] == 0
+
+
+def test_sampling_follows_the_generator():
+    model = embedded("saccader")
+    with torch.no_grad():
+        out = model.backbone(torch.randn(3, 3, EMBEDDED_SIZE, EMBEDDED_SIZE))
+        run = [model.rollout(out["mixed"], out["logits2d"], 6, sample=True,
+                             generator=torch.Generator().manual_seed(s))["locations"] for s in (5, 5)]
+    assert torch.equal(run[0], run[1])
+
+
+def test_too_many_glimpses_is_a_user_error():
+    model = embedded("saccader")
+    h, w = model.grid_size(EMBEDDED_SIZE)
+    with pytest.raises(UserError, match="num_glimpses"):
+        model(torch.randn(1, 3, EMBEDDED_SIZE, EMBEDDED_SIZE), h * w + 1)
+
+
+def test_no_attention_ablation_mixes_only_the_what_features():
+    model = embedded("saccader_no_attention")
+    assert model.attention is None and model.mix.in_channels == model.representation.what_dim
+
+
+# -- DRAM ---------------------------------------------------------------------------------------------------------
+
+def test_dram_high_resolution_glimpse_is_the_image_crop():
+    model = embedded("dram")
+    g, size = model.glimpse_size, EMBEDDED_SIZE
+    x = torch.randn(2, 3, size, size)
+    # a centre at pixel k + g/2 puts the g samples of the unscaled crop exactly on pixels k .. k+g-1
+    corner = torch.tensor([[5, 30], [0, size - g]])
+    locations = 2 * (corner + g / 2) / size - 1
+    glimpses = model.glimpses(x, locations, g, [True, False, False])
+    assert glimpses.shape == (2, 15, g, g)
+    for n, (y0, x0) in enumerate(corner.tolist()):
+        assert torch.allclose(glimpses[n, :3], x[n, :, y0:y0 + g, x0:x0 + g], atol=1e-5)
+    # masked resolutions are constant maps (their per-channel mean)
+    assert torch.allclose(glimpses[:, 5:].std(dim=(2, 3)), torch.zeros(2, 10), atol=1e-6)
+    assert model.fields_of_view(224, 77) == [77, 150, 224]
+
+
+def test_dram_position_channels_corners():
+    model = embedded("dram")
+    crop = model.glimpses(torch.zeros(1, 3, 64, 64), torch.zeros(1, 2), 64, [True, True, True])
+    y, x = crop[0, 3], crop[0, 4]
+    # upper-left (-1, -1), upper-right (-1, 1), lower-left (1, -1), lower-right (1, 1), as the official utils
+    assert [(y[r, c].item(), x[r, c].item()) for r, c in ((0, 0), (0, -1), (-1, 0), (-1, -1))] == \
+           [(-1, -1), (-1, 1), (1, -1), (1, 1)]
+
+
+@pytest.mark.parametrize("gradient", [False, True])
+def test_dram_image_gradient_only_when_asked(gradient):
+    model = embedded("dram", glimpse_gradient=gradient).eval()
+    x = torch.randn(2, 3, EMBEDDED_SIZE, EMBEDDED_SIZE, requires_grad=True)
+    out = model(x, 2)
+    if gradient:
+        out["logits"].sum().backward()
+        assert x.grad is not None and x.grad.abs().sum() > 0
+    else:
+        out["logits"].sum().backward()
+        assert x.grad is None
+
+
+def test_dram_outputs_and_pretraining():
+    model = embedded("dram")
+    x = torch.randn(3, 3, EMBEDDED_SIZE, EMBEDDED_SIZE)
+    out = model(x, 4, sample=True, generator=torch.Generator().manual_seed(0))
+    scale = 1 - model.glimpse_size / EMBEDDED_SIZE
+    assert out["logits"].shape == (3, 10) and out["step_logits"].shape == (3, 4, 10)
+    assert torch.equal(out["logits"], out["step_logits"][:, -1])
+    assert out["locations"].shape == out["means"].shape == (3, 4, 2)
+    assert out["locations"].abs().max() <= scale + 1e-6
+    assert out["log_probs"].shape == (3, 4) and torch.isfinite(out["log_probs"]).all()
+    wide = int(EMBEDDED_SIZE * 200 / 224)  # the paper's 200 x 200 first pretraining stage, scaled
+    assert model.pretrain_forward(x, glimpse_size=wide).shape == (3, 10)
+    assert model.pretrain_forward(x).shape == (3, 10)
+
+
+# -- Saccader-NASNet ----------------------------------------------------------------------------------------------
+
+def test_saccader_nasnet_crops_come_from_the_high_resolution_image():
+    model = embedded("saccader_nasnet").eval()
+    x, x_high = torch.randn(2, 3, 64, 64), torch.randn(2, 3, 95, 95)
+    locs = torch.tensor([[0, 12], [120, 5]])
+    crops = model.crops(x, locs, x_high)
+    side = 21 * 95 // 64
+    assert crops.shape == (4, 3, side, side)
+    y0, x0 = 4 * 1 * 95 // 64, 4 * 1 * 95 // 64  # location 12 = cell (1, 1) of the 11 x 11 grid
+    assert torch.equal(crops[1], x_high[0, :, y0:y0 + side, x0:x0 + side])
+    with torch.no_grad():
+        logits, locations, _ = model(x, 3, x_high)
+    assert logits.shape == (2, 10) and locations.shape == (2, 3)
+
+
+# -- every model, forward and backward at embedded size ------------------------------------------------------------
+
+def _loss(name, model, x, x_high, y):
+    if name.startswith("bagnet"):
+        return F.cross_entropy(model(x).mean((2, 3)), y)
+    if name in ("resnet_v2_50", "nasnet_a_large"):
+        return F.cross_entropy(model(x), y)
+    if name == "dram":
+        out = model(x, 3, sample=True)
+        return F.cross_entropy(out["logits"], y) - out["log_probs"].mean()
+    if name == "saccader_nasnet":
+        return F.cross_entropy(model(x, 3, x_high)[0], y)
+    out = model.backbone(x)
+    roll = model.rollout(out["mixed"], out["logits2d"], 3, sample=True)
+    return F.cross_entropy(roll["logits"], y) - roll["log_probs"].mean()
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_forward_backward_at_embedded_size(name):
+    model = embedded(name).train()
+    x, x_high = torch.randn(4, 3, 64, 64), torch.randn(4, 3, 95, 95)
+    _loss(name, model, x, x_high, torch.arange(4)).backward()
+    trained = model.nasnet if name == "saccader_nasnet" else model  # its Saccader only chooses locations
+    missing = [n for n, p in trained.named_parameters() if p.grad is None]
+    assert not missing, f"no gradient for {missing[:5]}"
+    assert all(torch.isfinite(p.grad).all() for p in trained.parameters())
+
+
+# -- registry ------------------------------------------------------------------------------------------------------
+
+def test_registry_names_and_errors():
+    assert {"bagnet77_lowd", "bagnet77", "resnet_v2_50", "saccader", "saccader_no_attention", "dram",
+            "nasnet_a_large", "saccader_nasnet"} <= set(list_models())
+    with pytest.raises(UserError, match="unknown override 'width'.*planes"):
+        create("bagnet77_lowd", 10, width=3)
+    with pytest.raises(UserError, match="unknown model 'resnet50'"):
+        create("resnet50", 10)
+    with pytest.raises(UserError, match="lowd_dim"):  # the variant-defining argument is not an override
+        create("bagnet77", 10, lowd_dim=8)
+
+
+@pytest.mark.parametrize("config", ["config/embedded.yaml", "config/smoke.yaml"])
+def test_every_configured_model_builds(config):
+    from saccader.config import load
+
+    loaded = load(REPO / config)
+    for name in loaded["models"]:
+        assert from_config(name, loaded).training
