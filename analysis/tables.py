@@ -77,6 +77,14 @@ def summary_glimpses(available, train_t: int) -> int:
     return common.PAPER_TRAIN_GLIMPSES if common.PAPER_TRAIN_GLIMPSES in set(available) else train_t
 
 
+def _row_order(group) -> tuple:
+    """Glimpse policies in legend order, then Saccader-NASNet, then the full-image references."""
+    (experiment, model, policy, res, n), part = group
+    trace = part["trace"].iloc[0]
+    rank = common.TRACES.index(trace) if trace in common.TRACES else len(common.TRACES)
+    return ("glimpses", "nasnet", "full_image").index(experiment), rank, model, res
+
+
 def table_summary(results_dir, out_dir, train_glimpses: int | None = None):
     """Summary at the paper's T = 6: top-1, top-5 and area covered per model and policy (mean ± SD over seeds),
     the full-image references (T = 0), and the paper's Saccader-NASNet 331 result beside ours (Section 4.3)."""
@@ -89,12 +97,9 @@ def table_summary(results_dir, out_dir, train_glimpses: int | None = None):
     df = df[(df["num_glimpses"] == t) | (df["experiment"] == "full_image")]
     summary = common.summarise(df)
     nas_res = sorted(set(summary.loc[summary["experiment"] == "nasnet", "resolution"]))
-    order = {name: i for i, name in enumerate(("glimpses", "nasnet", "full_image"))}
     keys = ["experiment", "model", "policy", "resolution", "num_glimpses"]
     rows, numeric = [], []
-    groups = sorted(summary.groupby(keys), key=lambda kv: (order[kv[0][0]], common.TRACES.index(kv[1]["trace"].iloc[0])
-                                                            if kv[1]["trace"].iloc[0] in common.TRACES else 99, kv[0]))
-    for (experiment, model, policy, res, n), part in groups:
+    for (experiment, model, policy, res, n), part in sorted(summary.groupby(keys), key=_row_order):
         part = part.set_index("metric")
         high_res_nasnet = experiment == "nasnet" and len(nas_res) > 1 and res == nas_res[-1] and n == 6
         row = {"model": common.label(model), "policy": common.label(policy), "resolution": res, "T": n}

@@ -322,3 +322,9 @@ def test_single_seed_draws_without_sd(tmp_path):
     analysis.run("table_supp6", root, tmp_path / "out")
     md = (tmp_path / "out/tables/table_supp6.md").read_text()
     assert "79.0 " in md and "±" not in md.split("\n", 4)[-1]        # seed 0 only: 0.8 - D
+
+
+def test_train_glimpses_from_flag_then_resolved_config_then_paper(tmp_path):
+    assert common.train_glimpses(tmp_path) == 6                  # the paper's T
+    (tmp_path / "config.yaml").write_text("evaluate:\n  train_glimpses: 2\n")
+    assert common.train_glimpses(tmp_path) == 2 and common.train_glimpses(tmp_path, 4) == 4
