@@ -124,8 +124,8 @@ def all_outputs():
 # resources, not params, so that moving a run between clusters never makes Snakemake rerun it.
 LAUNCH = (
     "python -m saccader.launch --folder {params.folder:q}"
-    " --cluster {resources.submitit_cluster:q} --partition {resources.slurm_partition:q}"
-    " --account {resources.slurm_account:q} --gpus {resources.gpu} --cpus {resources.cpus_per_task}"
+    " --cluster {resources.submitit_cluster:q} --partition={resources.slurm_partition:q}"
+    " --account={resources.slurm_account:q} --gpus {resources.gpu} --cpus {resources.cpus_per_task}"
     " --mem-mb {resources.mem_mb} --time-min {resources.runtime}"
     " --signal-delay-s {params.signal_delay_s} --max-requeues {params.max_requeues}"
     " -- {params.args:q} > {log:q} 2>&1"
@@ -193,12 +193,12 @@ def target_code(target):
 
 def target_outputs(name, target):
     """Outputs, with the figure PNGs and table HTMLs registered for the report under their caption."""
-    caption = CAPTIONS / f"{name}.rst"
+    caption = next((c for c in (CAPTIONS / f"{name}.rst", CAPTIONS / f"table_{name}.rst") if c.is_file()), None)
     outs = []
     for out in target.outputs:
         path = f"{R}/{out}"
         kind = "Figures" if out.startswith("figures/") else "Tables"
-        if out.endswith((".png", ".html")) and name != "index" and caption.is_file():
+        if out.endswith((".png", ".html")) and caption is not None:
             path = report(path, caption=str(caption), category=kind, labels={"name": name})
         outs.append(path)
     return outs

@@ -1,5 +1,5 @@
-# Data: the embedded dataset is built by the workflow; ImageNet is the user's, only checked. Every training job
-# depends on the check, so nothing trains on a broken tree.
+# Data: the embedded dataset is built by the workflow; ImageNet is the user's, only checked (a heavy job: it decodes
+# every image). Every training job depends on the check, so nothing trains on a broken tree.
 DATA_ROOT = config["dataset"]["root"].rstrip("/")
 DATA_OK = f"{R}/checks/data.ok"
 
@@ -30,9 +30,12 @@ rule check_data:
     log:
         f"{R}/logs/check_data.log",
     params:
-        config=CONFIG,
+        args=lambda wc, output: ["check-data", "--config", CONFIG, "--stamp", output[0]],
+        folder=f"{R}/logs/submitit/check_data",
         digest=digest("dataset"),
-    threads: workflow.cores
+        signal_delay_s=config["executor"]["signal_delay_s"],
+        max_requeues=config["executor"]["max_requeues"],
+    resources:
+        **HEAVY_RESOURCES,
     shell:
-        "python -m saccader check-data --config {params.config:q} --workers {threads}"
-        " --stamp {output:q} > {log:q} 2>&1"
+        LAUNCH

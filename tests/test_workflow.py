@@ -1,0 +1,176 @@
+"""The Snakemake workflow and the submitit launcher (workflow/, slurm/, saccader/launch.py).
+
+Dry-runs only, plus two tiny launcher jobs: nothing here trains. Every Snakemake call writes into a temporary
+results_dir, never into the repository's results/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def snakemake(*args, target=None, check=True) -> str:
+    """Run Snakemake in the repository; the target goes first (--config and --configfile take several values)."""
+    args = ([target] if target else []) + list(args)
+    proc = subprocess.run([*SNAKEMAKE, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{out[-4000:]}")
+    return out
+
+
+def job_counts(out: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry-run as {rule: count}."""
+    table = out.split("Job stats:")[1].split("total")[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)}
+
+
+def experiment(config_file: str) -> dict:
+    from saccader.config import load
+
+    return load(ROOT / config_file)
+
+
+def expected_counts(config: dict) -> dict[str, int]:
+    """What `all` must run: every run and seed, every evaluation and attack job, every analysis target."""
+    import analysis
+    from baselines import attacks
+    from saccader import evaluate
+
+    seeds = len(config["seeds"])
+    counts = {"check_data": 1, "param_counts": 1, "all": 1, "train": len(config["train"]) * seeds,
+              "attack": len(attacks.MODELS) * seeds, "evaluate_glimpses": len(evaluate.JOBS["glimpses"]) * seeds,
+              "evaluate": sum(len(m) for k, m in evaluate.JOBS.items() if k != "glimpses") * seeds}
+    counts.update({name: 1 for name in analysis.TARGETS})
+    return counts
+
+
+@pytest.fixture(scope="module")
+def fake_imagenet(tmp_path_factory) -> Path:
+    """ImageNet's layout with 1,000 class folders and one tiny JPEG per class and split."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("imagenet")
+    image = Image.new("RGB", (8, 8), (120, 60, 30))
+    for c in range(1000):
+        for split in ("train", "val"):
+            folder = root / split / f"n{c:08d}"
+            folder.mkdir(parents=True)
+            image.save(folder / f"n{c:08d}_{split}.JPEG")
+    return root
+
+
+def test_lint_is_clean():
+    out = snakemake("--lint", "--configfile", "config/embedded.yaml")
+    assert "Congratulations, your workflow is in a good condition!" in out, out[-3000:]
+
+
+def test_paper_scale_dry_run_lists_every_job(fake_imagenet, tmp_path):
+    config = experiment("config.yaml")
+    out = snakemake("-n", "-p", "--config", f"results_dir={tmp_path}", f"dataset={{root: {fake_imagenet}}}", target="all")
+    counts = job_counts(out)
+    assert counts == expected_counts(config)
+    assert counts["train"] == 14 * 5 and counts["attack"] == 4 * 5  # every model x 5 seeds; PGD/SPSA per model
+    for run in config["train"]:  # every run of every seed, with its initialisation edges
+        for seed in config["seeds"]:
+            assert f"--run {run} --seed {seed} --out {tmp_path}/runs/{run}/seed{seed}" in out
+    assert f"--init saccader_pretrain={tmp_path}/runs/saccader_pretrain/seed3" in out
+    assert "--cluster local" in out and "--cluster slurm" not in out  # without the slurm profile: local jobs
+    for kind in ("glimpses", "full_image", "occlusion", "nasnet"):
+        assert f"--kind {kind}" in out
+    resolved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert resolved["dataset"]["root"] == str(fake_imagenet) and resolved["dataset"]["num_classes"] == 1001
+
+
+def test_embedded_config_replaces_paper_config(tmp_path):
+    """--configfile config/embedded.yaml is the whole experiment: nothing of config.yaml leaks into it."""
+    out = snakemake("-n", "--configfile", "config/embedded.yaml", "--config", f"results_dir={tmp_path}",
+                    f"dataset={{root: {tmp_path}/dataset}}", target="all")
+    counts = job_counts(out)
+    assert counts.pop("make_dataset") == 1
+    assert counts == expected_counts(experiment("config/embedded.yaml"))
+    resolved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    embedded = yaml.safe_load((ROOT / "config/embedded.yaml").read_text())
+    assert resolved["train"].keys() == embedded["train"].keys()
+    assert resolved["train"]["saccader"] == {**resolved["train"]["saccader"], **embedded["train"]["saccader"]}
+
+
+def test_one_figure_builds_only_what_it_needs(tmp_path):
+    out = snakemake("-n", "-p", "--configfile", "config/smoke.yaml", "--config", f"results_dir={tmp_path}",
+                    f"dataset={{root: {tmp_path}/dataset}}", target="fig6")
+    assert set(job_counts(out)) == {"make_dataset", "check_data", "train", "evaluate", "fig6"}
+    # Saccader-NASNet needs the Saccader chain and NASNet with its 77/113 fine-tuning, nothing else
+    runs = set(re.findall(r"--run (\w+) --seed 0", out))
+    assert {"bagnet77_lowd", "saccader_pretrain", "saccader", "nasnet_77", "nasnet_113"} <= runs
+    assert not runs & {"resnet_v2_50", "dram", "bagnet77", "saccader_no_attention"}
+
+
+def test_changed_plotting_code_reruns_only_the_plot(tmp_path):
+    args = ["--configfile", "config/smoke.yaml", "--config", f"results_dir={tmp_path}",
+            f"dataset={{root: {tmp_path}/dataset}}"]
+    plan = snakemake("-n", *args, target="fig3")
+    written = (tmp_path / "config.yaml").stat().st_mtime_ns
+    outputs = [p for line in plan.splitlines() if line.startswith("    output: ") for p in line[12:].split(", ")]
+    assert f"{tmp_path}/figures/fig3.png" in outputs and len(outputs) > 40
+    old = 946684800  # 2000-01-01: every result of fig3's DAG exists, the figure is newer than its data ...
+    for path in map(Path, outputs):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+        os.utime(path, (old, old + (1 if path.parent.name == "figures" else 0)))
+    # ... but older than the plotting code (as right after an edit of analysis/): only the plotting job reruns.
+    assert job_counts(snakemake("-n", *args, target="fig3")) == {"fig3": 1}
+    for name in ("fig3.png", "fig3.pdf"):  # and once the figure is redrawn, nothing is left to do
+        os.utime(tmp_path / "figures" / name)
+    assert "Nothing to be done" in snakemake("-n", *args, target="fig3")
+    assert (tmp_path / "config.yaml").stat().st_mtime_ns == written  # the same config is not written again
+
+
+def test_slurm_profile_passes_resources_to_the_launcher(tmp_path):
+    out = snakemake("-n", "-p", "--profile", "slurm", "--config", f"results_dir={tmp_path}",
+                    f"dataset={{root: {tmp_path}/imagenet}}", target=f"{tmp_path}/runs/bagnet77_lowd/seed0/model.pt")
+    profile = yaml.safe_load((ROOT / "slurm/config.yaml").read_text())["set-resources"]["train"]
+    launch = next(line for line in out.splitlines() if "saccader.launch" in line and " train " in line)
+    assert f"--cluster slurm --partition={profile['slurm_partition']}" in launch
+    assert f"--gpus {profile['gpu']} --cpus {profile['cpus_per_task']} --mem-mb {profile['mem_mb']}" in launch
+    assert f"--time-min {profile['runtime']}" in launch
+
+
+def launch(*args, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "saccader.launch", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_launcher_turns_a_job_failure_into_exit_1_with_the_stderr_tail(tmp_path):
+    proc = launch("--folder", str(tmp_path / "sub"), "--cluster", "local", "--",
+                  "check-data", "--config", str(tmp_path / "missing.yaml"), cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "launch: job log" in proc.stderr and "failed" in proc.stderr
+    assert f"error: config file {tmp_path / 'missing.yaml'} does not exist" in proc.stderr  # from the job's stderr
+
+
+def test_launcher_runs_a_subcommand_as_a_local_submitit_job(tmp_path):
+    config = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
+    config["dataset"]["root"] = str(tmp_path / "dataset")
+    config["dataset"]["digits"].update(train_images=20, val_images=10)
+    config["dataset"]["dev_size"] = 5
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    proc = launch("--folder", str(tmp_path / "sub"), "--", "make-dataset", "--config", str(tmp_path / "c.yaml"),
+                  cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "dataset" / "manifest.json").is_file()
+    assert re.search(r"launch: local job \d+: saccader make-dataset", proc.stderr)
+
+
+def test_launcher_rejects_bad_resources(tmp_path):
+    proc = launch("--folder", str(tmp_path), "--cpus", "0", "--", "params", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: --cpus = 0 is out of range")
