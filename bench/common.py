@@ -1,0 +1,83 @@
+"""Shared helpers of the benchmark scripts: interleaved timing, the machine line, the embedded config.
+
+Absolute times on the shared 2-core machines are noise (other jobs come and go), so every script reports ratios of
+variants timed in the same process, interleaved round by round: a slow second slows every variant of that round
+alike, and the median over rounds drops the rounds a neighbour disturbed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as `python bench/x.py` from the repository root
+    sys.path.insert(0, str(ROOT))
+
+
+def machine() -> str:
+    """One line naming the machine the figures come from."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{cpu}, {os.cpu_count()} cores, {gpu}; torch {torch.__version__}, "
+            f"{torch.get_num_threads()} intra-op threads; python {platform.python_version()}")
+
+
+def interleaved(variants: dict, rounds: int, warmup: int = 1, sync=None) -> dict[str, float]:
+    """Median seconds per call of each zero-argument callable, timed in ``rounds`` interleaved rounds."""
+    for _ in range(warmup):
+        for fn in variants.values():
+            fn()
+    times = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            if sync:
+                sync()
+            tick = time.perf_counter()
+            fn()
+            if sync:
+                sync()
+            times[name].append(time.perf_counter() - tick)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def embedded_config(path: str | Path = "config/embedded.yaml") -> dict:
+    from saccader.config import load
+
+    return load(ROOT / path)
+
+
+def setup_threads(threads: int | None) -> None:
+    """Pin torch's intra-op threads (default 1: the cores are shared, and ratios are what we report)."""
+    import torch
+
+    torch.set_num_threads(threads or 1)
+
+
+def report(name: str, rows: list[dict], out: str | None) -> None:
+    """Print the rows as an aligned table and, with ``out``, write them with the machine line as JSON."""
+    print(f"# {name} -- {machine()}")
+    for row in rows:
+        print("  " + "  ".join(f"{k}={_fmt(v)}" for k, v in row.items()))
+    if out:
+        from saccader.io import write_text
+
+        write_text(out, json.dumps({"benchmark": name, "machine": machine(), "rows": rows}, indent=1) + "\n")
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
