@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.functional import rgb_to_grayscale
 
+from saccader.errors import UserError
+
 __all__ = ["POLICIES", "ordered_logits", "sobel_edges", "sobel_scores", "sobel_mean", "sobel_var", "random_policy",
            "choose", "gather_logits", "cumulative_logits"]
 
@@ -25,7 +27,8 @@ def _top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Flat indices of the k largest cells of (N, h, w) scores, descending (``utils.sort2d``; no NMS)."""
     flat = scores.flatten(1)
     if k > flat.shape[1]:
-        raise ValueError(f"cannot pick {k} distinct cells from a grid of {flat.shape[1]}")
+        raise UserError(f"cannot pick {k} distinct glimpses from a grid of {flat.shape[1]} locations",
+                        "lower evaluate.max_glimpses")
     return flat.topk(k, dim=1, sorted=True).indices
 
 
@@ -109,7 +112,8 @@ def random_policy(n: int, grid: tuple[int, int], k: int, generator: torch.Genera
     """
     cells = grid[0] * grid[1]
     if k > cells:
-        raise ValueError(f"cannot pick {k} distinct cells from a grid of {cells}")
+        raise UserError(f"cannot pick {k} distinct glimpses from a grid of {cells} locations",
+                        "lower evaluate.max_glimpses")
     noise = torch.rand(n, cells, generator=generator)
     return noise.argsort(dim=1)[:, :k].to(device)
 

@@ -1,8 +1,10 @@
 """Each engineered policy's choice on hand-made inputs (issue 6, "Must show")."""
 
+import pytest
 import torch
 
 from baselines import policies
+from saccader.errors import UserError
 
 
 def test_ordered_logits_ranks_cells_by_predicted_class_logit():
@@ -60,3 +62,10 @@ def test_gather_and_cumulative_logits_average_the_chosen_cells():
 def test_top_t_of_k_is_the_t_glimpse_choice():
     logits2d = torch.randn(4, 5, 3, 3, generator=torch.Generator().manual_seed(2))
     assert torch.equal(policies.ordered_logits(logits2d, 7)[:, :3], policies.ordered_logits(logits2d, 3))
+
+
+def test_more_glimpses_than_cells_is_a_user_error():
+    with pytest.raises(UserError, match="max_glimpses"):
+        policies.ordered_logits(torch.zeros(1, 2, 2, 2), 5)
+    with pytest.raises(UserError, match="max_glimpses"):
+        policies.random_policy(1, (2, 2), 5)
