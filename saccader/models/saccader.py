@@ -138,27 +138,28 @@ class Saccader(nn.Module):
         feats_t = feats.transpose(1, 2)                           # (N, L, d), a view
         space = (self.a @ feats) / math.sqrt(d)                    # (N, L)
         visited = feats.new_zeros(n, cells)
-        locations, policy_logits, log_probs, glimpse_logits = [], [], [], []
+        locations, policy_logits = [], []
         for _ in range(num_glimpses):
             mask = MASK * visited
             g = torch.softmax(space - mask, dim=1)                                 # eq. 1: softmax over space
-            h_t = torch.softmax(torch.bmm(g[:, None], feats_t)[:, 0], dim=1)       # eq. 2: softmax over channels
-            r = torch.bmm(h_t[:, None], feats)[:, 0] - mask                        # eq. 3: policy logits
+            h_t = torch.softmax(torch.einsum("ndl,nl->nd", feats, g), dim=1)       # eq. 2: softmax over channels
+            r = torch.einsum("ndl,nd->nl", feats, h_t) - mask                      # eq. 3: policy logits
             if sample:
                 loc = torch.multinomial(torch.softmax(r, dim=1), 1, generator=generator).squeeze(1)
             else:
                 loc = r.argmax(dim=1)
-            log_probs.append(torch.log_softmax(r, dim=1).gather(1, loc[:, None]).squeeze(1))
-            glimpse_logits.append(flat_logits.gather(2, loc[:, None, None].expand(-1, flat_logits.shape[1], 1))
-                                  .squeeze(2))
             # The mask is a constant of the chosen cells: a new tensor, so autograd keeps earlier steps' values.
             visited = visited.scatter(1, loc[:, None], 1.0)
             locations.append(loc)
             policy_logits.append(r)
-        glimpse_logits = torch.stack(glimpse_logits, dim=1)
-        return {"logits": glimpse_logits.mean(dim=1), "glimpse_logits": glimpse_logits,
-                "locations": torch.stack(locations, dim=1), "policy_logits": torch.stack(policy_logits, dim=1),
-                "log_probs": torch.stack(log_probs, dim=1)}
+        # Everything that does not feed the next step is computed once for all T steps.
+        locations = torch.stack(locations, dim=1)                                  # (N, T)
+        policy_logits = torch.stack(policy_logits, dim=1)                          # (N, T, L)
+        log_probs = torch.log_softmax(policy_logits, dim=2).gather(2, locations[..., None]).squeeze(2)
+        index = locations[:, None, :].expand(-1, flat_logits.shape[1], -1)
+        glimpse_logits = flat_logits.gather(2, index).transpose(1, 2)              # (N, T, C)
+        return {"logits": glimpse_logits.mean(dim=1), "glimpse_logits": glimpse_logits, "locations": locations,
+                "policy_logits": policy_logits, "log_probs": log_probs}
 
     def forward(self, images: torch.Tensor, num_glimpses: int):
         """Test-time Saccader (argmax policy): (logits (N, C), locations (N, T), policy (N, T, h*w) probabilities)."""
