@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars would flood the figures
 if str(ROOT) not in sys.path:  # run as `python bench/x.py` from the repository root
     sys.path.insert(0, str(ROOT))
 

@@ -1,0 +1,166 @@
+"""P2: throughput of a training step of ``saccader.train.train`` vs a bare PyTorch loop of the same model.
+
+    python bench/p2_train_step.py [--runs bagnet77_lowd saccader] [--steps 12] [--out FILE.json]
+
+Both loops see the same in-memory tensors (the data path is measured apart, in ``bench/data_path.py``): for ours,
+``saccader.data.folder.build_dataset`` is swapped for an in-memory dataset of random images, and ``train()`` runs
+two epochs of ``--steps`` steps from the embedded recipe; its second epoch's ``images_per_s`` (``train_log.parquet``:
+loop time without the end-of-epoch evaluation and checkpoint) is compared with a bare loop
+(``zero_grad / loss / backward / SGD step`` over pre-batched tensors) run before and after it in the same process.
+The bare loop's loss is a plain cross-entropy for ``classify`` runs and ``saccader.train.step_loss`` (the same
+objective, eq 6) for the others. Target: ours / bare >= 0.95.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import common  # noqa: F401
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from common import embedded_config, report, setup_threads
+
+
+class InMemory(torch.utils.data.Dataset):
+    """``(image, label)`` pairs held as tensors: the stand-in for ``FolderDataset``."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images, labels
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        return self.images[index], int(self.labels[index])
+
+
+def _data(config: dict, n: int, seed: int = 0) -> InMemory:
+    g = torch.Generator().manual_seed(seed)
+    size, classes = config["dataset"]["image_size"], config["dataset"]["num_classes"]
+    return InMemory(torch.randn(n, 3, size, size, generator=g), torch.randint(0, classes, (n,), generator=g))
+
+
+def _init_dirs(config: dict, run: str, tmp: Path) -> dict[str, str]:
+    """Fresh weights for each run the recipe starts from (the loop's speed does not depend on their values)."""
+    from saccader import io
+    from saccader.models import from_config
+    from saccader.train import recipe
+
+    init = {}
+    for name in recipe(config, run).get("init_from", []):
+        folder = tmp / "init" / name
+        io.torch_save(from_config(recipe(config, name)["model"], config).state_dict(), folder / "model.pt")
+        init[name] = str(folder)
+    return init
+
+
+class _EpochClock:
+    """Stands in for ``tqdm`` in the training loop: created just before an epoch's first step and closed just after
+    its last, it records the epoch's wall and CPU seconds (CPU time: robust to the other jobs on a shared machine)."""
+
+    epochs: list = []
+
+    def __init__(self, *args, total=0, initial=0, **kwargs):
+        self.steps, self.wall, self.cpu = total - initial, time.perf_counter(), time.process_time()
+
+    def update(self, n=1):
+        pass
+
+    def close(self):
+        _EpochClock.epochs.append((self.steps, time.perf_counter() - self.wall, time.process_time() - self.cpu))
+
+
+def ours(config: dict, run: str, steps: int, tmp: Path) -> tuple[float, float]:
+    """(wall, CPU) images/s of the second epoch of ``train()`` on in-memory data."""
+    from saccader import train as loop
+    from saccader.data import folder
+    from saccader.train import train
+
+    config = copy.deepcopy(config)
+    rec = config["train"][run]
+    rec.update(epochs=2, warmup_epochs=1, eval_batch_size=rec["batch_size"])
+    train_set, dev_set = _data(config, steps * rec["batch_size"]), _data(config, rec["batch_size"], seed=1)
+    original, bar = folder.build_dataset, loop.tqdm
+    folder.build_dataset = lambda cfg, split, **kw: train_set if split == "train" else dev_set
+    loop.tqdm, _EpochClock.epochs = _EpochClock, []
+    out = tmp / "run" / run
+    try:
+        train(config, run, 0, out, _init_dirs(config, run, tmp), device="cpu")
+    finally:
+        folder.build_dataset, loop.tqdm = original, bar
+    n, wall, cpu = _EpochClock.epochs[-1]
+    logged = float(pd.read_parquet(out / "train_log.parquet")["images_per_s"].iloc[-1])
+    shutil.rmtree(out)
+    assert abs(logged * wall / (n * rec["batch_size"]) - 1) < 0.05, "the epoch clock disagrees with train_log"
+    return n * rec["batch_size"] / wall, n * rec["batch_size"] / cpu
+
+
+def bare(config: dict, run: str, steps: int) -> tuple[float, float]:
+    """(wall, CPU) images/s of a bare loop: pre-batched tensors, zero_grad, loss, backward, SGD (Nesterov) step."""
+    from saccader.models import from_config
+    from saccader.train import MOMENTUM, param_groups, recipe, step_loss
+
+    rec = recipe(config, run)
+    torch.manual_seed(0)
+    model = from_config(rec["model"], config)
+    optimizer = torch.optim.SGD(param_groups(model, rec), lr=rec["lr"], momentum=MOMENTUM, nesterov=True)
+    data = _data(config, steps * rec["batch_size"])
+    batches = list(zip(data.images.split(rec["batch_size"]), data.labels.split(rec["batch_size"])))
+    generator = torch.Generator().manual_seed(1)
+    model.train()
+    for i, (images, labels) in enumerate(batches[:2] + batches):  # two warm-up steps
+        if i == 2:
+            wall, cpu = time.perf_counter(), time.process_time()
+        optimizer.zero_grad(set_to_none=True)
+        if rec["stage"] == "classify":
+            loss = F.cross_entropy(model(images).mean(dim=(2, 3)), labels)
+        else:
+            loss = step_loss(model, rec, images, labels, generator)[0]
+        loss.backward()
+        optimizer.step()
+    images = len(batches) * rec["batch_size"]
+    return images / (time.perf_counter() - wall), images / (time.process_time() - cpu)
+
+
+def measure(run: str, steps: int = 12, repeats: int = 2, config: dict | None = None) -> dict:
+    """Bare, ours, bare, ours, ..., bare in one process; ratios of the medians."""
+    config = config or embedded_config()
+    bares, ours_ = [bare(config, run, steps)], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(repeats):
+            ours_.append(ours(config, run, steps, Path(tmp)))
+            bares.append(bare(config, run, steps))
+    med = lambda xs, i: statistics.median(x[i] for x in xs)  # noqa: E731
+    rec = config["train"][run]
+    return {"run": run, "stage": rec["stage"], "batch": rec["batch_size"], "steps": steps,
+            "ours_img_s": med(ours_, 0), "bare_img_s": med(bares, 0), "ours/bare": med(ours_, 0) / med(bares, 0),
+            "ours/bare_cpu": med(ours_, 1) / med(bares, 1),
+            "bare_spread": (max(b[0] for b in bares) - min(b[0] for b in bares)) / med(bares, 0)}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", nargs="+", default=["bagnet77_lowd", "saccader"], help="runs of config/embedded.yaml")
+    p.add_argument("--steps", type=int, default=12, help="steps per epoch (and bare-loop steps)")
+    p.add_argument("--repeats", type=int, default=2, help="runs of train() (bare loops: one more)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    setup_threads(args.threads)
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    report("P2 training step", [measure(run, args.steps, args.repeats) for run in args.runs], args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
