@@ -92,10 +92,14 @@ def test_paper_scale_dry_run_lists_every_job(fake_imagenet, tmp_path):
     assert resolved["dataset"]["root"] == str(fake_imagenet) and resolved["dataset"]["num_classes"] == 1001
 
 
-def test_embedded_config_replaces_paper_config(tmp_path):
-    """--configfile config/embedded.yaml is the whole experiment: nothing of config.yaml leaks into it."""
-    out = snakemake("-n", "--configfile", "config/embedded.yaml", "--config", f"results_dir={tmp_path}",
-                    f"dataset={{root: {tmp_path}/dataset}}", target="all")
+def test_embedded_config_replaces_paper_config_and_the_report_has_every_figure(tmp_path):
+    """--configfile config/embedded.yaml is the whole experiment (nothing of config.yaml leaks into it), and
+    `snakemake --report` puts every figure and table with its caption into one self-contained page."""
+    from PIL import Image
+
+    args = ["--configfile", "config/embedded.yaml", "--config", f"results_dir={tmp_path}",
+            f"dataset={{root: {tmp_path}/dataset}}"]
+    out = snakemake("-n", *args, target="all")
     counts = job_counts(out)
     assert counts.pop("make_dataset") == 1
     assert counts == expected_counts(experiment("config/embedded.yaml"))
@@ -103,6 +107,22 @@ def test_embedded_config_replaces_paper_config(tmp_path):
     embedded = yaml.safe_load((ROOT / "config/embedded.yaml").read_text())
     assert resolved["train"].keys() == embedded["train"].keys()
     assert resolved["train"]["saccader"] == {**resolved["train"]["saccader"], **embedded["train"]["saccader"]}
+
+    for path in (Path(p) for line in out.splitlines() if line.startswith("    output: ") for p in line[12:].split(", ")):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".png":
+            Image.new("RGB", (4, 4)).save(path)
+        else:
+            path.write_text("<p>result</p>" if path.suffix == ".html" else "")
+    report = snakemake(*args, "--report", str(tmp_path / "report.html"))
+    import analysis
+
+    for name, target in analysis.TARGETS.items():
+        shown = [Path(o).name for o in target.outputs if o.endswith((".png", ".html"))]
+        if name != "index":
+            assert f"Adding {shown[0]} " in report, f"{name} is missing from the report"
+    page = (tmp_path / "report.html").read_text()
+    assert not re.search(r"<(script|link|img)[^>]*(src|href)=\"https?://", page)  # no remote assets
 
 
 def test_one_figure_builds_only_what_it_needs(tmp_path):
@@ -158,17 +178,16 @@ def test_launcher_turns_a_job_failure_into_exit_1_with_the_stderr_tail(tmp_path)
     assert f"error: config file {tmp_path / 'missing.yaml'} does not exist" in proc.stderr  # from the job's stderr
 
 
-def test_launcher_runs_a_subcommand_as_a_local_submitit_job(tmp_path):
-    config = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
-    config["dataset"]["root"] = str(tmp_path / "dataset")
-    config["dataset"]["digits"].update(train_images=20, val_images=10)
-    config["dataset"]["dev_size"] = 5
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
-    proc = launch("--folder", str(tmp_path / "sub"), "--", "make-dataset", "--config", str(tmp_path / "c.yaml"),
-                  cwd=tmp_path)
+def test_launcher_runs_a_subcommand_as_a_local_submitit_job(tiny_dataset, tmp_path):
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(tiny_dataset))
+    stamp = tmp_path / "data.ok"
+    proc = launch("--folder", str(tmp_path / "sub"), "--", "check-data", "--config", str(tmp_path / "c.yaml"),
+                  "--workers", "1", "--stamp", str(stamp), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "dataset" / "manifest.json").is_file()
-    assert re.search(r"launch: local job \d+: saccader make-dataset", proc.stderr)
+    assert stamp.is_file()
+    job = re.search(r"launch: local job (\d+): saccader check-data", proc.stderr)
+    assert job and f"launch: job {job[1]} done" in proc.stderr
+    assert (tmp_path / "sub" / f"{job[1]}_0_log.err").is_file()  # the job's own log, where the launcher said
 
 
 def test_launcher_rejects_bad_resources(tmp_path):
