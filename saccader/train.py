@@ -417,6 +417,11 @@ def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, st
                  steps_per_epoch, batch, rec["lr"], rec.get("paper_lr"), rec.get("paper_batch_size"), world, dev, out)
 
     def save_checkpoint():
+        # A finite loss can still step into non-finite weights; never let those replace the last good checkpoint.
+        if not all(torch.isfinite(p).all() for p in params):
+            raise UserError(f"run {run} seed {seed}: weights became non-finite by epoch {epoch + 1} step {step}; the "
+                            f"last good checkpoint {ckpt_path} is kept",
+                            f"lower train.{run}.lr or check the data and the init_from weights")
         if main:
             checkpoint.save(ckpt_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
                             scheduler=scheduler.state_dict(), ema=ema.state_dict() if ema is not None else {},
