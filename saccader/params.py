@@ -42,13 +42,13 @@ def paper_table() -> pd.DataFrame:
 
 
 def _run(args) -> int:
+    config = load(args.config) if args.config else None  # fail on a bad config before the slow paper-scale builds
     table = paper_table()
     print("Table Supp.1 (paper scale, 1001 classes, BN moving mean/var counted as in the TF checkpoints)")
     print(f"{'model':16s} {'paper':>12s} {'reproduced':>12s} {'difference':>10s}  note")
     for row in table.itertuples():
         print(f"{row.model:16s} {row.paper:>12,} {row.reproduced:>12,} {row.difference:>+10,}  {row.note}")
-    if args.config:
-        config = load(args.config)
+    if config is not None:
         print(f"\nModels of {args.config} ({config['dataset']['num_classes']} classes, same counting):")
         for name in sorted(config.get("models", {})):
             print(f"  {name:24s} {count_parameters(from_config(name, config)):>12,}")
