@@ -296,3 +296,15 @@ def test_every_configured_model_builds(config):
     loaded = load(REPO / config)
     for name in loaded["models"]:
         assert from_config(name, loaded).training
+
+
+@pytest.mark.parametrize("config", ["config/embedded.yaml", "config/smoke.yaml", "config.yaml"])
+def test_saccader_representation_is_the_configured_bagnet_lowd(config):
+    """The Saccader starts from the trained BagNet-lowD weights, so both must have the same shapes."""
+    from saccader.config import load
+
+    loaded = load(REPO / config)
+    shapes = lambda sd: {k: tuple(v.shape) for k, v in sd.items()}  # noqa: E731
+    bagnet = shapes(from_config("bagnet77_lowd", loaded).state_dict())
+    for name in ("saccader", "saccader_no_attention"):
+        assert shapes(from_config(name, loaded).representation.state_dict()) == bagnet
