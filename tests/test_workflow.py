@@ -165,6 +165,14 @@ def test_slurm_profile_passes_resources_to_the_launcher(tmp_path):
     assert f"--time-min {profile['runtime']}" in launch
 
 
+def test_default_profile_leaves_the_slurm_profile_alone():
+    """Snakemake applies workflow/profiles/default also under --profile slurm, and its keys win: none may overlap."""
+    default = yaml.safe_load((ROOT / "workflow/profiles/default/config.yaml").read_text())
+    slurm = yaml.safe_load((ROOT / "slurm/config.yaml").read_text())
+    assert not set(default) & set(slurm)
+    assert "executor" not in slurm  # heavy jobs reach SLURM through saccader.launch (submitit), not a plugin
+
+
 def launch(*args, cwd) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "saccader.launch", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=120)

@@ -106,7 +106,7 @@ def analysis_targets():
 
 
 def data_outputs():
-    """Results the analysis reads, relative to R: every evaluation, attack and the parameter table."""
+    """Results the analysis may read, relative to R: evaluations, attacks, training logs, parameter table."""
     files = [f"eval/{k}/{m}/seed{s}.parquet" for k, ms in eval_jobs().items() for m in ms for s in SEEDS]
     files += [f"eval/glimpses/{m}/seed{s}.parquet.examples.npz" for m in eval_jobs()["glimpses"] for s in SEEDS]
     files += [f"attack/{m}/seed{s}.parquet" for m in attack_models() for s in SEEDS]
