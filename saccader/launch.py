@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from functools import partial
 from pathlib import Path
 
 import submitit
@@ -30,8 +31,8 @@ CLUSTERS = ("local", "slurm", "debug")
 class SaccaderJob(submitit.helpers.Checkpointable):
     """The job: ``saccader <argv>`` in the job's process. Holds only its arguments, so a requeued copy is fresh.
 
-    ``checkpoint()`` (inherited) resubmits ``SaccaderJob(argv, threads)``; resuming is the subcommand's business
-    (``saccader train`` restarts from ``<out>/checkpoint.pt``), as in DINO's ``Trainer``.
+    ``checkpoint()`` (inherited from submitit) resubmits this object, i.e. the same command; resuming is the
+    subcommand's business (``saccader train`` restarts from ``<out>/checkpoint.pt``), as in DINO's ``Trainer``.
     """
 
     def __init__(self, argv: list[str], threads: int = 1):
@@ -65,8 +66,6 @@ def build_executor(args) -> submitit.AutoExecutor:
         params["slurm_partition"] = args.partition
     if args.account:
         params["slurm_account"] = args.account
-    if args.cluster == "local":
-        params.pop("mem_gb")  # the local executor cannot enforce memory and rejects the key
     executor.update_parameters(**params)
     return executor
 
@@ -80,19 +79,18 @@ def tail(path: Path | None, lines: int) -> str:
 def run(args) -> int:
     executor = build_executor(args)
     job = executor.submit(SaccaderJob(args.command, threads=args.cpus))
-    log = print if args.cluster == "debug" else (lambda *a: print(*a, file=sys.stderr, flush=True))
-    if args.cluster != "debug":
-        log(f"launch: {args.cluster} job {job.job_id}: saccader {' '.join(args.command)}")
+    log = partial(print, file=sys.stderr, flush=True)  # into the rule's log file
+    log(f"launch: {args.cluster} job {job.job_id}: saccader {' '.join(args.command)}")
+    if args.cluster != "debug":  # a debug job runs in this process, at job.result(), and has no files of its own
         log(f"launch: job log {job.paths.stdout}")
         log(f"launch: job err {job.paths.stderr}")
     try:
         job.result()
     except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError, RuntimeError) as exc:
         stderr = None if args.cluster == "debug" else job.paths.stderr
-        print(f"launch: job {job.job_id} failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
-              file=sys.stderr)
+        log(f"launch: job {job.job_id} failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
         if stderr is not None:
-            print(f"launch: last {args.tail} lines of {stderr}:\n{tail(stderr, args.tail)}", file=sys.stderr)
+            log(f"launch: last {args.tail} lines of {stderr}:\n{tail(stderr, args.tail)}")
         return 1
     log(f"launch: job {job.job_id} done")
     return 0
@@ -101,7 +99,9 @@ def run(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m saccader.launch", description=__doc__.splitlines()[0])
     parser.add_argument("--folder", required=True, help="submitit folder for the job's script, pickles and logs")
-    parser.add_argument("--cluster", choices=CLUSTERS, default="local")
+    parser.add_argument("--cluster", choices=CLUSTERS, default="local",
+                        help="local: a subprocess here; slurm: sbatch; debug: this process, pdb on failure "
+                             "(interactive debugging only)")
     parser.add_argument("--name", default="", help="job name (default: the subcommand)")
     parser.add_argument("--partition", default="", help="SLURM partition (Snakemake resource slurm_partition)")
     parser.add_argument("--account", default="", help="SLURM account (Snakemake resource slurm_account)")
@@ -117,10 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
     if args.command[:1] == ["--"]:
         args.command = args.command[1:]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     try:
         if not args.command:
             raise UserError("no saccader subcommand given", "append -- train|evaluate|attack ... to the launcher")

@@ -198,6 +198,21 @@ def test_launcher_runs_a_subcommand_as_a_local_submitit_job(tiny_dataset, tmp_pa
     assert (tmp_path / "sub" / f"{job[1]}_0_log.err").is_file()  # the job's own log, where the launcher said
 
 
+def test_launcher_maps_resources_to_sbatch_and_requeues_the_same_command(tmp_path):
+    from saccader import launch as launcher
+
+    args = launcher.parse_args(["--folder", str(tmp_path), "--cluster", "slurm", "--partition", "gpu", "--account",
+                                "lab", "--gpus", "8", "--cpus", "6", "--mem-mb", "64000", "--time-min", "90",
+                                "--signal-delay-s", "120", "--", "train", "--run", "saccader"])
+    sbatch = launcher.build_executor(args)._executor._make_submission_file_text("CMD", "UID")
+    for flag in ("--partition=gpu", "--account=lab", "--gpus-per-node=8", "--ntasks-per-node=8",
+                 "--cpus-per-task=6", "--mem=64000MB", "--time=90", "--signal=USR2@120", "--job-name=train"):
+        assert f"#SBATCH {flag}\n" in sbatch
+    job = launcher.SaccaderJob(args.command, threads=args.cpus)
+    again = job.checkpoint().function  # what submitit requeues on preemption or time-out
+    assert again.argv == ["train", "--run", "saccader"] and again.threads == 6
+
+
 def test_launcher_rejects_bad_resources(tmp_path):
     proc = launch("--folder", str(tmp_path), "--cpus", "0", "--", "params", cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.startswith("error: --cpus = 0 is out of range")
