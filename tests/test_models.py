@@ -94,10 +94,10 @@ def test_embedded_bagnet_geometry():
 def reference_cell(mixed, logits2d, a, num_glimpses):
     """Eqs. 1-3 for one image, written out per location and channel (no shared code with the model)."""
     d, h, w = mixed.shape
-    visited = torch.zeros(h, w)
+    visited = torch.zeros(h, w, dtype=mixed.dtype)
     locs, policies, logits = [], [], []
     for _ in range(num_glimpses):
-        g = torch.empty(h, w)
+        g = torch.empty(h, w, dtype=mixed.dtype)
         for i in range(h):
             for j in range(w):
                 g[i, j] = sum(mixed[k, i, j] * a[k] for k in range(d)) / math.sqrt(d) - 1e5 * visited[i, j]
@@ -115,6 +115,7 @@ def reference_cell(mixed, logits2d, a, num_glimpses):
 
 
 def test_cell_matches_eqs_1_to_3_computed_independently():
+    torch.manual_seed(0)
     model = create("saccader", 5, **PAPER_GEOMETRY_NARROW, mixed_dim=6).double()
     gen = torch.Generator().manual_seed(1)
     mixed = torch.randn(3, 6, 4, 5, generator=gen, dtype=torch.float64) * 3

@@ -142,8 +142,8 @@ class Saccader(nn.Module):
         for _ in range(num_glimpses):
             mask = MASK * visited
             g = torch.softmax(space - mask, dim=1)                                 # eq. 1: softmax over space
-            h_t = torch.softmax(torch.einsum("ndl,nl->nd", feats, g), dim=1)       # eq. 2: softmax over channels
-            r = torch.einsum("ndl,nd->nl", feats, h_t) - mask                      # eq. 3: policy logits
+            h_t = torch.softmax(torch.bmm(g[:, None], feats_t)[:, 0], dim=1)       # eq. 2: softmax over channels
+            r = torch.bmm(h_t[:, None], feats)[:, 0] - mask                        # eq. 3: policy logits
             if sample:
                 loc = torch.multinomial(torch.softmax(r, dim=1), 1, generator=generator).squeeze(1)
             else:
