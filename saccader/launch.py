@@ -16,12 +16,14 @@ succeeded or failed; on failure it prints the tail of the job's stderr and exits
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from functools import partial
 from pathlib import Path
 
 import submitit
+import yaml
 
 from saccader.errors import UserError
 
@@ -109,18 +111,40 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cpus", type=int, default=1, help="CPU cores per task (resource cpus_per_task)")
     parser.add_argument("--mem-mb", type=int, default=4000, help="memory in MB (resource mem_mb)")
     parser.add_argument("--time-min", type=int, default=60, help="time limit in minutes (resource runtime)")
-    parser.add_argument("--signal-delay-s", type=int, default=120,
-                        help="seconds between the preemption/time-out signal and the kill (time to checkpoint)")
-    parser.add_argument("--max-requeues", type=int, default=3, help="requeues after time-outs before failing")
+    parser.add_argument("--signal-delay-s", type=int, default=None,
+                        help="seconds between the preemption/time-out signal and the kill (time to checkpoint); "
+                             "default: executor.signal_delay_s of the command's --config")
+    parser.add_argument("--max-requeues", type=int, default=None,
+                        help="requeues after time-outs before failing; default: executor.max_requeues of --config")
     parser.add_argument("--tail", type=int, default=40, help="stderr lines shown when the job fails")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the saccader subcommand and its flags")
     return parser
 
 
+def _executor_settings(command: list[str]) -> dict:
+    """The ``executor:`` section of the config the command names, over the schema's defaults. A config that is
+    missing or unreadable gives the defaults: the job itself then reports that problem, in its own log."""
+    from saccader.config import load_schema
+
+    schema = load_schema()["properties"]["executor"]["properties"]
+    settings = {key: spec["default"] for key, spec in schema.items()}
+    path = Path(command[command.index("--config") + 1]) if "--config" in command[:-1] else None
+    if path is not None and path.is_file():
+        with contextlib.suppress(yaml.YAMLError, AttributeError):
+            settings.update((yaml.safe_load(path.read_text()) or {}).get("executor") or {})
+    return settings
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Flags, then the executor settings the flags leave open from the ``executor:`` section of the command's
+    ``--config`` (read here, not passed by the rules, so that changing them never makes Snakemake rerun a job)."""
     args = build_parser().parse_args(argv)
     if args.command[:1] == ["--"]:
         args.command = args.command[1:]
+    if args.signal_delay_s is None or args.max_requeues is None:
+        executor = _executor_settings(args.command)
+        args.signal_delay_s = executor["signal_delay_s"] if args.signal_delay_s is None else args.signal_delay_s
+        args.max_requeues = executor["max_requeues"] if args.max_requeues is None else args.max_requeues
     return args
 
 

@@ -201,16 +201,20 @@ def test_launcher_runs_a_subcommand_as_a_local_submitit_job(tiny_dataset, tmp_pa
 def test_launcher_maps_resources_to_sbatch_and_requeues_the_same_command(tmp_path):
     from saccader import launch as launcher
 
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"executor": {"signal_delay_s": 77, "max_requeues": 5}}))
+    command = ["train", "--config", str(tmp_path / "c.yaml"), "--run", "saccader"]
     args = launcher.parse_args(["--folder", str(tmp_path), "--cluster", "slurm", "--partition", "gpu", "--account",
                                 "lab", "--gpus", "8", "--cpus", "6", "--mem-mb", "64000", "--time-min", "90",
-                                "--signal-delay-s", "120", "--", "train", "--run", "saccader"])
-    sbatch = launcher.build_executor(args)._executor._make_submission_file_text("CMD", "UID")
+                                "--", *command])
+    executor = launcher.build_executor(args)
+    sbatch = executor._executor._make_submission_file_text("CMD", "UID")
     for flag in ("--partition=gpu", "--account=lab", "--gpus-per-node=8", "--ntasks-per-node=8",
-                 "--cpus-per-task=6", "--mem=64000MB", "--time=90", "--signal=USR2@120", "--job-name=train"):
+                 "--cpus-per-task=6", "--mem=64000MB", "--time=90", "--signal=USR2@77", "--job-name=train"):
         assert f"#SBATCH {flag}\n" in sbatch
+    assert executor._executor.max_num_timeout == 5  # executor.max_requeues of the experiment config
     job = launcher.SaccaderJob(args.command, threads=args.cpus)
     again = job.checkpoint().function  # what submitit requeues on preemption or time-out
-    assert again.argv == ["train", "--run", "saccader"] and again.threads == 6
+    assert again.argv == command and again.threads == 6
 
 
 def test_launcher_rejects_bad_resources(tmp_path):

@@ -18,8 +18,6 @@ rule attack:
         args=attack_args,
         folder=lambda wc: f"{R}/logs/submitit/attack/{wc.model}/seed{wc.seed}",
         digest=digest("dataset", "models", "attack"),
-        signal_delay_s=config["executor"]["signal_delay_s"],
-        max_requeues=config["executor"]["max_requeues"],
     resources:
         **HEAVY_RESOURCES,
     shell:

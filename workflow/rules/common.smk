@@ -50,8 +50,11 @@ wildcard_constraints:
 
 def digest(*keys, **extra):
     """Short hash of the config sections a job depends on: a rule param, so that Snakemake reruns exactly the jobs
-    whose part of the config changed (rerun trigger 'params') and no others."""
+    whose part of the config changed (rerun trigger 'params') and no others. Execution settings (data-loader
+    workers, the executor section, resources) are left out: they never change a result."""
     part = {k: config.get(k) for k in keys}
+    if "dataset" in part:
+        part["dataset"] = {k: v for k, v in part["dataset"].items() if k != "num_workers"}
     part.update(extra)
     return hashlib.sha256(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -127,7 +130,6 @@ LAUNCH = (
     " --cluster {resources.submitit_cluster:q} --partition={resources.slurm_partition:q}"
     " --account={resources.slurm_account:q} --gpus {resources.gpu} --cpus {resources.cpus_per_task}"
     " --mem-mb {resources.mem_mb} --time-min {resources.runtime}"
-    " --signal-delay-s {params.signal_delay_s} --max-requeues {params.max_requeues}"
     " -- {params.args:q} > {log:q} 2>&1"
 )
 HEAVY_RESOURCES = dict(submitit_cluster="local", slurm_partition="", slurm_account="", gpu=0, cpus_per_task=1,
@@ -165,8 +167,6 @@ def eval_params(rule):
         args=eval_args,
         folder=lambda wc: f"{R}/logs/submitit/{rule}/{wc.kind}/{wc.model}/seed{wc.seed}",
         digest=digest("dataset", "models", "evaluate"),
-        signal_delay_s=config["executor"]["signal_delay_s"],
-        max_requeues=config["executor"]["max_requeues"],
     )
 
 

@@ -33,8 +33,6 @@ rule check_data:
         args=lambda wc, output: ["check-data", "--config", CONFIG, "--stamp", output[0]],
         folder=f"{R}/logs/submitit/check_data",
         digest=digest("dataset"),
-        signal_delay_s=config["executor"]["signal_delay_s"],
-        max_requeues=config["executor"]["max_requeues"],
     resources:
         **HEAVY_RESOURCES,
     shell:

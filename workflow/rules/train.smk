@@ -19,8 +19,6 @@ rule train:
         args=train_args,
         folder=lambda wc: f"{R}/logs/submitit/train/{wc.run}/seed{wc.seed}",
         digest=lambda wc: digest("dataset", "models", recipe=config["train"][wc.run]),
-        signal_delay_s=config["executor"]["signal_delay_s"],
-        max_requeues=config["executor"]["max_requeues"],
     resources:
         **HEAVY_RESOURCES,
     shell:
