@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -435,7 +436,8 @@ def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, st
         shards = [distributed.shard(order[s * batch:(s + 1) * batch]) for s in range(step, steps_per_epoch)]
         loader = _loader(train_set, torch.cat(shards).tolist() if shards else [], batch // world, workers)
         bar = tqdm(total=steps_per_epoch, initial=step, desc=f"{run} seed{seed} epoch {epoch + 1}/{rec['epochs']}",
-                   disable=not main, leave=False, dynamic_ncols=True)
+                   disable=not main, leave=False, dynamic_ncols=True,
+                   mininterval=1.0 if sys.stderr.isatty() else 30.0)  # keep job logs short
         tick = time.perf_counter()
         for images, labels in loader:
             _train_mode(model)
