@@ -1,0 +1,107 @@
+"""Data path: JPEG decoding and the ImageNet training transform, PIL (what ``FolderDataset`` uses) vs torchvision.
+
+    python bench/data_path.py [--images 48] [--workers 0 2] [--out FILE.json]
+
+On generated ImageNet-like JPEGs (500 x 375, quality 90, smooth content plus noise) written to a temporary folder:
+    pil_decode / tv_decode          images/s of ``PIL.Image.open(...).convert("RGB")`` vs
+                                    ``torchvision.io.decode_jpeg(read_file(...))`` (both to full-size RGB)
+    pil_train / tv_train            images/s of decode + the Appendix C training transform at 224
+                                    (``build_transform(config.yaml, train=True)``: random-resized crop, bicubic
+                                    antialiased resize, flip, to float, normalise) on the PIL image vs on the tensor
+    loader_w<N>                     images/s through ``torch.utils.data.DataLoader`` (batch 32) over
+                                    ``FolderDataset`` with N workers (pinned memory only matters with CUDA)
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import common  # noqa: F401
+import numpy as np
+import torch
+
+from common import ROOT, interleaved, report
+
+
+def write_jpegs(folder: Path, n: int, size=(500, 375), seed: int = 0) -> list[str]:
+    """``n`` JPEGs under ``folder/train/c0/`` and ``folder/val/c0/`` (an ImageFolder with one class)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    paths = []
+    for split in ("train", "val"):
+        (folder / split / "c0").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        phase = rng.uniform(0, 6.28, 3)
+        base = np.stack([128 + 100 * np.sin(xx / (20 + 10 * k) + yy / 37 + phase[k]) for k in range(3)], -1)
+        pixels = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+        path = folder / "train" / "c0" / f"img{i:04d}.JPEG"
+        Image.fromarray(pixels).save(path, quality=90)
+        paths.append(str(path))
+    Image.fromarray(pixels).save(folder / "val" / "c0" / "img0.JPEG", quality=90)
+    return paths
+
+
+def rate(fn, items) -> float:
+    tick = time.perf_counter()
+    for item in items:
+        fn(item)
+    return len(items) / (time.perf_counter() - tick)
+
+
+def measure(n: int = 48, workers=(0, 2), rounds: int = 3) -> dict:
+    from PIL import Image
+    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+
+    from saccader.config import load
+    from saccader.data.folder import FolderDataset, build_transform
+
+    config = load(ROOT / "config.yaml")
+    transform = build_transform(config, train=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_jpegs(Path(tmp), n)
+        pil = lambda p: Image.open(p).convert("RGB")  # noqa: E731  (convert forces the decode)
+        tv = lambda p: decode_jpeg(read_file(p), mode=ImageReadMode.RGB)  # noqa: E731
+        t = interleaved({
+            "pil_decode": lambda: rate(pil, paths), "tv_decode": lambda: rate(tv, paths),
+            "pil_train": lambda: rate(lambda p: transform(pil(p)), paths),
+            "tv_train": lambda: rate(lambda p: transform(tv(p)), paths),
+        }, rounds=rounds)  # seconds per pass over the n files
+        row = {"images": n, "jpeg": "500x375 q90", "resolution": 224}
+        for name in ("pil_decode", "tv_decode", "pil_train", "tv_train"):
+            row[f"{name}_img_s"] = n / t[name]
+        row["tv/pil_decode"] = t["pil_decode"] / t["tv_decode"]
+        row["tv/pil_train"] = t["pil_train"] / t["tv_train"]
+        dataset = FolderDataset([(p, 0) for p in paths], transform)
+        for w in workers:
+            loader = torch.utils.data.DataLoader(dataset, batch_size=32, num_workers=w, shuffle=False,
+                                                 pin_memory=torch.cuda.is_available(), persistent_workers=w > 0)
+            for _ in loader:  # warm-up epoch starts the workers
+                pass
+            tick = time.perf_counter()
+            for _ in range(2):
+                for _ in loader:
+                    pass
+            row[f"loader_w{w}_img_s"] = 2 * n / (time.perf_counter() - tick)
+    return row
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--images", type=int, default=48)
+    p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    common.setup_threads(args.threads)
+    report("Data path", [measure(args.images, args.workers)], args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
