@@ -191,6 +191,9 @@ def test_dram_high_resolution_glimpse_is_the_image_crop():
     assert glimpses.shape == (2, 15, g, g)
     for n, (y0, x0) in enumerate(corner.tolist()):
         assert torch.allclose(glimpses[n, :3], x[n, :, y0:y0 + g, x0:x0 + g], atol=1e-5)
+    # the pixel box of a DRAM location is that high-resolution crop
+    boxes = model.locations_to_pixels(locations, size, g)
+    assert boxes.tolist() == [[y0, x0, y0 + g, x0 + g] for y0, x0 in corner.tolist()]
     # masked resolutions are constant maps (their per-channel mean)
     assert torch.allclose(glimpses[:, 5:].std(dim=(2, 3)), torch.zeros(2, 10), atol=1e-6)
     assert model.fields_of_view(224, 77) == [77, 150, 224]
