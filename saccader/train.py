@@ -307,9 +307,11 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
 
 
-def _loader(dataset, indices, batch_size, workers):
+def _loader(dataset, indices, batch_size, workers, pin_memory=False):
+    # Built anew each epoch: persistent workers would keep a stale _SeededItems.epoch (wrong augmentation seeds);
+    # restarting them costs seconds per ImageNet epoch. Pinned memory makes the non_blocking copy to the GPU async.
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=workers,
-                                       persistent_workers=False, drop_last=False)
+                                       persistent_workers=False, drop_last=False, pin_memory=pin_memory)
 
 
 def _to(images, device: torch.device):
@@ -397,7 +399,8 @@ def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, st
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if dev.type == "cuda" else contextlib.nullcontext
     workers = config["dataset"].get("num_workers", 0)
     dev_loader = torch.utils.data.DataLoader(dev_set, batch_size=rec.get("eval_batch_size", batch),
-                                             num_workers=workers)
+                                             num_workers=workers, pin_memory=dev.type == "cuda",
+                                             persistent_workers=workers > 0)  # reused every epoch (bench/data_path)
 
     ckpt_path = out / "checkpoint.pt"
     every = rec.get("checkpoint_every", 0) or steps_per_epoch
@@ -434,7 +437,8 @@ def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, st
             train_set.epoch = epoch
         order = epoch_order(len(train_set), seed, epoch)
         shards = [distributed.shard(order[s * batch:(s + 1) * batch]) for s in range(step, steps_per_epoch)]
-        loader = _loader(train_set, torch.cat(shards).tolist() if shards else [], batch // world, workers)
+        loader = _loader(train_set, torch.cat(shards).tolist() if shards else [], batch // world, workers,
+                         pin_memory=dev.type == "cuda")
         bar = tqdm(total=steps_per_epoch, initial=step, desc=f"{run} seed{seed} epoch {epoch + 1}/{rec['epochs']}",
                    disable=not main, leave=False, dynamic_ncols=True,
                    mininterval=1.0 if sys.stderr.isatty() else 30.0)  # keep job logs short
