@@ -57,6 +57,35 @@ def attacked(config: dict, seed: int = 0) -> nn.Module:
     return Standardized(net, ds["mean"], ds["std"], config["attack"]["num_glimpses"]).eval()
 
 
+def pretrain(fn: nn.Module, config: dict, steps: int, batch: int = 64, lr: float = 0.4) -> float:
+    """A few SGD steps of the Saccader's representation network (eq 4 on the embedded train split), so that the
+    attacked model classifies and success rates mean something without a finished workflow run; returns the
+    final training-batch accuracy of the BagNet."""
+    from saccader.data.folder import build_dataset
+
+    bagnet = fn.model.representation
+    data = build_dataset(config, "train", train=False)
+    loader = torch.utils.data.DataLoader(data, batch_size=batch, shuffle=True,
+                                         generator=torch.Generator().manual_seed(0))
+    opt = torch.optim.SGD(bagnet.parameters(), lr=lr, momentum=0.9, nesterov=True)
+    bagnet.requires_grad_(True).train()
+    acc, it = 0.0, iter(loader)
+    for _ in range(steps):
+        try:
+            x, y = next(it)
+        except StopIteration:
+            it = iter(loader)
+            x, y = next(it)
+        logits = bagnet(x).mean(dim=(2, 3))
+        loss = nn.functional.cross_entropy(logits, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        acc = (logits.argmax(1) == y).float().mean().item()
+    bagnet.requires_grad_(False).eval()
+    return acc
+
+
 def images(config: dict, n: int) -> torch.Tensor:
     try:
         from baselines.attacks import _subset
@@ -69,7 +98,7 @@ def images(config: dict, n: int) -> torch.Tensor:
 
 
 def measure(n: int = 8, iters: int = 5, config: dict | None = None, eps_255: float | None = None,
-            ckpt: str | None = None) -> dict:
+            ckpt: str | None = None, pretrain_steps: int = 0) -> dict:
     from baselines.attacks import spsa
     from cleverhans.torch.attacks.projected_gradient_descent import projected_gradient_descent
     from cleverhans.torch.attacks.spsa import spsa as upstream_spsa
@@ -81,6 +110,7 @@ def measure(n: int = 8, iters: int = 5, config: dict | None = None, eps_255: flo
         from saccader.io import torch_load
 
         fn.fn.model.load_state_dict(torch_load(ckpt))
+    train_acc = pretrain(fn.fn, config, pretrain_steps) if pretrain_steps else float("nan")
     x = images(config, n)
     with torch.no_grad():
         y = fn(x).argmax(1)
@@ -121,7 +151,8 @@ def measure(n: int = 8, iters: int = 5, config: dict | None = None, eps_255: flo
                                              clip_max=1.0, y=y, rand_init=True, sanity_checks=False)
     plain_loop = lambda: [fwd_bwd() for _ in range(at["pgd_iters"])]  # noqa: E731
     t = interleaved({"pgd": pgd, "plain": plain_loop}, rounds=3, warmup=0)
-    return {"images": n, "iters": iters, "eps_255": eps * 255, "spsa_samples": samples, "spsa_batch": batch,
+    return {"images": n, "iters": iters, "eps_255": eps * 255, "weights": "ckpt" if ckpt else
+            (f"{pretrain_steps} SGD steps (batch acc {train_acc:.2f})" if pretrain_steps else "fresh"), "spsa_samples": samples, "spsa_batch": batch,
             "spsa_s": ours_s, "spsa_fwd_share": ours_fwd / ours_s,
             "spsa/plain_evals": (ours_inputs / ours_s) / (batch / plain_s),
             "upstream_s": up_s, "spsa_vs_upstream": (up_s / n) / (ours_s / n),
@@ -137,11 +168,14 @@ def main(argv=None) -> int:
     p.add_argument("--eps-255", type=float, default=None,
                    help="attack radius x 255 (default attack.eps_255; an untrained model needs a larger one)")
     p.add_argument("--ckpt", default=None, help="model.pt of a trained embedded saccader run (default: fresh weights)")
+    p.add_argument("--pretrain-steps", type=int, default=0,
+                   help="first train the representation network this many SGD steps (needs the embedded dataset)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     setup_threads(args.threads)
-    report("P3 attacks", [measure(args.images, args.iters, eps_255=args.eps_255, ckpt=args.ckpt)], args.out)
+    row = measure(args.images, args.iters, eps_255=args.eps_255, ckpt=args.ckpt, pretrain_steps=args.pretrain_steps)
+    report("P3 attacks", [row], args.out)
     return 0
 
 
