@@ -82,9 +82,13 @@ def test_profile_slurm_runs_and_a_requeued_training_job_resumes(tmp_path):
     assert f"slurm job {job}" in train_log and f"job {job} done" in train_log  # one SLURM job, seen as one success
     job_err = (results / "logs/submitit/train" / RUN / "seed0" / f"{job}_0_log.err").read_text()
     assert "resuming from" in job_err  # the second start of the same job id continued from checkpoint.pt
-    sacct = subprocess.run(["sacct", "-j", job, "-X", "-n", "-P", "-D", "-o", "State"], capture_output=True,
-                           text=True).stdout.split()
-    assert sacct[-1] == "COMPLETED" and "REQUEUED" in sacct, sacct
+    for _ in range(120):  # accounting lags the job's own end (its result file) by a few seconds
+        states = subprocess.run(["sacct", "-j", job, "-X", "-n", "-P", "-D", "-o", "State"], capture_output=True,
+                                text=True).stdout.split()
+        if states[-1:] == ["COMPLETED"]:
+            break
+        time.sleep(0.5)
+    assert states[-1] == "COMPLETED" and "REQUEUED" in states, states  # one job id: requeued once, then done
 
     # The same run without interruption, same code path (local submitit job, 1 thread): identical weights.
     reference = tmp_path / "reference"
