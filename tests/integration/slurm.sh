@@ -2,13 +2,15 @@
 # A real single-node SLURM with accounting on this machine, for tests/integration/test_slurm.py (root, Debian).
 #   bash tests/integration/slurm.sh start   # install (apt-get) if needed, start munged, mariadbd, slurmdbd,
 #                                           # slurmctld, slurmd; returns when the node is idle
-#   bash tests/integration/slurm.sh stop    # stop the daemons this script started (by their recorded pids)
+#   bash tests/integration/slurm.sh stop    # stop the daemons this script started (by their recorded pids) and
+#                                           # remove the packages if start installed them
 # Facts this follows: shared/notes/local-slurm.md (accounting is required: without slurmdbd submitit never sees a
 # requeued or cancelled job finish). State, logs and pids live in $SLURM_TEST_DIR (default /tmp/saccader-slurm).
 set -euo pipefail
 STATE=${SLURM_TEST_DIR:-/tmp/saccader-slurm}
 PIDS=$STATE/pids
 DB_PASS=slurmtest
+PACKAGES="slurmctld slurmd slurm-client munge slurmdbd mariadb-server"
 
 log() { echo "slurm.sh: $*" >&2; }
 
@@ -19,7 +21,10 @@ install() {
   log "installing slurm, munge and mariadb (missing: ${need[*]})"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q >/dev/null
-  apt-get install -y -q --no-install-recommends slurmctld slurmd slurm-client munge slurmdbd mariadb-server >/dev/null
+  apt-get install -y -q --no-install-recommends $PACKAGES >/dev/null
+  # Remembered so that stop removes them again: with slurm-client installed but no slurmctld running, every
+  # Snakemake start waits ~9 s (snakemake-executor-plugin-slurm queries the cluster configuration on import).
+  mkdir -p "$STATE" && echo "$PACKAGES" > "$STATE/installed-packages"
 }
 
 write_configs() {
@@ -122,9 +127,8 @@ EOF
 }
 
 stop() {
-  [ -s "$PIDS" ] || { log "nothing to stop"; return 0; }
   # Reverse start order; each pid is one this script started.
-  tac "$PIDS" | while read -r name pid; do
+  [ -s "$PIDS" ] && tac "$PIDS" | while read -r name pid; do
     if kill -0 "$pid" 2>/dev/null; then
       kill "$pid" 2>/dev/null || true
       for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
@@ -132,7 +136,12 @@ stop() {
       log "stopped $name ($pid)"
     fi
   done
-  : > "$PIDS"
+  [ -f "$PIDS" ] && : > "$PIDS"
+  if [ -s "$STATE/installed-packages" ]; then
+    log "removing the packages start installed: $(cat "$STATE/installed-packages")"
+    DEBIAN_FRONTEND=noninteractive apt-get purge -y -q $(cat "$STATE/installed-packages") >/dev/null
+    rm -f "$STATE/installed-packages"
+  fi
 }
 
 case "${1:-}" in
