@@ -13,6 +13,7 @@ success rate is meaningful for an untrained model too):
                          both success rates (target >= 10x at equal success; upstream also has bug 1249)
     pgd/plain_fwd_bwd    throughput of CleverHans' ``projected_gradient_descent`` / a plain loop of forward +
                          backward to the input at the same batch (target >= 0.9)
+    fwd_img_s_b<B>       forward images/s of the attacked model at batch B (the best ``attack.eval_batch_size``)
 """
 
 from __future__ import annotations
@@ -97,8 +98,17 @@ def images(config: dict, n: int) -> torch.Tensor:
         return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0))
 
 
+def batch_sweep(fn: nn.Module, shape, batches=(16, 64, 256, 1024), images: int = 1024) -> dict[str, float]:
+    """No-grad forward images/s of the attacked function at several batch sizes (what attack.eval_batch_size sets)."""
+    xs = {b: torch.rand(b, *shape) for b in batches}
+    with torch.no_grad():
+        t = interleaved({b: (lambda b=b: [fn(xs[b]) for _ in range(max(1, images // b))]) for b in batches},
+                        rounds=3)
+    return {f"fwd_img_s_b{b}": max(1, images // b) * b / t[b] for b in batches}
+
+
 def measure(n: int = 8, iters: int = 5, config: dict | None = None, eps_255: float | None = None,
-            ckpt: str | None = None, pretrain_steps: int = 0) -> dict:
+            ckpt: str | None = None, pretrain_steps: int = 0, sweep_images: int = 1024) -> dict:
     from baselines.attacks import spsa
     from cleverhans.torch.attacks.projected_gradient_descent import projected_gradient_descent
     from cleverhans.torch.attacks.spsa import spsa as upstream_spsa
@@ -151,6 +161,7 @@ def measure(n: int = 8, iters: int = 5, config: dict | None = None, eps_255: flo
                                              clip_max=1.0, y=y, rand_init=True, sanity_checks=False)
     plain_loop = lambda: [fwd_bwd() for _ in range(at["pgd_iters"])]  # noqa: E731
     t = interleaved({"pgd": pgd, "plain": plain_loop}, rounds=3, warmup=0)
+    sweep = batch_sweep(fn.fn, x.shape[1:], images=sweep_images) if sweep_images else {}
     return {"images": n, "iters": iters, "eps_255": eps * 255, "weights": "ckpt" if ckpt else
             (f"{pretrain_steps} SGD steps (batch acc {train_acc:.2f})" if pretrain_steps else "fresh"), "spsa_samples": samples, "spsa_batch": batch,
             "spsa_s": ours_s, "spsa_fwd_share": ours_fwd / ours_s,
@@ -158,7 +169,7 @@ def measure(n: int = 8, iters: int = 5, config: dict | None = None, eps_255: flo
             "upstream_s": up_s, "spsa_vs_upstream": (up_s / n) / (ours_s / n),
             "evals_ours": ours_inputs, "evals_upstream": up_inputs,
             "success_ours": ours_success, "success_upstream": up_success,
-            "pgd_iters": at["pgd_iters"], "pgd/plain_fwd_bwd": t["plain"] / t["pgd"]}
+            "pgd_iters": at["pgd_iters"], "pgd/plain_fwd_bwd": t["plain"] / t["pgd"], **sweep}
 
 
 def main(argv=None) -> int:

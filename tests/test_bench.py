@@ -51,7 +51,7 @@ def test_p3_counts_model_evaluations(smoke):
     assert fn.inputs == 7 and fn.seconds >= 0
     config = copy.deepcopy(smoke)
     config["attack"]["spsa_early_stop"] = False  # fixed work: both SPSA loops evaluate the same number of inputs
-    row = p3.measure(n=2, iters=1, config=config)
+    row = p3.measure(n=2, iters=1, config=config, sweep_images=4)
     per_step = 2 * config["attack"]["spsa_samples"]
     assert row["evals_ours"] == per_step and row["evals_upstream"] == per_step + 2  # + upstream's loss check
     assert 0 < row["spsa_fwd_share"] <= 1
