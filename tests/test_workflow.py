@@ -198,8 +198,14 @@ def test_launcher_runs_a_subcommand_as_a_local_submitit_job(tiny_dataset, tmp_pa
     assert (tmp_path / "sub" / f"{job[1]}_0_log.err").is_file()  # the job's own log, where the launcher said
 
 
-def test_launcher_maps_resources_to_sbatch_and_requeues_the_same_command(tmp_path):
+def test_launcher_maps_resources_to_sbatch_and_requeues_the_same_command(tmp_path, monkeypatch):
     from saccader import launch as launcher
+
+    # submitit's SLURM executor insists on finding srun; the sbatch script is only written here, never submitted.
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (tmp_path / "bin" / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
 
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({"executor": {"signal_delay_s": 77, "max_requeues": 5}}))
     command = ["train", "--config", str(tmp_path / "c.yaml"), "--run", "saccader"]
