@@ -1,14 +1,15 @@
 """P2: throughput of a training step of ``saccader.train.train`` vs a bare PyTorch loop of the same model.
 
-    python bench/p2_train_step.py [--runs bagnet77_lowd saccader] [--steps 12] [--out FILE.json]
+    python bench/p2_train_step.py [--runs bagnet77_lowd saccader] [--steps 12] [--repeats 2] [--out FILE.json]
 
 Both loops see the same in-memory tensors (the data path is measured apart, in ``bench/data_path.py``): for ours,
-``saccader.data.folder.build_dataset`` is swapped for an in-memory dataset of random images, and ``train()`` runs
-two epochs of ``--steps`` steps from the embedded recipe; its second epoch's ``images_per_s`` (``train_log.parquet``:
-loop time without the end-of-epoch evaluation and checkpoint) is compared with a bare loop
-(``zero_grad / loss / backward / SGD step`` over pre-batched tensors) run before and after it in the same process.
-The bare loop's loss is a plain cross-entropy for ``classify`` runs and ``saccader.train.step_loss`` (the same
-objective, eq 6) for the others. Target: ours / bare >= 0.95.
+``saccader.data.folder.build_dataset`` is swapped for an in-memory dataset of random images and ``train()`` runs two
+epochs of ``--steps`` steps of the embedded recipe; its second epoch (loop only: no end-of-epoch evaluation or
+checkpoint, the span ``train_log.parquet``'s ``images_per_s`` covers, which the script checks) is compared with a
+bare loop (``zero_grad / loss / backward / SGD step`` over pre-batched tensors). Bare and ours alternate
+(bare, ours, bare, ..., bare) and the medians are compared, in wall time and in CPU time (the latter is robust to
+the other jobs of a shared machine). The bare loop's loss is a plain cross-entropy for ``classify`` runs and
+``saccader.train.step_loss`` (the same objective, eq 6) for the others. Target: ours / bare >= 0.95.
 """
 
 from __future__ import annotations

@@ -162,8 +162,11 @@ def measure(n: int = 8, iters: int = 5, config: dict | None = None, eps_255: flo
     plain_loop = lambda: [fwd_bwd() for _ in range(at["pgd_iters"])]  # noqa: E731
     t = interleaved({"pgd": pgd, "plain": plain_loop}, rounds=3, warmup=0)
     sweep = batch_sweep(fn.fn, x.shape[1:], images=sweep_images) if sweep_images else {}
-    return {"images": n, "iters": iters, "eps_255": eps * 255, "weights": "ckpt" if ckpt else
-            (f"{pretrain_steps} SGD steps (batch acc {train_acc:.2f})" if pretrain_steps else "fresh"), "spsa_samples": samples, "spsa_batch": batch,
+    weights = "ckpt" if ckpt else "fresh"
+    if pretrain_steps and not ckpt:
+        weights = f"{pretrain_steps} SGD steps (batch acc {train_acc:.2f})"
+    return {"images": n, "iters": iters, "eps_255": eps * 255, "weights": weights, "spsa_samples": samples,
+            "spsa_batch": batch,
             "spsa_s": ours_s, "spsa_fwd_share": ours_fwd / ours_s,
             "spsa/plain_evals": (ours_inputs / ours_s) / (batch / plain_s),
             "upstream_s": up_s, "spsa_vs_upstream": (up_s / n) / (ours_s / n),
