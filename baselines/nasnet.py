@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from timm.models.nasnet import NASNetALarge
 
+from saccader.errors import UserError
 from saccader.geometry import location_boxes
 
 __all__ = ["nasnet_a_large", "SaccaderNASNet", "crop_boxes"]
@@ -34,6 +35,9 @@ def nasnet_a_large(num_classes: int = 1001, stem_size: int = 96, num_features: i
         drop_rate: dropout before the classifier. The paper's "dropout of 0.7 on the penultimate layer" is read as
             TF-slim's keep probability (``dense_dropout_keep_prob``), i.e. a drop rate of 0.3 [uncertain].
     """
+    if num_features % 24 or num_features < 96:  # timm fails deep inside with "groups must be a positive integer"
+        raise UserError(f"nasnet_a_large num_features = {num_features} must be a multiple of 24 and at least 96",
+                        "set models.nasnet_a_large.num_features to 96, 192, ... (4032 at paper scale)")
     return NASNetALarge(num_classes=num_classes, stem_size=stem_size, num_features=num_features,
                         channel_multiplier=channel_multiplier, drop_rate=drop_rate)
 

@@ -51,6 +51,9 @@ def _describe(error) -> str:
         return f"config key {where} = {error.instance!r} has the wrong type; expected {error.validator_value}"
     if error.validator == "required":
         return f"config key {where} is missing {error.message.split()[0]}; add it (see config.yaml for an example)"
+    if error.validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        bound = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}[error.validator]
+        return f"config key {where} = {error.instance!r} is out of range; fix: set it {bound} {error.validator_value}"
     if error.validator == "uniqueItems":
         return f"config key {where} has repeated values {error.instance}; each must be unique"
     return f"config key {where} = {error.instance!r} is invalid: {error.message}"

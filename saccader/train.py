@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import json
 import logging
 import sys
 import time
@@ -310,8 +312,11 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 def _loader(dataset, indices, batch_size, workers, pin_memory=False):
     # Built anew each epoch: persistent workers would keep a stale _SeededItems.epoch (wrong augmentation seeds);
     # restarting them costs seconds per ImageNet epoch. Pinned memory makes the non_blocking copy to the GPU async.
+    # Its own generator: a loader's iterator otherwise draws its base seed from the global RNG, one draw more in a
+    # run resumed mid-epoch than in an uninterrupted one, and the global RNG drives dropout (NASNet) -> not bitwise.
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=workers,
-                                       persistent_workers=False, drop_last=False, pin_memory=pin_memory)
+                                       persistent_workers=False, drop_last=False, pin_memory=pin_memory,
+                                       generator=torch.Generator())
 
 
 def _to(images, device: torch.device):
@@ -330,6 +335,32 @@ def _check_recipe(run: str, rec: dict, world: int) -> None:
     if rec["batch_size"] % world:
         raise UserError(f"train.{run}.batch_size = {rec['batch_size']} does not divide among {world} processes",
                         "use a global batch size that is a multiple of the number of tasks")
+
+
+# Recipe and dataset keys that never change the weights a run ends with: changing them keeps its checkpoint valid.
+_EXECUTION_KEYS = {"checkpoint_every", "eval_every", "eval_batch_size", "paper_lr", "paper_batch_size", "root",
+                   "num_workers"}
+
+
+def fingerprint(config: dict, run: str) -> str:
+    """Hash of what decides the weights of ``run``: its recipe, the ``models`` and ``dataset`` sections (execution
+    settings left out). Stored in the checkpoint so that a resume never mixes two configs."""
+    part = {"run": run, "recipe": recipe(config, run), "models": config.get("models") or {},
+            "dataset": config["dataset"]}
+    part = {k: {kk: vv for kk, vv in v.items() if kk not in _EXECUTION_KEYS} if isinstance(v, dict) else v
+            for k, v in part.items()}
+    return hashlib.sha256(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _check_resumable(state: dict, path: Path, run: str, model_name: str, fp: str) -> None:
+    """A checkpoint of another run, model or config is a one-line UserError (not a state_dict key dump)."""
+    fix = f"pass the --out folder of this run, restore the config it was trained with, or delete {path} to restart"
+    if state.get("run", run) != run or state.get("model_name", model_name) != model_name:
+        raise UserError(f"checkpoint {path} belongs to run {state.get('run')} (model {state.get('model_name')}), "
+                        f"not to run {run} (model {model_name})", fix)
+    if state.get("fingerprint", fp) != fp:
+        raise UserError(f"checkpoint {path} was written under another config of run {run} (its recipe, models or "
+                        f"dataset section differ)", fix)
 
 
 def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, str] | None = None,
@@ -405,13 +436,23 @@ def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, st
     ckpt_path = out / "checkpoint.pt"
     every = rec.get("checkpoint_every", 0) or steps_per_epoch
     epoch, step, rows, sums = 0, 0, [], {"loss": 0.0, "correct": 0.0, "images": 0, "seconds": 0.0}
+    fp = fingerprint(config, run)
+    if main:  # temporary files of writes that a kill interrupted (the real names are never half-written)
+        for stale in out.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
     if ckpt_path.exists():
         state = checkpoint.load(ckpt_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
+        _check_resumable(state, ckpt_path, run, rec["model"], fp)
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            if ema is not None:
+                ema.load_state_dict(state["ema"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise UserError(f"checkpoint {ckpt_path} does not fit run {run} (model {rec['model']}): "
+                            f"{str(exc).splitlines()[0][:200]}",
+                            f"restore the config it was trained with, or delete {ckpt_path} to restart") from None
         checkpoint.set_rng_state(state["rng"], generator)
         epoch, step, rows, sums = state["epoch"], state["step"], state["log"], state["sums"]
         log.info("%s seed %d: resuming from %s at epoch %d step %d", run, seed, ckpt_path, epoch, step)
@@ -427,7 +468,8 @@ def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, st
                             f"last good checkpoint {ckpt_path} is kept",
                             f"lower train.{run}.lr or check the data and the init_from weights")
         if main:
-            checkpoint.save(ckpt_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
+            checkpoint.save(ckpt_path, run=run, model_name=rec["model"], fingerprint=fp,
+                            model=model.state_dict(), optimizer=optimizer.state_dict(),
                             scheduler=scheduler.state_dict(), ema=ema.state_dict() if ema is not None else {},
                             rng=checkpoint.rng_state(generator), epoch=epoch, step=step, log=rows, sums=sums)
         distributed.barrier()
