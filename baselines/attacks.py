@@ -147,8 +147,10 @@ def attack(config: dict, model: str, seed: int, ckpts: dict[str, Path], out: Pat
     from tqdm import tqdm
 
     from saccader.evaluate import device, load_run
+    from saccader.io import ensure_writable
 
     runs = required_runs(model)
+    ensure_writable(Path(out).parent)  # fail now, not after the attacks
     dev = device()
     at, ds = config["attack"], config["dataset"]
     net = load_run(config, runs[0], ckpts, dev)

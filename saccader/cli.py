@@ -38,12 +38,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _close_progress_bars() -> None:
+    """Close the progress bars the failed job left open, so that the error line stands alone."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
+        _close_progress_bars()
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

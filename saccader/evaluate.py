@@ -28,7 +28,7 @@ import torch
 from saccader import geometry, results
 from saccader.config import add_config_argument
 from saccader.errors import UserError
-from saccader.io import atomic_path, torch_load
+from saccader.io import atomic_path, ensure_writable, torch_load
 
 log = logging.getLogger(__name__)
 
@@ -323,6 +323,7 @@ def evaluate(config: dict, kind: str, model: str, seed: int, ckpts: dict[str, Pa
     if missing:
         raise UserError(f"job {kind}/{model} needs checkpoints of runs {missing}",
                         " ".join(f"--ckpt {r}=DIR" for r in missing))
+    ensure_writable(Path(out).parent)  # fail now, not after the evaluation
     dev = device()
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(config["evaluate"]["random_seed"] + seed)

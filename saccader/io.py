@@ -36,6 +36,21 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def ensure_writable(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` and check now that files can be written there, so that a job fails at its start with one
+    line instead of after hours of work. Returns the folder."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST):
+            raise
+        raise UserError(f"results folder {folder} is not writable ({exc.strerror})",
+                        "choose a writable results_dir in the config or fix the folder's permissions") from None
+    return folder
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

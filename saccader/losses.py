@@ -40,6 +40,12 @@ def ordered_logits_targets(logits2d: torch.Tensor, num_glimpses: int) -> torch.T
     As the official ``engineered_policies(..., "ordered_logits")``, a cell is ranked by the logit of the image-level
     predicted class (argmax of the mean logits), each cell used once.
     """
+    h, w = logits2d.shape[-2:]
+    if not 1 <= num_glimpses <= h * w:  # topk would fail with "selected index k out of range"
+        from saccader.errors import UserError
+
+        raise UserError(f"num_glimpses = {num_glimpses} is outside 1..{h * w} (the {h}x{w} location grid)",
+                        "ask for at most one glimpse per location")
     pred = mean_logits(logits2d).argmax(dim=1)
     score = logits2d[torch.arange(len(pred), device=pred.device), pred].flatten(1)  # (N, h*w)
     return score.topk(num_glimpses, dim=1, sorted=True).indices

@@ -381,7 +381,7 @@ def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, st
     if missing:
         raise UserError(f"run {run} starts from {', '.join(missing)} but no --init was given for it",
                         f"pass --init {missing[0]}=DIR with the output folder of that run")
-    out = Path(out)
+    out = io.ensure_writable(out)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     distributed.init(dev)
     world, main = distributed.world_size(), distributed.is_main()
