@@ -168,17 +168,28 @@ def main(argv=None) -> int:
     rows, rates = [], {}
     for run in runs:
         row = {"run": run, "model": config["train"][run]["model"], "batch": args.batch}
-        row["fp32_img_s"] = train_rate(config, run, args.batch, device, amp=False, channels_last=False,
-                                       steps=args.steps)
-        row["bf16_cl_img_s"] = rates[run] = train_rate(config, run, args.batch, device, amp=True, channels_last=True,
-                                                       steps=args.steps)
-        row["bf16_cl/fp32"] = row["bf16_cl_img_s"] / row["fp32_img_s"]
-        if args.compile:
-            row["compiled_img_s"] = train_rate(config, run, args.batch, device, amp=True, channels_last=True,
-                                               compile_=True, steps=args.steps)
-            row["compiled/bf16_cl"] = row["compiled_img_s"] / row["bf16_cl_img_s"]
+        try:  # one run out of memory (NASNet at 331) must not lose the others' figures
+            row["fp32_img_s"] = train_rate(config, run, args.batch, device, amp=False, channels_last=False,
+                                           steps=args.steps)
+            row["bf16_cl_img_s"] = rates[run] = train_rate(config, run, args.batch, device, amp=True,
+                                                           channels_last=True, steps=args.steps)
+            row["bf16_cl/fp32"] = row["bf16_cl_img_s"] / row["fp32_img_s"]
+        except torch.cuda.OutOfMemoryError:
+            row["error"] = f"out of memory at batch {args.batch}; rerun with --runs {run} --batch {args.batch // 2}"
+        if args.compile and run in rates:
+            try:
+                row["compiled_img_s"] = train_rate(config, run, args.batch, device, amp=True, channels_last=True,
+                                                   compile_=True, steps=args.steps)
+                row["compiled/bf16_cl"] = row["compiled_img_s"] / row["bf16_cl_img_s"]
+            except Exception as exc:  # torch.compile failures are many and varied; the eager figures stand
+                row["compile_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
         rows.append(row)
         print(row, flush=True)
+    if not rates:
+        print("error: no run could be timed (see the rows above)")
+        return 1
     plan = projection(config, rates)
     rows += plan
     rows.append({"total_train_gpu_hours": sum(r["gpu_hours"] for r in plan), "config": args.config})
