@@ -68,7 +68,7 @@ def test_sigkill_at_a_random_moment_then_resume_is_bitwise_identical(stage, data
     delay = _kill_at_random_moment(config, run, killed, inits, rng)
     # whatever the moment, the checkpoint under its real name is whole (written to a temporary name, then renamed)
     state = checkpoint.load(killed / "checkpoint.pt")
-    assert (state["epoch"], state["step"]) < (epochs, 0), delay
+    assert (state["epoch"], state["step"]) <= (epochs, 0), delay  # the kill may land after the last save
 
     T.train(config, run, 0, killed, inits)  # the rerun: resumes
     T.train(config, run, 0, tmp_path / "whole", inits)  # uninterrupted

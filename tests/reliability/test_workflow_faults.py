@@ -99,3 +99,10 @@ def test_failed_job_shows_its_stderr_tail_and_the_rerun_picks_up_there(two_invoc
     assert code == 0, out[-3000:]
     assert "rule check_data" in out and "rule make_dataset" not in out  # only the failed job runs again
     assert (cwd / "results" / "checks" / "data.ok").is_file()
+
+
+def test_no_profile_turns_the_lock_off():
+    profiles = [ROOT / "workflow" / "profiles" / "default" / "config.yaml", ROOT / "slurm" / "config.yaml"]
+    for path in profiles:
+        settings = yaml.safe_load(path.read_text()) or {}
+        assert not settings.get("nolock") and not settings.get("no-lock"), path
