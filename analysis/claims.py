@@ -52,7 +52,7 @@ def _verdict(*oks):
 
 
 def evaluate(glimpses: pd.DataFrame, occlusion: pd.DataFrame, attack: pd.DataFrame, train_t: int,
-             robust_fraction: float = ROBUST_FRACTION) -> pd.DataFrame:
+             robust_fraction: float = ROBUST_FRACTION, eps: str = "2/255") -> pd.DataFrame:
     """Test each claim on seed summaries (``common.summarise`` outputs; empty frames for missing inputs)."""
     rows = []
     top1 = {name: _curve(glimpses, name, "top1") for name in common.TRACES}
@@ -103,15 +103,16 @@ def evaluate(glimpses: pd.DataFrame, occlusion: pd.DataFrame, attack: pd.DataFra
         rows.append(_row(f"{what} helps", "Fig Supp.3, Section 4.2",
                          f"top-1 of Saccader > {common.label(ablation)} at every T", f"top-1, {ev}", _verdict(ok)))
 
-    rows.append(_robustness(attack, robust_fraction))
+    rows.append(_robustness(attack, robust_fraction, eps))
     return pd.DataFrame(rows)
 
 
-def _robustness(attack: pd.DataFrame, robust_fraction: float) -> dict:
-    """Appendix D: "no attention-based model we tested is meaningfully robust" to PGD at eps = 2/255."""
+def _robustness(attack: pd.DataFrame, robust_fraction: float, eps: str = "2/255") -> dict:
+    """Appendix D: "no attention-based model we tested is meaningfully robust" to PGD at eps = 2/255 (``eps``: the
+    budget of this run, which the embedded config scales to its smaller images)."""
     test = (f"a model is robust when its PGD accuracy >= {robust_fraction:.0%} of its clean accuracy; the claim holds "
             "when no model is robust")
-    claim = "No model is robust to PGD at eps = 2/255"
+    claim = f"No model is robust to PGD at eps = {eps}" + ("" if eps == "2/255" else " (paper: 2/255)")
     if attack.empty:
         return _row(claim, "Table Supp.6, Appendix D", test, "no attack results", UNTESTED)
     wide = attack.pivot_table(index="model", columns="metric", values="mean")
@@ -135,6 +136,7 @@ def claims(results_dir, out_dir, train_glimpses: int | None = None, robust_fract
     dataset = common.one_dataset(pd.concat(frames.values()), "claims")
     summaries = {k: common.summarise(v) for k, v in frames.items()}
     table = evaluate(summaries["glimpses"], summaries["occlusion"], summaries["attack"],
-                     common.train_glimpses(results_dir, train_glimpses), robust_fraction)
+                     common.train_glimpses(results_dir, train_glimpses), robust_fraction,
+                     common.attack_eps(results_dir))
     table = table.rename(columns={"evidence": f"evidence ({dataset}, mean over seeds)"})
     return common.save_table(table, out_dir, "claims", title=f"The paper's claims tested on {dataset}")

@@ -18,6 +18,7 @@ from saccader.errors import UserError
 from saccader.io import atomic_path, write_text
 
 # The paper's training T (Section 3.2, Table Supp.5): the dotted line of Fig 3 and the T of the summary table.
+PAPER_EPS_255 = 2  # Appendix D
 PAPER_TRAIN_GLIMPSES = 6
 
 # Policies whose model is not the classifier named by the policy: the Saccader ablations are separate traces.
@@ -95,19 +96,29 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def train_glimpses(results_dir, override: int | None = None) -> int:
-    """The run's training T: ``override``, else ``evaluate.train_glimpses`` of the resolved
-    ``<results>/config.yaml`` the workflow writes, else the paper's T = 6."""
-    if override is not None:
-        return int(override)
+def run_setting(results_dir, section: str, key: str, default):
+    """A value of the resolved ``<results>/config.yaml`` the workflow writes, or ``default`` without it."""
     path = Path(results_dir) / "config.yaml"
     if path.exists():
         import yaml
 
-        value = (yaml.safe_load(path.read_text()) or {}).get("evaluate", {}).get("train_glimpses")
+        value = (yaml.safe_load(path.read_text()) or {}).get(section, {}).get(key)
         if value is not None:
-            return int(value)
-    return PAPER_TRAIN_GLIMPSES
+            return value
+    return default
+
+
+def train_glimpses(results_dir, override: int | None = None) -> int:
+    """The run's training T: ``override``, else ``evaluate.train_glimpses`` of the run's config, else the paper's
+    T = 6."""
+    if override is not None:
+        return int(override)
+    return int(run_setting(results_dir, "evaluate", "train_glimpses", PAPER_TRAIN_GLIMPSES))
+
+
+def attack_eps(results_dir) -> str:
+    """The run's l-inf budget as text (``attack.eps_255`` of its config; the paper's 2/255 without one)."""
+    return f"{run_setting(results_dir, 'attack', 'eps_255', PAPER_EPS_255):g}/255"
 
 
 def new_figure(ncols: int, width: float = 4.0, height: float = 3.2):

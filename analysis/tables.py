@@ -46,7 +46,7 @@ def table_supp1(results_dir, out_dir, train_glimpses: int | None = None):
 
 def table_supp6(results_dir, out_dir, train_glimpses: int | None = None):
     """Table Supp.6: clean, SPSA and PGD accuracy at eps = 2/255; paper (ImageNet) beside reproduced (mean ± SD
-    over seeds)."""
+    over seeds) at this run's eps (the title names both when they differ)."""
     attack = common.load(results_dir, ATTACK, "Table Supp.6")
     dataset = common.one_dataset(attack, "Table Supp.6")
     summary = common.summarise(attack)
@@ -69,7 +69,8 @@ def table_supp6(results_dir, out_dir, train_glimpses: int | None = None):
         rows.append(row)
         numeric.append(num)
     return common.save_table(pd.DataFrame(rows), out_dir, "table_supp6", numeric=pd.DataFrame(numeric),
-                             title="Table Supp.6: accuracy (%) under attack at eps = 2/255")
+                             title=f"Table Supp.6: accuracy (%) under attack, paper at eps = 2/255, reproduced at "
+                                   f"eps = {common.attack_eps(results_dir)}")
 
 
 def summary_glimpses(available, train_t: int) -> int:
