@@ -106,8 +106,8 @@ def test_check_data_passes_then_lists_every_corrupt_file(tiny_dataset, tmp_path,
     (root / "val" / "1" / "notes.txt").write_text("hello")
     with pytest.raises(UserError, match="3 unreadable"):
         check_data(tiny_dataset, str(root))
-    out = capsys.readouterr().out
-    assert all(str(p) in out for p in victims) and "notes.txt" in out
+    err = capsys.readouterr().err
+    assert all(str(p) in err for p in victims) and "notes.txt" in err
 
 
 @pytest.mark.parametrize("damage, message", [

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -201,8 +202,8 @@ def check_data(config: dict, root: str | None = None, workers: int = 1) -> dict:
     print(f"check-data: {root_path}: {len(classes)} classes; train {counts['train']}, dev {counts['dev']}, "
           f"test (val/) {counts['test']} images")
     if bad:
-        for path, reason in bad:
-            print(f"  unreadable: {path}: {reason}")
+        for path, reason in bad:  # to stderr, so the tail a failed job shows in the Snakemake log holds the list
+            print(f"  unreadable: {path}: {reason}", file=sys.stderr)
         raise UserError(f"{len(bad)} unreadable or non-image files under {root_path} (listed above)",
                         "delete or replace them, then rerun check-data; training refuses to start until it passes")
     print("check-data: all images readable")

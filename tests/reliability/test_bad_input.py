@@ -173,7 +173,7 @@ def test_corrupt_jpegs_are_listed_with_their_paths_and_training_refuses(data, tm
     with pytest.raises(UserError, match="2 unreadable or non-image files") as info:
         check_data(config)
     assert "\n" not in str(info.value)
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr().err
     assert all(f"unreadable: {p}" in printed for p in victims), printed
     # a training job started on the tree anyway stops at the first bad file, naming it
     err = cli_error(train_argv(config, run, tmp_path / "out", tmp_path), capsys)

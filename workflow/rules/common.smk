@@ -40,7 +40,14 @@ def _write_resolved_config():
         sio.write_text(CONFIG, text)
 
 
-_write_resolved_config()
+# A changed config is written under Snakemake's lock (onstart), so a second invocation that the lock refuses never
+# replaces the config that running jobs read; a first run (or a dry run of one) writes it while parsing.
+if not os.path.isfile(CONFIG):
+    _write_resolved_config()
+
+
+onstart:
+    _write_resolved_config()
 
 
 wildcard_constraints:
