@@ -18,7 +18,6 @@ rankings. One pass with T_max glimpses therefore gives every T.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 

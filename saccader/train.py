@@ -24,7 +24,6 @@ Rerunning the same command after a kill resumes from ``checkpoint.pt``.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json

@@ -5,7 +5,6 @@ directory (its own .snakemake/ lock folder) on the tiny digits dataset."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
