@@ -55,9 +55,9 @@ def location_pretraining_loss(policy_logits: torch.Tensor, targets: torch.Tensor
     """Eq 5 without the nu term: cross-entropy between the masked location logits R (N, T, hw) and the target cells
     (N, T), averaged over glimpses and images (official ``saccader_pretraining_loss``).
 
-    As in the official code the visited mask of R follows the model's own sampled cells, so a target the model has
-    already visited sits at -1e5: such a term adds ~1e5 to the *value* (the logged loss of this stage is large)
-    while its gradient stays bounded (softmax minus one-hot).
+    The visited mask of R follows the target cells (``Saccader.rollout(targets=...)``), as eq 5 conditions each step
+    on the state of the target sequence, so no target is ever masked. (The released code masks the model's own
+    sampled cells instead, which puts an already-visited target at -1e5 and adds ~1e5 to the loss value.)
     """
     return F.cross_entropy(policy_logits.flatten(0, 1).float(), targets.flatten())
 

@@ -164,8 +164,9 @@ def step_loss(model: nn.Module, rec: dict, images: torch.Tensor, labels: torch.T
         else:
             out = model.backbone(images)
         targets = losses.ordered_logits_targets(out["logits2d"], rec["num_glimpses"])
-        roll = model.rollout(out["mixed"], out["logits2d"], rec["num_glimpses"], sample=True, generator=generator)
-        hits = (roll["locations"] == targets).float().mean(dim=1)  # fraction of target cells emitted in order
+        # The cell state follows the targets (eq 5 conditions each step on C^{t-1} of the target sequence).
+        roll = model.rollout(out["mixed"], out["logits2d"], rec["num_glimpses"], targets=targets)
+        hits = (roll["policy_logits"].argmax(dim=2) == targets).float().mean(dim=1)  # targets the policy would pick
         return losses.location_pretraining_loss(roll["policy_logits"], targets), hits
     if stage == "reinforce":  # eq 6: S trajectories share one backbone pass
         out = model.backbone(images)

@@ -166,6 +166,23 @@ def test_sampling_follows_the_generator():
     assert torch.equal(run[0], run[1])
 
 
+def test_targets_drive_the_cell_state_for_location_pretraining():
+    """Eq 5: with targets the cell visits them in order, each step masks exactly the earlier targets, and a target
+    is never masked (its logit is finite), unlike the model's own choices."""
+    model = embedded("saccader")
+    with torch.no_grad():
+        out = model.backbone(torch.randn(2, 3, EMBEDDED_SIZE, EMBEDDED_SIZE))
+        free = model.rollout(out["mixed"], out["logits2d"], 5)["locations"]
+        targets = free.flip(1)  # the same cells in reverse order: the argmax policy would have masked them early
+        roll = model.rollout(out["mixed"], out["logits2d"], 5, targets=targets)
+    assert torch.equal(roll["locations"], targets)
+    at_target = roll["policy_logits"].gather(2, targets[..., None]).squeeze(2)
+    assert (at_target > -1e4).all()
+    for t in range(1, 5):  # the earlier targets, and only those, are masked at step t
+        masked = (roll["policy_logits"][:, t] < -1e4).nonzero()
+        assert sorted(map(tuple, masked.tolist())) == sorted((n, int(c)) for n in range(2) for c in targets[n, :t])
+
+
 def test_too_many_glimpses_is_a_user_error():
     model = embedded("saccader")
     h, w = model.grid_size(EMBEDDED_SIZE)

@@ -110,7 +110,8 @@ class Saccader(nn.Module):
         return out
 
     def rollout(self, mixed: torch.Tensor, logits2d: torch.Tensor, num_glimpses: int, sample: bool = False,
-                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+                generator: torch.Generator | None = None,
+                targets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Unroll the Saccader cell (eqs. 1-3) for ``num_glimpses`` steps on a given F and logits2d.
 
         Args:
@@ -119,6 +120,8 @@ class Saccader(nn.Module):
             num_glimpses: T, at most h*w (a location is never visited twice).
             sample: draw each location from the policy (training) instead of taking its argmax (test).
             generator: random generator for the samples.
+            targets: (N, T) cells to visit instead of the policy's own choice (location pre-training, eq 5: the
+                state C^{t-1} follows the target locations, so pi(l_target^t | X, C^{t-1}) is never masked).
 
         Returns:
             dict with logits (N, C) = mean over t of the gathered logits, glimpse_logits (N, T, C), locations (N, T)
@@ -127,6 +130,8 @@ class Saccader(nn.Module):
         """
         n, d, h, w = mixed.shape
         cells = h * w
+        if targets is not None and tuple(targets.shape) != (n, num_glimpses):
+            raise ValueError(f"targets must have shape {(n, num_glimpses)}, got {tuple(targets.shape)}")
         if not 1 <= num_glimpses <= cells:
             raise UserError(f"num_glimpses = {num_glimpses} is outside 1..{cells} (the {h}x{w} location grid)",
                             "ask for at most one glimpse per location")
@@ -143,7 +148,9 @@ class Saccader(nn.Module):
             g = torch.softmax(space - mask, dim=1)                                 # eq. 1: softmax over space
             h_t = torch.softmax(torch.bmm(g[:, None], feats_t)[:, 0], dim=1)       # eq. 2: softmax over channels
             r = torch.bmm(h_t[:, None], feats)[:, 0] - mask                        # eq. 3: policy logits
-            if sample:
+            if targets is not None:
+                loc = targets[:, len(locations)]
+            elif sample:
                 loc = torch.multinomial(torch.softmax(r, dim=1), 1, generator=generator).squeeze(1)
             else:
                 loc = r.argmax(dim=1)
