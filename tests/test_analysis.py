@@ -328,3 +328,15 @@ def test_train_glimpses_from_flag_then_resolved_config_then_paper(tmp_path):
     assert common.train_glimpses(tmp_path) == 6                  # the paper's T
     (tmp_path / "config.yaml").write_text("evaluate:\n  train_glimpses: 2\n")
     assert common.train_glimpses(tmp_path) == 2 and common.train_glimpses(tmp_path, 4) == 4
+
+
+def test_occlusion_claim_compares_policies_at_equal_area():
+    """Fig 5b plots accuracy against area occluded: random glimpses that cover more area per glimpse must be compared
+    at the Saccader's area, not at the same T (here random is lower at every T, yet higher at equal area)."""
+    t = pd.Index([1, 2, 3], name="num_glimpses")
+    sacc_acc, sacc_area = pd.Series([0.5, 0.4, 0.3], t), pd.Series([0.10, 0.15, 0.20], t)
+    rand_acc, rand_area = pd.Series([0.45, 0.35, 0.25], t), pd.Series([0.10, 0.20, 0.30], t)
+    ok, evidence = claims_mod._lower_at_equal_area(sacc_acc, sacc_area, rand_acc, rand_area, "S", "R")
+    assert ok is False and "area 10.0%" in evidence  # at 10 % area: 50 % vs 45 %
+    ok, evidence = claims_mod._lower_at_equal_area(sacc_acc - 0.2, sacc_area, rand_acc, rand_area, "S", "R")
+    assert ok is True and "holds at 3/3 areas" in evidence  # random interpolated: 40 % at 15 %, 35 % at 20 %
