@@ -172,11 +172,7 @@ def step_loss(model: nn.Module, rec: dict, images: torch.Tensor, labels: torch.T
         out = model.backbone(images)
         rolls = [model.rollout(out["mixed"], out["logits2d"], rec["num_glimpses"], sample=True, generator=generator)
                  for _ in range(rec.get("mc_samples", 2))]
-        logits = torch.stack([r["logits"] for r in rolls])
-        log_probs = torch.stack([r["log_probs"] for r in rolls])
-        baseline = distributed.all_reduce_mean(losses.correct(logits, labels.expand(len(rolls), -1)).mean())
-        loss, rewards = losses.saccader_loss(logits, log_probs, labels, baseline, rec.get("reinforce_weight", 1.0))
-        return loss, rewards.mean(dim=0)
+        return _monte_carlo(rolls, labels, losses.saccader_loss, rec.get("reinforce_weight", 1.0))
     if stage == "glimpse_finetune":  # NASNet-77 / -113 on the Saccader's patches (Tables Supp.2-3)
         logits = _logits(model(*_base_and_high_res(images, model, rec)))
         return losses.classification_loss(logits, labels, rec.get("label_smoothing", 0.0)), losses.correct(logits,
@@ -188,12 +184,18 @@ def step_loss(model: nn.Module, rec: dict, images: torch.Tensor, labels: torch.T
     if stage == "dram":
         outs = [model(images, rec["num_glimpses"], sample=True, generator=generator)
                 for _ in range(rec.get("mc_samples", 2))]
-        logits = torch.stack([o["logits"] for o in outs])
-        log_probs = torch.stack([o["log_probs"] for o in outs])
-        baseline = distributed.all_reduce_mean(losses.correct(logits, labels.expand(len(outs), -1)).mean())
-        loss, rewards = losses.dram_hybrid_loss(logits, log_probs, labels, baseline, rec.get("reinforce_weight", 0.1))
-        return loss, rewards.mean(dim=0)
+        return _monte_carlo(outs, labels, losses.dram_hybrid_loss, rec.get("reinforce_weight", 0.1))
     raise UserError(f"unknown stage {stage!r}", f"use one of {', '.join(STAGES)}")
+
+
+def _monte_carlo(outs: list[dict], labels: torch.Tensor, loss_fn, reinforce_weight: float):
+    """Eq 6 / the DRAM hybrid loss over S sampled trajectories: stacked logits and log-probs, baseline b = the
+    accuracy over the global minibatch; returns (loss, per-image mean reward)."""
+    logits = torch.stack([o["logits"] for o in outs])
+    log_probs = torch.stack([o["log_probs"] for o in outs])
+    baseline = distributed.all_reduce_mean(losses.correct(logits, labels.expand(len(outs), -1)).mean())
+    loss, rewards = loss_fn(logits, log_probs, labels, baseline, reinforce_weight)
+    return loss, rewards.mean(dim=0)
 
 
 @torch.no_grad()
