@@ -25,11 +25,11 @@ pytestmark = pytest.mark.slurm
 
 
 def small_config(tmp_path: Path) -> Path:
-    """The smoke experiment with a training run long enough (about 30 s) to be requeued in the middle."""
+    """The smoke experiment with a training run long enough to be requeued in the middle."""
     config = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
     config["results_dir"] = str(tmp_path / "results")
     config["dataset"]["root"] = str(tmp_path / "results/dataset")
-    config["train"][RUN].update(epochs=4, checkpoint_every=3)
+    config["train"][RUN].update(epochs=20, checkpoint_every=3)  # ~25 s on a quiet machine: requeued mid-run
     path = tmp_path / "experiment.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
