@@ -12,6 +12,12 @@ from typing import Iterator
 from saccader.errors import UserError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed over ``path`` (same file system)."""
@@ -22,6 +28,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except PermissionError as exc:
         raise UserError(f"results folder {path.parent} is not writable ({exc.strerror})",
                         "choose a writable results_dir in the config or fix the folder's permissions") from None
+    # mkstemp creates the file 0600; results are shared on clusters, so give it the mode a plain open() would.
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     tmp = Path(tmp)
     try:

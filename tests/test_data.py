@@ -131,3 +131,18 @@ def test_make_dataset_cli_refuses_imagenet_config(tmp_path, capsys):
 
     assert main(["make-dataset", "--config", "config.yaml"]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    """Results are shared: an atomically written file gets 0666 & ~umask like open(), not mkstemp's 0600."""
+    import os
+
+    from saccader.io import write_text
+
+    old = os.umask(0o022)
+    try:
+        write_text(tmp_path / "a.txt", "x")
+        (tmp_path / "b.txt").write_text("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o644
