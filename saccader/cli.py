@@ -10,6 +10,7 @@ import argparse
 import importlib
 import logging
 import sys
+from pathlib import Path
 
 from saccader.errors import UserError
 
@@ -22,6 +23,18 @@ COMMAND_MODULES = (
     "baselines.attacks",        # attack
     "saccader.params",          # params
 )
+
+
+def parse_run_dirs(items: list[str] | None, flag: str) -> dict[str, Path]:
+    """``RUN=DIR`` arguments (``--init`` of train, ``--ckpt`` of evaluate/attack) -> {run: DIR}."""
+    out = {}
+    for item in items or []:
+        run, sep, path = item.partition("=")
+        if not sep or not run or not path:
+            raise UserError(f"{flag} {item!r} is not RUN=DIR",
+                            f"write e.g. {flag} bagnet77_lowd=results/runs/bagnet77_lowd/seed0")
+        out[run] = Path(path)
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -62,14 +62,10 @@ def device() -> torch.device:
 
 
 def parse_ckpts(items: list[str]) -> dict[str, Path]:
-    """``RUN=DIR`` pairs from the command line -> {run: DIR}."""
-    out = {}
-    for item in items or []:
-        run, sep, path = item.partition("=")
-        if not sep or not run or not path:
-            raise UserError(f"--ckpt {item!r} is not RUN=DIR", "write e.g. --ckpt saccader=results/runs/saccader/seed0")
-        out[run] = Path(path)
-    return out
+    """``--ckpt RUN=DIR`` pairs from the command line -> {run: DIR}."""
+    from saccader.cli import parse_run_dirs
+
+    return parse_run_dirs(items, "--ckpt")
 
 
 def load_run(config: dict, run: str, ckpts: dict[str, Path], dev: torch.device | None = None):

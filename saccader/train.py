@@ -39,6 +39,7 @@ from torch import nn
 from tqdm import tqdm
 
 from saccader import checkpoint, distributed, io, losses
+from saccader.cli import parse_run_dirs
 from saccader.config import add_config_argument, load
 from saccader.errors import UserError
 from saccader.schedule import build_scheduler
@@ -542,21 +543,11 @@ def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, st
 
 # --------------------------------------------------------------------------------------------------- CLI
 
-def _parse_init(items: list[str]) -> dict[str, str]:
-    init = {}
-    for item in items or []:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise UserError(f"--init {item!r} is not RUN=DIR", "write --init bagnet77_lowd=results/runs/...")
-        init[name] = path
-    return init
-
-
 def _run(args) -> int:
     config = load(args.config)
     if args.seed not in config["seeds"]:
         log.warning("seed %d is not one of the config's seeds %s", args.seed, config["seeds"])
-    train(config, args.run, args.seed, args.out, _parse_init(args.init), args.device)
+    train(config, args.run, args.seed, args.out, parse_run_dirs(args.init, "--init"), args.device)
     return 0
 
 
