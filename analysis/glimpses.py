@@ -22,6 +22,15 @@ def _glimpse_axis(ax, ts, train_t: int, extra_tick: bool = False):
     ax.set_xlabel("number of glimpses")
 
 
+
+def _accuracy_axis(ax, metric: str, ts, train_t: int, suffix: str, prefix: str = ""):
+    """Glimpse x-axis, percent y-axis, and 'top-1'/'top-5' in the y-label and title."""
+    name = "top-1" if metric == "top1" else "top-5"
+    _glimpse_axis(ax, ts, train_t)
+    common.percent_axis(ax)
+    ax.set_ylabel(f"{name} accuracy")
+    ax.set_title(f"{prefix}{name} {suffix}")
+
 def _traces(ax, summary: pd.DataFrame, metric: str, colours: dict, traces, linestyle="-", suffix=""):
     for name in traces:
         part = summary[(summary["trace"] == name) & (summary["metric"] == metric)]
@@ -85,10 +94,7 @@ def plot_fig_supp3(results_dir, train_glimpses: int | None = None):
         fig, axes = common.new_figure(2)
         for ax, metric in zip(axes, ("top1", "top5")):
             _traces(ax, summary, metric, colours, ("saccader",) + common.ABLATIONS)
-            _glimpse_axis(ax, summary["num_glimpses"], train_t)
-            common.percent_axis(ax)
-            ax.set_ylabel(f"{'top-1' if metric == 'top1' else 'top-5'} accuracy")
-            ax.set_title(f"{'top-1' if metric == 'top1' else 'top-5'} ({dataset})")
+            _accuracy_axis(ax, metric, summary["num_glimpses"], train_t, f"({dataset})")
         common.legend(fig, axes[0])
         return fig
 
@@ -110,10 +116,7 @@ def plot_fig6(results_dir, train_glimpses: int | None = None):
                 part = summary[summary["resolution"] == res]
                 _traces(ax, part, metric, colours, ("saccader",), linestyle="-" if i == 0 else "--",
                         suffix=f"-NASNet, {res}x{res}")
-            _glimpse_axis(ax, summary["num_glimpses"], train_t)
-            common.percent_axis(ax)
-            ax.set_ylabel(f"{'top-1' if metric == 'top1' else 'top-5'} accuracy")
-            ax.set_title(f"Saccader-NASNet {'top-1' if metric == 'top1' else 'top-5'} ({dataset})")
+            _accuracy_axis(ax, metric, summary["num_glimpses"], train_t, f"({dataset})", "Saccader-NASNet ")
         common.legend(fig, axes[0])
         return fig
 
