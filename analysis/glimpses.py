@@ -22,7 +22,6 @@ def _glimpse_axis(ax, ts, train_t: int, extra_tick: bool = False):
     ax.set_xlabel("number of glimpses")
 
 
-
 def _accuracy_axis(ax, metric: str, ts, train_t: int, suffix: str, prefix: str = ""):
     """Glimpse x-axis, percent y-axis, and 'top-1'/'top-5' in the y-label and title."""
     name = "top-1" if metric == "top1" else "top-5"
@@ -30,6 +29,7 @@ def _accuracy_axis(ax, metric: str, ts, train_t: int, suffix: str, prefix: str =
     common.percent_axis(ax)
     ax.set_ylabel(f"{name} accuracy")
     ax.set_title(f"{prefix}{name} {suffix}")
+
 
 def _traces(ax, summary: pd.DataFrame, metric: str, colours: dict, traces, linestyle="-", suffix=""):
     for name in traces:
