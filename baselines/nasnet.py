@@ -6,6 +6,13 @@ parameters counting BN running statistics, which is exactly Table Supp.1's Sacca
 Saccader's 35,583,913. Narrow variants (``stem_size``, ``num_features``; channels = num_features // 24) serve the
 embedded dataset; depth stays 18 cells, output stride 32.
 
+Scheduled drop path (Zoph et al. 2018, Section 4.1; TF-slim ``nasnet_utils._apply_drop_path``, "v3"): in training,
+every operation of every cell except the identity is dropped for a whole example with probability
+``(1 - keep) * (cell + 1) / cells * min(1, progress)``, its survivors scaled by 1 / keep-probability; ``cell``
+counts the 22 cells of NASNet-A Large in forward order (2 stem cells, 18 normal, 2 reduction), and ``progress`` is the
+fraction of the drop-path horizon trained so far (the paper: keep 0.7 over 250 epochs of a 156-epoch run), which
+the training loop sets through ``drop_path_progress``. timm's NASNet has no drop path, hence the hooks here.
+
 Saccader-NASNet: a trained Saccader picks ``T`` locations on the base image (224); the pixel boxes of those locations
 (``saccader.geometry.location_boxes``: 77 x 77 at 224, or the corresponding 113 x 113 boxes of the 331 image) are
 cropped and classified by a NASNet fine-tuned on such crops; the glimpse logits are averaged.
@@ -16,17 +23,50 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from timm.layers import drop_path
 from timm.models.nasnet import NASNetALarge
 
 from saccader.errors import UserError
 from saccader.geometry import location_boxes
 
-__all__ = ["nasnet_a_large", "SaccaderNASNet", "crop_boxes"]
+__all__ = ["nasnet_a_large", "NASNetA", "SaccaderNASNet", "crop_boxes"]
+
+
+class NASNetA(NASNetALarge):
+    """timm's NASNet-A Large with TF-slim's scheduled drop path on the cell operations (module docstring).
+
+    ``drop_path_progress`` (0 at construction, so off until a training loop sets it) scales the drop probability;
+    it is not a weight and is not saved: the loop recomputes it from the step it resumes at.
+    """
+
+    def __init__(self, drop_path_keep_prob: float = 0.7, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 < drop_path_keep_prob <= 1.0:
+            raise UserError(f"nasnet_a_large drop_path_keep_prob = {drop_path_keep_prob} is outside (0, 1]",
+                            "set models.nasnet_a_large.drop_path_keep_prob to 0.7 (the paper) or 1.0 (off)")
+        self.drop_path_keep_prob, self.drop_path_progress = drop_path_keep_prob, 0.0
+        cells = [m for name, m in self.named_children() if name.startswith(("cell_", "reduction_cell_"))]
+        for index, cell in enumerate(cells):
+            depth = (index + 1) / len(cells)  # TF-slim's layer_ratio (cell_num + 1) / total_num_cells
+            for name, op in cell.named_children():
+                if name.startswith("comb_iter_"):  # the identity inputs of a cell are plain tensors, never hooked
+                    op.register_forward_hook(self._drop_hook(depth))
+
+    def drop_path_prob(self, depth: float) -> float:
+        """Drop probability of an operation at relative depth ``depth`` in (0, 1] at the current progress."""
+        return (1.0 - self.drop_path_keep_prob) * depth * min(1.0, max(0.0, self.drop_path_progress))
+
+    def _drop_hook(self, depth: float):
+        def hook(module, inputs, output):
+            p = self.drop_path_prob(depth)
+            return drop_path(output, p, module.training) if p > 0 and module.training else output
+        return hook
 
 
 def nasnet_a_large(num_classes: int = 1001, stem_size: int = 96, num_features: int = 4032,
-                   channel_multiplier: int = 2, drop_rate: float = 0.3) -> NASNetALarge:
-    """NASNet-A Large from timm, randomly initialised.
+                   channel_multiplier: int = 2, drop_rate: float = 0.3,
+                   drop_path_keep_prob: float = 0.7) -> NASNetA:
+    """NASNet-A Large from timm, randomly initialised, with scheduled drop path.
 
     Args:
         num_classes: logits (1001 at paper scale).
@@ -34,12 +74,13 @@ def nasnet_a_large(num_classes: int = 1001, stem_size: int = 96, num_features: i
             multiple of 24 and at least 96 (timm: channels = num_features // 24).
         drop_rate: dropout before the classifier. The paper's "dropout of 0.7 on the penultimate layer" is read as
             TF-slim's keep probability (``dense_dropout_keep_prob``), i.e. a drop rate of 0.3 [uncertain].
+        drop_path_keep_prob: final keep probability of the deepest cell's operations (0.7; 1.0 turns drop path off).
     """
     if num_features % 24 or num_features < 96:  # timm fails deep inside with "groups must be a positive integer"
         raise UserError(f"nasnet_a_large num_features = {num_features} must be a multiple of 24 and at least 96",
                         "set models.nasnet_a_large.num_features to 96, 192, ... (4032 at paper scale)")
-    return NASNetALarge(num_classes=num_classes, stem_size=stem_size, num_features=num_features,
-                        channel_multiplier=channel_multiplier, drop_rate=drop_rate)
+    return NASNetA(drop_path_keep_prob, num_classes=num_classes, stem_size=stem_size, num_features=num_features,
+                   channel_multiplier=channel_multiplier, drop_rate=drop_rate)
 
 
 def crop_boxes(images: torch.Tensor, boxes: torch.Tensor, size: int | None = None) -> torch.Tensor:

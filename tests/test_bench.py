@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
 import common  # noqa: E402
+import cpu_channels_last  # noqa: E402
 import data_path  # noqa: E402
 import gpu_train  # noqa: E402
 import p1_saccader_inference as p1  # noqa: E402
@@ -114,3 +115,10 @@ def test_p5_table_from_real_snakemake_benchmarks(tmp_path):
 
 def test_machine_line_names_cores():
     assert "cores" in common.machine()
+
+
+def test_cpu_channels_last_reports_each_run_in_its_own_process(capsys):
+    cpu_channels_last.main(["--runs", "resnet_v2_50", "nasnet", "--rounds", "1", "--batch", "2",
+                            "--config", "config/smoke.yaml"])
+    out = capsys.readouterr().out
+    assert out.count("run=") == 2 and out.count("speedup=") == 2

@@ -329,3 +329,49 @@ def test_saccader_representation_is_the_configured_bagnet_lowd(config):
     bagnet = shapes(from_config("bagnet77_lowd", loaded).state_dict())
     for name in ("saccader", "saccader_no_attention"):
         assert shapes(from_config(name, loaded).representation.state_dict()) == bagnet
+
+
+# -- NASNet scheduled drop path ------------------------------------------------------------------------------------
+
+def _deepest_op_outputs(model, x):
+    """Output of the deepest cell's first operation, after the drop-path hook."""
+    seen = []
+    model.cell_17.comb_iter_0_left.register_forward_hook(lambda m, i, out: seen.append(out.detach()))
+    model(x)
+    return seen[-1]
+
+
+def test_nasnet_drop_path_is_off_until_scheduled_and_in_eval():
+    model = embedded("nasnet_a_large").train()
+    x = torch.randn(4, 3, 64, 64)
+    torch.manual_seed(1)
+    a = model(x)
+    torch.manual_seed(1)
+    assert torch.equal(a, model(x)), "progress 0: no drop path, so only dropout (same seed) varies"
+    model.drop_path_progress = 1.0
+    torch.manual_seed(1)
+    assert not torch.allclose(a, model(x))
+    model.eval()
+    assert torch.equal(model(x), model(x))
+
+
+def test_nasnet_drop_path_rate_follows_depth_and_progress():
+    """TF-slim v3: drop = (1 - keep) * (cell + 1) / 22 * min(1, progress), for every operation but the identity."""
+    model = embedded("nasnet_a_large", drop_path_keep_prob=0.7)
+    hooked = sum(len(op._forward_hooks) for name, op in model.named_modules() if ".comb_iter_" in name)
+    ops = sum(1 for name, _ in model.named_modules() if name.count(".") == 1 and ".comb_iter_" in name)
+    assert hooked == ops > 0
+    model.drop_path_progress = 0.5
+    assert math.isclose(model.drop_path_prob(1.0), 0.15) and math.isclose(model.drop_path_prob(1 / 22), 0.15 / 22)
+    model.drop_path_progress = 2.0  # past the horizon: capped
+    assert math.isclose(model.drop_path_prob(1.0), 0.3)
+    model.train()
+    torch.manual_seed(0)
+    out = _deepest_op_outputs(model, torch.randn(400, 3, 64, 64))
+    dropped = (out.flatten(1).abs().sum(dim=1) == 0).float().mean().item()
+    assert 0.22 < dropped < 0.38, dropped  # 0.3 of the examples; the survivors are scaled by 1 / 0.7
+
+
+def test_nasnet_drop_path_keep_prob_is_checked():
+    with pytest.raises(UserError, match="drop_path_keep_prob"):
+        embedded("nasnet_a_large", drop_path_keep_prob=0.0)

@@ -151,3 +151,22 @@ def test_shipped_configs_are_consistent():
         if path == "config.yaml":
             for name, rec in runs.items():
                 assert math.isclose(rec["lr"], rec["paper_lr"] * rec["batch_size"] / rec["paper_batch_size"]), name
+
+
+def test_nasnet_drop_path_progress_follows_the_step(data, monkeypatch, tmp_path):
+    """The loop tells NASNet how far along drop_path_epochs it is before every step (resumable: a function of the
+    step alone), and a run without drop_path_epochs never turns it on."""
+    seen = []
+    real = T.set_drop_path_progress
+    monkeypatch.setattr(T, "set_drop_path_progress", lambda model, p: (seen.append(p), real(model, p)))
+    models = {"nasnet_a_large": {"stem_size": 8, "num_features": 96}}
+    config = tiny_config(data, nasnet=recipe(model="nasnet_a_large", drop_path_epochs=4.0, channels_last=True))
+    config["models"].update(models)
+    T.train(config, "nasnet", 0, tmp_path / "a")
+    steps = len(seen) // 2  # 2 epochs
+    assert seen == pytest.approx([s / (4 * steps) for s in range(2 * steps)])
+    seen.clear()
+    config = tiny_config(data, nasnet=recipe(model="nasnet_a_large"))
+    config["models"].update(models)
+    T.train(config, "nasnet", 0, tmp_path / "b")
+    assert seen == []

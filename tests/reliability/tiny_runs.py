@@ -34,6 +34,8 @@ STAGES = {
     "dram": ("dram", recipe(model="dram", stage="dram", init_from=["dram_pretrain"], num_glimpses=3, mc_samples=2,
                             reinforce_weight=0.1, nu=0.0, location_modules=["location_lstm", "emission"]),
              {"dram_pretrain": "dram"}),
+    "nasnet": ("nasnet", recipe(model="nasnet_a_large", stage="classify", schedule="exponential", ema_decay=0.9,
+                                label_smoothing=0.1, drop_path_epochs=3.0, lr=0.01), {}),
     "nasnet_finetune": ("nasnet_77", recipe(model="saccader_nasnet", stage="glimpse_finetune",
                                             init_from=["nasnet", "saccader"], num_glimpses=2, freeze=["saccader"],
                                             lr=0.01),

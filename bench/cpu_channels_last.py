@@ -1,0 +1,88 @@
+"""CPU training step in channels_last vs contiguous (NCHW) memory format, per embedded run.
+
+    python bench/cpu_channels_last.py [--runs nasnet resnet_v2_50 ...] [--rounds 5] [--config C] [--out FILE.json]
+
+Decides the recipes' ``channels_last`` key on CPU (``saccader.train.use_channels_last``; on CUDA it is always on).
+Each run's objective (``saccader.train.step_loss``) is timed on one batch of random images at the run's resolution,
+both formats interleaved round by round in one child process per run: a format the CPU kernels cannot run (torch
+2.14 crashes with a segmentation fault on the BagNet's cropped VALID residuals) is reported as ``crashed``
+instead of ending the benchmark. Figure: NCHW seconds / channels_last seconds (> 1: channels_last is faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+import common  # noqa: F401
+
+from common import ROOT, embedded_config, interleaved, report, setup_threads
+
+DEFAULT_RUNS = ["bagnet77_lowd", "saccader", "resnet_v2_50", "dram_pretrain_wide", "dram", "nasnet", "nasnet_331"]
+
+
+def time_run(run: str, rounds: int, batch: int, config_path: str = "config/embedded.yaml") -> dict:
+    """Median step seconds of ``run`` in both memory formats (in this process)."""
+    import torch
+
+    from saccader.models import from_config
+    from saccader.train import _resolution, recipe, step_loss
+
+    config = embedded_config(config_path)
+    rec = {**recipe(config, run), "base_size": config["dataset"]["image_size"]}
+    res = _resolution(config, rec)
+    generator = torch.Generator().manual_seed(0)
+    variants = {}
+    for fmt in ("nchw", "channels_last"):
+        torch.manual_seed(0)
+        model = from_config(rec["model"], config).train()
+        images = torch.randn(batch, 3, res, res)
+        if fmt == "channels_last":
+            model = model.to(memory_format=torch.channels_last)
+            images = images.contiguous(memory_format=torch.channels_last)
+        labels = torch.randint(0, config["dataset"]["num_classes"], (batch,))
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+
+        def step(model=model, images=images, labels=labels, optimizer=optimizer):
+            loss, _ = step_loss(model, rec, images, labels, generator)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+        variants[fmt] = step
+    t = interleaved(variants, rounds)
+    return {"run": run, "nchw_s": t["nchw"], "channels_last_s": t["channels_last"],
+            "speedup": t["nchw"] / t["channels_last"]}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", nargs="+", default=DEFAULT_RUNS)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--config", default="config/embedded.yaml", help="config whose recipes are timed")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)  # one run, result as JSON on stdout
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    setup_threads(args.threads)
+    if args.child:
+        print(json.dumps(time_run(args.child, args.rounds, args.batch, args.config)))
+        return 0
+    rows = []
+    for run in args.runs:
+        cmd = [sys.executable, __file__, "--child", run, "--rounds", str(args.rounds), "--batch", str(args.batch),
+               "--threads", str(args.threads or 1), "--config", args.config]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        if proc.returncode == 0:
+            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        else:  # a negative code is the signal that killed the child (-11: segmentation fault)
+            rows.append({"run": run, "crashed": f"exit {proc.returncode}"})
+    report("cpu_channels_last", rows, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
