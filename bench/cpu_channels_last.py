@@ -20,7 +20,8 @@ import common  # noqa: F401
 
 from common import ROOT, embedded_config, interleaved, report, setup_threads
 
-DEFAULT_RUNS = ["bagnet77_lowd", "saccader", "resnet_v2_50", "dram_pretrain_wide", "dram", "nasnet", "nasnet_331"]
+DEFAULT_RUNS = ["bagnet77_lowd", "saccader", "resnet_v2_50", "dram_pretrain_wide", "dram", "nasnet", "nasnet_331",
+                "nasnet_77", "nasnet_113"]
 
 
 def time_run(run: str, rounds: int, batch: int, config_path: str = "config/embedded.yaml") -> dict:

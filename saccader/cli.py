@@ -14,15 +14,17 @@ from pathlib import Path
 
 from saccader.errors import UserError
 
-# Modules that register subcommands, in the order they appear in --help.
-COMMAND_MODULES = (
-    "saccader.data.digits",     # make-dataset
-    "saccader.data.folder",     # check-data
-    "saccader.train",           # train
-    "saccader.evaluate",        # evaluate
-    "baselines.attacks",        # attack
-    "saccader.params",          # params
-)
+# Subcommand -> the module that registers it, in the order of --help. A job imports only its own module: the
+# others pull in scikit-learn, timm, CleverHans, ... and every embedded job would pay for them at start-up.
+COMMANDS = {
+    "make-dataset": "saccader.data.digits",
+    "check-data": "saccader.data.folder",
+    "train": "saccader.train",
+    "evaluate": "saccader.evaluate",
+    "attack": "baselines.attacks",
+    "params": "saccader.params",
+}
+COMMAND_MODULES = tuple(dict.fromkeys(COMMANDS.values()))
 
 
 def parse_run_dirs(items: list[str] | None, flag: str) -> dict[str, Path]:
@@ -37,10 +39,11 @@ def parse_run_dirs(items: list[str] | None, flag: str) -> dict[str, Path]:
     return out
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The CLI; with ``command`` (a known subcommand) only that subcommand's module is imported and registered."""
     parser = argparse.ArgumentParser(prog="saccader", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in [COMMANDS[command]] if command in COMMANDS else COMMAND_MODULES:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -61,7 +64,8 @@ def _close_progress_bars() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except UserError as exc:

@@ -338,7 +338,7 @@ def _to(images, device: torch.device, channels_last: bool = False):
 
 def use_channels_last(rec: dict, device: torch.device) -> bool:
     """The recipe's ``channels_last``; by default on CUDA only. On CPU it is a per-run choice: it makes NASNet's
-    separable convolutions ~1.7x faster (bench/cpu_channels_last.py), but torch 2.14's CPU kernels crash
+    separable convolutions 1.6-1.8x faster (bench/cpu_channels_last.py), but torch 2.14's CPU kernels crash
     (segmentation fault) on the BagNet's cropped VALID residuals, so it is never a global CPU default."""
     return bool(rec.get("channels_last", device.type == "cuda"))
 

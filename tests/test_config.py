@@ -74,3 +74,18 @@ def test_missing_or_broken_file(tmp_path):
     bad.write_text("dataset: [unclosed\n")
     with pytest.raises(UserError, match="not valid YAML"):
         cfg.load(bad)
+
+
+def test_a_subcommand_imports_only_its_own_module():
+    """Job start-up: `saccader params` must not import the other subcommands' heavy dependencies."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, runpy; sys.argv = ['saccader', 'params', '--help']\n"
+             "try:\n    runpy.run_module('saccader', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+             "print(sorted(m for m in ('sklearn', 'cleverhans', 'saccader.evaluate', 'baselines.attacks') "
+             "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    full = subprocess.run([sys.executable, "-m", "saccader", "--help"], capture_output=True, text=True, cwd=REPO)
+    assert all(c in full.stdout for c in ("make-dataset", "check-data", "train", "evaluate", "attack", "params"))

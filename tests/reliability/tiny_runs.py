@@ -38,7 +38,7 @@ STAGES = {
                                 label_smoothing=0.1, drop_path_epochs=3.0, lr=0.01), {}),
     "nasnet_finetune": ("nasnet_77", recipe(model="saccader_nasnet", stage="glimpse_finetune",
                                             init_from=["nasnet", "saccader"], num_glimpses=2, freeze=["saccader"],
-                                            lr=0.01),
+                                            lr=0.01, channels_last=True),
                         {"nasnet": "nasnet_a_large", "saccader": "saccader"}),
 }
 
