@@ -338,8 +338,8 @@ def _to(images, device: torch.device, channels_last: bool = False):
 
 def use_channels_last(rec: dict, device: torch.device) -> bool:
     """The recipe's ``channels_last``; by default on CUDA only. On CPU it is a per-run choice: it makes NASNet's
-    separable convolutions 1.6-1.8x faster (bench/cpu_channels_last.py), but torch 2.14's CPU kernels crash
-    (segmentation fault) on the BagNet's cropped VALID residuals, so it is never a global CPU default."""
+    separable convolutions 1.6-1.8x faster (bench/cpu_channels_last.py), but torch 2.14's CPU backward crashes
+    (SIGSEGV / SIGABRT) on the BagNet family, whose forward is fine, so it is never a global CPU default."""
     return bool(rec.get("channels_last", device.type == "cuda"))
 
 
