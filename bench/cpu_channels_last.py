@@ -3,10 +3,11 @@
     python bench/cpu_channels_last.py [--runs nasnet resnet_v2_50 ...] [--rounds 5] [--config C] [--out FILE.json]
 
 Decides the recipes' ``channels_last`` key on CPU (``saccader.train.use_channels_last``; on CUDA it is always on).
-Each run's objective (``saccader.train.step_loss``) is timed on one batch of random images at the run's resolution,
-both formats interleaved round by round in one child process per run: a format the CPU kernels cannot run (torch
-2.14's CPU backward of the BagNet family crashes with SIGSEGV or SIGABRT) is reported as ``crashed`` instead of
-ending the benchmark. Figure: NCHW seconds / channels_last seconds (> 1: channels_last is faster).
+Each run's objective (``saccader.train.step_loss``, model and optimiser set up by ``gpu_train._setup``) is timed on
+one batch of random images at the run's resolution, both formats interleaved round by round in one child process
+per run: a format the CPU kernels cannot run (torch 2.14's CPU backward of the BagNet family crashes with SIGSEGV or
+SIGABRT) is reported as ``crashed`` instead of ending the benchmark. Figure: NCHW seconds / channels_last seconds
+(> 1: channels_last is faster).
 """
 
 from __future__ import annotations
@@ -28,25 +29,22 @@ def time_run(run: str, rounds: int, batch: int, config_path: str = "config/embed
     """Median step seconds of ``run`` in both memory formats (in this process)."""
     import torch
 
-    from saccader.models import from_config
-    from saccader.train import _resolution, recipe, step_loss
+    from gpu_train import _setup
+    from saccader.train import step_loss
 
     config = embedded_config(config_path)
-    rec = {**recipe(config, run), "base_size": config["dataset"]["image_size"]}
-    res = _resolution(config, rec)
+    cpu = torch.device("cpu")
     generator = torch.Generator().manual_seed(0)
     variants = {}
     for fmt in ("nchw", "channels_last"):
         torch.manual_seed(0)
-        model = from_config(rec["model"], config).train()
+        rec, model, optimizer, res = _setup(config, run, cpu, channels_last=fmt == "channels_last")
         images = torch.randn(batch, 3, res, res)
         if fmt == "channels_last":
-            model = model.to(memory_format=torch.channels_last)
             images = images.contiguous(memory_format=torch.channels_last)
         labels = torch.randint(0, config["dataset"]["num_classes"], (batch,))
-        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
 
-        def step(model=model, images=images, labels=labels, optimizer=optimizer):
+        def step(model=model, rec=rec, images=images, labels=labels, optimizer=optimizer):
             loss, _ = step_loss(model, rec, images, labels, generator)
             optimizer.zero_grad()
             loss.backward()

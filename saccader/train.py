@@ -238,8 +238,9 @@ def evaluate(model: nn.Module, rec: dict, loader, device, autocast) -> tuple[flo
     """Top-1 and top-5 accuracy on the dev split."""
     model.eval()
     top1 = top5 = n = 0
+    channels_last = use_channels_last(rec, device)
     for images, labels in loader:
-        images, labels = _to(images, device, use_channels_last(rec, device)), labels.to(device)
+        images, labels = _to(images, device, channels_last), labels.to(device)
         with autocast():
             logits = predict(model, rec, images).float()
         k = min(5, logits.shape[1])
@@ -338,7 +339,7 @@ def _to(images, device: torch.device, channels_last: bool = False):
 
 def use_channels_last(rec: dict, device: torch.device) -> bool:
     """The recipe's ``channels_last``; by default on CUDA only. On CPU it is a per-run choice: it makes NASNet's
-    separable convolutions 1.6-1.8x faster (bench/cpu_channels_last.py), but torch 2.14's CPU backward crashes
+    separable convolutions 1.6-1.9x faster (bench/cpu_channels_last.py), but torch 2.14's CPU backward crashes
     (SIGSEGV / SIGABRT) on the BagNet family, whose forward is fine, so it is never a global CPU default."""
     return bool(rec.get("channels_last", device.type == "cuda"))
 
@@ -413,7 +414,8 @@ def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, st
         n = load_init(model, io.torch_load(Path(init[name]) / "model.pt"), f"run {name}")
         log.info("%s: %d tensors initialised from %s (%s)", run, n, name, init[name])
     model.to(dev)
-    if use_channels_last(rec, dev):
+    channels_last = use_channels_last(rec, dev)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     distributed.broadcast_module(model)
     groups = param_groups(model, rec)
@@ -506,7 +508,7 @@ def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, st
             _train_mode(model)
             if rec.get("drop_path_epochs"):  # NASNet's scheduled drop path: a function of the step, so resumable
                 set_drop_path_progress(model, (epoch + step / steps_per_epoch) / rec["drop_path_epochs"])
-            images, labels = _to(images, dev, use_channels_last(rec, dev)), labels.to(dev)
+            images, labels = _to(images, dev, channels_last), labels.to(dev)
             with autocast():
                 loss, right = step_loss(model, rec, images, labels, generator)
             mean_loss = distributed.all_reduce_mean(loss.detach().float())
