@@ -3,8 +3,9 @@
 NASNet-A is timm's ``NASNetALarge`` (a port of TF-slim's ``nasnet_large``), built from scratch: never
 ``pretrained=True``, nothing is downloaded. At paper scale (stem 96, 4032 features, 1001 classes) it has 88,953,851
 parameters counting BN running statistics, which is exactly Table Supp.1's Saccader-NASNet 124,537,764 minus the
-Saccader's 35,583,913. Narrow variants (``stem_size``, ``num_features``; channels = num_features // 24) serve the
-embedded dataset; depth stays 18 cells, output stride 32.
+Saccader's 35,583,913. Narrow and shallow variants serve the embedded dataset: ``stem_size`` and ``num_features``
+(channels = num_features // 24) set the width, ``cells_per_stack`` the N of "N @ F" (6 in NASNet-A Large; each of the
+three stacks keeps its first N cells, the reduction cells and the output stride 32 stay).
 
 Scheduled drop path (Zoph et al. 2018, Section 4.1; TF-slim ``nasnet_utils._apply_drop_path``, "v3"): in training,
 every operation of every cell except the identity is dropped for a whole example with probability
@@ -39,11 +40,18 @@ class NASNetA(NASNetALarge):
     it is not a weight and is not saved: the loop recomputes it from the step it resumes at.
     """
 
-    def __init__(self, drop_path_keep_prob: float = 0.7, **kwargs):
+    def __init__(self, drop_path_keep_prob: float = 0.7, cells_per_stack: int = 6, **kwargs):
         super().__init__(**kwargs)
         if not 0.0 < drop_path_keep_prob <= 1.0:
             raise UserError(f"nasnet_a_large drop_path_keep_prob = {drop_path_keep_prob} is outside (0, 1]",
                             "set models.nasnet_a_large.drop_path_keep_prob to 0.7 (the paper) or 1.0 (off)")
+        if not 2 <= cells_per_stack <= 6:  # the reduction cells take the last two outputs of a stack
+            raise UserError(f"nasnet_a_large cells_per_stack = {cells_per_stack} is outside 2..6",
+                            "set models.nasnet_a_large.cells_per_stack to 6 (NASNet-A Large) or fewer, at least 2")
+        for stack in range(3):  # timm builds 6 @ F; later normal cells of a stack only repeat in and out widths
+            for index in range(stack * 6 + cells_per_stack, stack * 6 + 6):
+                delattr(self, f"cell_{index}")
+        self.cells_per_stack = cells_per_stack
         self.drop_path_keep_prob, self.drop_path_progress = drop_path_keep_prob, 0.0
         cells = [m for name, m in self.named_children() if name.startswith(("cell_", "reduction_cell_"))]
         for index, cell in enumerate(cells):
@@ -51,6 +59,20 @@ class NASNetA(NASNetALarge):
             for name, op in cell.named_children():
                 if name.startswith("comb_iter_"):  # the identity inputs of a cell are plain tensors, never hooked
                     op.register_forward_hook(self._drop_hook(depth))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """timm's wiring for any ``cells_per_stack``: a cell takes the two previous outputs; a reduction cell takes
+        the last two of its stack, and the first cell after it takes the reduction's output and the stack's
+        second-to-last output (``cell_6(reduction_cell_0, cell_4)`` in NASNet-A Large)."""
+        conv0 = self.conv0(x)
+        stem0 = self.cell_stem_0(conv0)
+        prev, prev_prev = self.cell_stem_1(conv0, stem0), stem0
+        for name, cell in self.named_children():
+            if name.startswith("cell_") and not name.startswith("cell_stem"):
+                prev, prev_prev = cell(prev, prev_prev), prev
+            elif name.startswith("reduction_cell_"):
+                prev = cell(prev, prev_prev)  # prev_prev stays: the next cell's second input
+        return self.act(prev)
 
     def drop_path_prob(self, depth: float) -> float:
         """Drop probability of an operation at relative depth ``depth`` in (0, 1] at the current progress."""
@@ -65,7 +87,7 @@ class NASNetA(NASNetALarge):
 
 def nasnet_a_large(num_classes: int = 1001, stem_size: int = 96, num_features: int = 4032,
                    channel_multiplier: int = 2, drop_rate: float = 0.3,
-                   drop_path_keep_prob: float = 0.7) -> NASNetA:
+                   drop_path_keep_prob: float = 0.7, cells_per_stack: int = 6) -> NASNetA:
     """NASNet-A Large from timm, randomly initialised, with scheduled drop path.
 
     Args:
@@ -75,11 +97,12 @@ def nasnet_a_large(num_classes: int = 1001, stem_size: int = 96, num_features: i
         drop_rate: dropout before the classifier. The paper's "dropout of 0.7 on the penultimate layer" is read as
             TF-slim's keep probability (``dense_dropout_keep_prob``), i.e. a drop rate of 0.3 [uncertain].
         drop_path_keep_prob: final keep probability of the deepest cell's operations (0.7; 1.0 turns drop path off).
+        cells_per_stack: normal cells per stack, the N of "N @ F" (6 in NASNet-A Large, 2..6).
     """
     if num_features % 24 or num_features < 96:  # timm fails deep inside with "groups must be a positive integer"
         raise UserError(f"nasnet_a_large num_features = {num_features} must be a multiple of 24 and at least 96",
                         "set models.nasnet_a_large.num_features to 96, 192, ... (4032 at paper scale)")
-    return NASNetA(drop_path_keep_prob, num_classes=num_classes, stem_size=stem_size, num_features=num_features,
+    return NASNetA(drop_path_keep_prob, cells_per_stack, num_classes=num_classes, stem_size=stem_size, num_features=num_features,
                    channel_multiplier=channel_multiplier, drop_rate=drop_rate)
 
 

@@ -336,7 +336,8 @@ def test_saccader_representation_is_the_configured_bagnet_lowd(config):
 def _deepest_op_outputs(model, x):
     """Output of the deepest cell's first operation, after the drop-path hook."""
     seen = []
-    model.cell_17.comb_iter_0_left.register_forward_hook(lambda m, i, out: seen.append(out.detach()))
+    deepest = [m for name, m in model.named_children() if name.startswith("cell_")][-1]
+    deepest.comb_iter_0_left.register_forward_hook(lambda m, i, out: seen.append(out.detach()))
     model(x)
     return seen[-1]
 
@@ -375,3 +376,35 @@ def test_nasnet_drop_path_rate_follows_depth_and_progress():
 def test_nasnet_drop_path_keep_prob_is_checked():
     with pytest.raises(UserError, match="drop_path_keep_prob"):
         embedded("nasnet_a_large", drop_path_keep_prob=0.0)
+
+
+def test_nasnet_six_cells_per_stack_is_timms_nasnet_a_large():
+    """The generic cell loop wires 6 @ F exactly as timm's hand-written forward."""
+    from timm.models.nasnet import NASNetALarge
+
+    model = embedded("nasnet_a_large", cells_per_stack=6).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model.forward_features(x), NASNetALarge.forward_features(model, x))
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_nasnet_fewer_cells_per_stack(n):
+    """N @ F keeps the first N normal cells of each stack; drop path counts the cells that are left."""
+    model = embedded("nasnet_a_large", cells_per_stack=n, drop_path_keep_prob=0.7)
+    names = [name for name, _ in model.named_children() if name.startswith(("cell_", "reduction_cell_"))]
+    assert len(names) == 3 * n + 4  # 2 stem cells, 3 stacks, 2 reduction cells
+    assert "cell_6" in names and f"cell_{6 + n}" not in names
+    full = embedded("nasnet_a_large", cells_per_stack=6)
+    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in full.parameters())
+    model.drop_path_progress = 1.0
+    torch.manual_seed(0)
+    dropped = (_deepest_op_outputs(model.train(), torch.randn(400, 3, 64, 64)).flatten(1).abs().sum(1) == 0)
+    assert 0.22 < dropped.float().mean().item() < 0.38  # the deepest remaining cell gets the full 0.3
+    out = model.eval()(torch.randn(2, 3, 21, 21))  # a Saccader-NASNet glimpse
+    assert out.shape == (2, EMBEDDED["dataset"]["num_classes"])
+
+
+def test_nasnet_cells_per_stack_is_checked():
+    with pytest.raises(UserError, match="cells_per_stack"):
+        embedded("nasnet_a_large", cells_per_stack=1)
