@@ -11,6 +11,10 @@ success rate is meaningful for an untrained model too):
     spsa_vs_upstream     seconds per image of CleverHans 4's per-image ``spsa`` / ours, same iterations, same
                          evaluations per step (upstream: spsa_samples/2 mirrored pairs), same early stop; with
                          both success rates (target >= 10x at equal success; upstream also has bug 1249)
+    spsa_vs_upstream_equal_success
+                         with ``--match K``: upstream reruns with 2, 4, ... K x the iterations until its success
+                         reaches ours; its seconds then / ours. When it never does, the ratio at K x is a lower
+                         bound (``upstream_matched`` False)
     pgd/plain_fwd_bwd    throughput of CleverHans' ``projected_gradient_descent`` / a plain loop of forward +
                          backward to the input at the same batch (target >= 0.9)
     fwd_img_s_b<B>       forward images/s of the attacked model at batch B (the best ``attack.eval_batch_size``)
@@ -108,7 +112,7 @@ def batch_sweep(fn: nn.Module, shape, batches=(16, 64, 256, 1024), images: int =
 
 
 def measure(n: int = 8, iters: int = 5, config: dict | None = None, eps_255: float | None = None,
-            ckpt: str | None = None, pretrain_steps: int = 0, sweep_images: int = 1024) -> dict:
+            ckpt: str | None = None, pretrain_steps: int = 0, sweep_images: int = 1024, match: int = 1) -> dict:
     from baselines.attacks import spsa
     from cleverhans.torch.attacks.projected_gradient_descent import projected_gradient_descent
     from cleverhans.torch.attacks.spsa import spsa as upstream_spsa
@@ -140,14 +144,22 @@ def measure(n: int = 8, iters: int = 5, config: dict | None = None, eps_255: flo
     with torch.no_grad():
         plain_s = interleaved({"fwd": lambda: fn.fn(probe)}, rounds=3)["fwd"]
 
-    fn.reset()
-    torch.manual_seed(0)
-    tick = time.perf_counter()
-    up = upstream_spsa(fn, x, eps, iters, norm=np.inf, y=y, early_stop_loss_threshold=early,
-                       spsa_samples=samples // 2, spsa_iters=1, sanity_checks=False, **kw)
-    up_s, up_inputs = time.perf_counter() - tick, fn.inputs
-    with torch.no_grad():
-        up_success = (fn(up).argmax(1) != y).float().mean().item()
+    def upstream(steps: int):
+        fn.reset()
+        torch.manual_seed(0)
+        tick = time.perf_counter()
+        up = upstream_spsa(fn, x, eps, steps, norm=np.inf, y=y, early_stop_loss_threshold=early,
+                           spsa_samples=samples // 2, spsa_iters=1, sanity_checks=False, **kw)
+        seconds, inputs = time.perf_counter() - tick, fn.inputs
+        with torch.no_grad():
+            return seconds, inputs, (fn(up).argmax(1) != y).float().mean().item()
+
+    up_s, up_inputs, up_success = upstream(iters)
+    # Equal success: more upstream iterations until it fools as many images as ours did.
+    factor, match_s, match_success = 1, up_s, up_success
+    while match_success < ours_success and factor * 2 <= match:
+        factor *= 2
+        match_s, _, match_success = upstream(iters * factor)
 
     # PGD: CleverHans' loop vs the same number of plain forward+backward passes to the input.
     fn.fn.requires_grad_(False)
@@ -172,6 +184,8 @@ def measure(n: int = 8, iters: int = 5, config: dict | None = None, eps_255: flo
             "upstream_s": up_s, "spsa_vs_upstream": (up_s / n) / (ours_s / n),
             "evals_ours": ours_inputs, "evals_upstream": up_inputs,
             "success_ours": ours_success, "success_upstream": up_success,
+            "upstream_iters_to_match": iters * factor, "upstream_success_to_match": match_success,
+            "upstream_matched": match_success >= ours_success, "spsa_vs_upstream_equal_success": match_s / ours_s,
             "pgd_iters": at["pgd_iters"], "pgd/plain_fwd_bwd": t["plain"] / t["pgd"], **sweep}
 
 
@@ -184,11 +198,14 @@ def main(argv=None) -> int:
     p.add_argument("--ckpt", default=None, help="model.pt of a trained embedded saccader run (default: fresh weights)")
     p.add_argument("--pretrain-steps", type=int, default=0,
                    help="first train the representation network this many SGD steps (needs the embedded dataset)")
+    p.add_argument("--match", type=int, default=1,
+                   help="equal success: rerun upstream with up to this many times the iterations (1: off)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     setup_threads(args.threads)
-    row = measure(args.images, args.iters, eps_255=args.eps_255, ckpt=args.ckpt, pretrain_steps=args.pretrain_steps)
+    row = measure(args.images, args.iters, eps_255=args.eps_255, ckpt=args.ckpt, pretrain_steps=args.pretrain_steps,
+                  match=args.match)
     report("P3 attacks", [row], args.out)
     return 0
 

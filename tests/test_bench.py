@@ -56,6 +56,10 @@ def test_p3_counts_model_evaluations(smoke):
     per_step = 2 * config["attack"]["spsa_samples"]
     assert row["evals_ours"] == per_step and row["evals_upstream"] == per_step + 2  # + upstream's loss check
     assert 0 < row["spsa_fwd_share"] <= 1
+    assert row["upstream_iters_to_match"] == 1 and row["spsa_vs_upstream_equal_success"] > 0  # --match 1: off
+    matched = p3.measure(n=2, iters=1, config=config, sweep_images=0, eps_255=255.0, match=4)
+    assert matched["upstream_iters_to_match"] in (1, 2, 4)
+    assert matched["upstream_matched"] == (matched["upstream_success_to_match"] >= matched["success_ours"])
 
 
 def test_data_path_decodes_generated_jpegs(tmp_path):
