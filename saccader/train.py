@@ -448,9 +448,11 @@ def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, st
     generator = torch.Generator(device=dev).manual_seed(seed + 1_000_003 * (1 + distributed.rank()))
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if dev.type == "cuda" else contextlib.nullcontext
     workers = config["dataset"].get("num_workers", 0)
+    # Reused every epoch (bench/data_path). Its own generator: a DataLoader draws a base seed from the global RNG at
+    # every pass, which dropout and drop path also use, so without it eval_every would change the trained weights.
     dev_loader = torch.utils.data.DataLoader(dev_set, batch_size=rec.get("eval_batch_size", batch),
                                              num_workers=workers, pin_memory=dev.type == "cuda",
-                                             persistent_workers=workers > 0)  # reused every epoch (bench/data_path)
+                                             persistent_workers=workers > 0, generator=torch.Generator())
 
     ckpt_path = out / "checkpoint.pt"
     every = rec.get("checkpoint_every", 0) or steps_per_epoch

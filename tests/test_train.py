@@ -170,3 +170,16 @@ def test_nasnet_drop_path_progress_follows_the_step(data, monkeypatch, tmp_path)
     config["models"].update(models)
     T.train(config, "nasnet", 0, tmp_path / "b")
     assert seen == []
+
+
+def test_dev_evaluations_do_not_change_the_trained_weights(data, tmp_path):
+    """Evaluating on dev after every epoch or only at the end trains the same weights (NASNet: dropout draws from
+    the global RNG, which a dev DataLoader pass would otherwise advance)."""
+    models = {"nasnet_a_large": {"stem_size": 8, "num_features": 96, "cells_per_stack": 2}}
+    weights = []
+    for every in (1, 2):
+        config = tiny_config(data, nasnet=recipe(model="nasnet_a_large", eval_every=every))
+        config["models"].update(models)
+        weights.append(torch.load(T.train(config, "nasnet", 0, tmp_path / str(every)), weights_only=True))
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
