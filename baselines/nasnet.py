@@ -102,8 +102,8 @@ def nasnet_a_large(num_classes: int = 1001, stem_size: int = 96, num_features: i
     if num_features % 24 or num_features < 96:  # timm fails deep inside with "groups must be a positive integer"
         raise UserError(f"nasnet_a_large num_features = {num_features} must be a multiple of 24 and at least 96",
                         "set models.nasnet_a_large.num_features to 96, 192, ... (4032 at paper scale)")
-    return NASNetA(drop_path_keep_prob, cells_per_stack, num_classes=num_classes, stem_size=stem_size, num_features=num_features,
-                   channel_multiplier=channel_multiplier, drop_rate=drop_rate)
+    return NASNetA(drop_path_keep_prob, cells_per_stack, num_classes=num_classes, stem_size=stem_size,
+                   num_features=num_features, channel_multiplier=channel_multiplier, drop_rate=drop_rate)
 
 
 def crop_boxes(images: torch.Tensor, boxes: torch.Tensor, size: int | None = None) -> torch.Tensor:
