@@ -95,6 +95,40 @@ def test_zero_image_maps_to_minus_mean_over_std(tiny_dataset):
     assert torch.allclose(out[:, 0, 0], expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("train,hflip,size", [(True, False, None), (True, True, None), (False, False, None),
+                                              (False, False, "high_res_size")])
+def test_transform_is_bitwise_torchvisions_compose(tiny_dataset, train, hflip, size):
+    """AppendixC (functional kernels) = the v2.Compose it stands for, same random draws, PIL or tensor input."""
+    from saccader.data import build_transform
+    from saccader.data.folder import _load_rgb
+
+    ds = tiny_dataset["dataset"]
+    config = {**tiny_dataset, "dataset": {**ds, "hflip": hflip, "crop_padding_fraction": 0.1}}
+    transform = build_transform(config, train=train, resolution=ds[size] if size else None)
+    reference = transform.reference_compose()
+    samples, _ = list_split(tiny_dataset, "train")
+    for path, _ in samples[:12]:
+        pil = Image.open(path).convert("RGB")
+        torch.manual_seed(7)
+        expected = reference(pil)
+        torch.manual_seed(7)
+        assert torch.equal(transform(_load_rgb(path)), expected)
+        torch.manual_seed(7)
+        assert torch.equal(transform(pil), expected)
+
+
+def test_cached_images_give_the_same_items(tiny_dataset):
+    on, off = ({**tiny_dataset, "dataset": {**tiny_dataset["dataset"], "cache_images": c}} for c in (True, False))
+    cached, plain = build_dataset(on, "train", train=True), build_dataset(off, "train", train=True)
+    for _ in range(2):  # the second pass reads the cache
+        for i in range(5):
+            torch.manual_seed(i)
+            a = cached[i]
+            torch.manual_seed(i)
+            assert torch.equal(a[0], plain[i][0]) and a[1] == plain[i][1]
+    assert sorted(cached._decoded) == list(range(5)) and plain._decoded is None
+
+
 def test_check_data_passes_then_lists_every_corrupt_file(tiny_dataset, tmp_path, capsys):
     root = tmp_path / "copy"
     shutil.copytree(tiny_dataset["dataset"]["root"], root)
