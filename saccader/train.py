@@ -357,7 +357,7 @@ def _check_recipe(run: str, rec: dict, world: int) -> None:
 
 # Recipe and dataset keys that never change the weights a run ends with: changing them keeps its checkpoint valid.
 _EXECUTION_KEYS = {"checkpoint_every", "eval_every", "eval_batch_size", "paper_lr", "paper_batch_size", "root",
-                   "num_workers"}
+                   "num_workers", "cache_images"}
 
 
 def fingerprint(config: dict, run: str) -> str:

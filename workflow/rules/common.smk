@@ -58,10 +58,10 @@ wildcard_constraints:
 def digest(*keys, **extra):
     """Short hash of the config sections a job depends on: a rule param, so that Snakemake reruns exactly the jobs
     whose part of the config changed (rerun trigger 'params') and no others. Execution settings (data-loader
-    workers, the executor section, resources) are left out: they never change a result."""
+    workers, the image cache, the executor section, resources) are left out: they never change a result."""
     part = {k: config.get(k) for k in keys}
     if "dataset" in part:
-        part["dataset"] = {k: v for k, v in part["dataset"].items() if k != "num_workers"}
+        part["dataset"] = {k: v for k, v in part["dataset"].items() if k not in ("num_workers", "cache_images")}
     part.update(extra)
     return hashlib.sha256(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -144,6 +144,17 @@ HEAVY_RESOURCES = dict(submitit_cluster="local", slurm_partition="", slurm_accou
 
 
 # ----------------------------------------------------------------------------------------------------- training
+
+
+def train_priority(wildcards):
+    """The longest chain of runs that start from this one (DRAM pre-training 2, BagNet-77-lowD 3, ...): Snakemake
+    starts the ready jobs of highest priority first, so the long chains do not end the run on one busy core."""
+    children = {run: [r for r in RUNS if run in init_runs(r)] for run in RUNS}
+
+    def depth(run):
+        return max((1 + depth(c) for c in children[run]), default=0)
+
+    return depth(wildcards.run)
 
 
 def train_inputs(wildcards):

@@ -19,6 +19,7 @@ rule train:
         args=train_args,
         folder=lambda wc: f"{R}/logs/submitit/train/{wc.run}/seed{wc.seed}",
         digest=lambda wc: digest("dataset", "models", recipe=config["train"][wc.run]),
+    priority: train_priority
     resources:
         **HEAVY_RESOURCES,
     shell:
