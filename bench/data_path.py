@@ -10,6 +10,13 @@ On generated ImageNet-like JPEGs (500 x 375, quality 90, smooth content plus noi
                                     antialiased resize, flip, to float, normalise) on the PIL image vs on the tensor
     loader_w<N>                     images/s through ``torch.utils.data.DataLoader`` (batch 32) over
                                     ``FolderDataset`` with N workers (pinned memory only matters with CUDA)
+
+On generated 64 x 64 PNG canvases (the embedded images) with ``config/embedded.yaml``'s training transform:
+    emb_compose / emb_appendix_c    images/s of the transform as a ``v2.Compose`` (``AppendixC.reference_compose``)
+                                    vs ``AppendixC`` (the same kernels called directly, what the datasets use), on
+                                    decoded tensors
+    emb_item / emb_item_cached      images/s of ``FolderDataset[i]`` (decode + transform) with
+                                    ``dataset.cache_images`` off vs on (after one pass filled the cache)
 """
 
 from __future__ import annotations
@@ -91,15 +98,55 @@ def measure(n: int = 48, workers=(0, 2), rounds: int = 3) -> dict:
     return row
 
 
+def write_canvases(folder: Path, n: int, size: int = 64, seed: int = 0) -> list[str]:
+    """``n`` random size x size RGB PNGs (the embedded dataset's format)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = folder / f"canvas{i:04d}.png"
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def measure_embedded(n: int = 256, rounds: int = 3) -> dict:
+    from saccader.data.folder import FolderDataset, _load_rgb, build_transform
+
+    config = common.embedded_config()
+    transform = build_transform(config, train=True)
+    compose = transform.reference_compose()
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_canvases(Path(tmp), n, config["dataset"]["image_size"])
+        tensors = [_load_rgb(p) for p in paths]
+        plain = FolderDataset([(p, 0) for p in paths], transform)
+        cached = FolderDataset([(p, 0) for p in paths], transform, cache=True)
+        items = range(n)
+        t = interleaved({
+            "emb_compose": lambda: rate(compose, tensors), "emb_appendix_c": lambda: rate(transform, tensors),
+            "emb_item": lambda: rate(plain.__getitem__, items),
+            "emb_item_cached": lambda: rate(cached.__getitem__, items),
+        }, rounds=rounds)  # the warm-up round fills the cache
+    row = {"canvases": n, "resolution": config["dataset"]["image_size"]}
+    for name in ("emb_compose", "emb_appendix_c", "emb_item", "emb_item_cached"):
+        row[f"{name}_img_s"] = n / t[name]
+    row["appendix_c/compose"] = t["emb_compose"] / t["emb_appendix_c"]
+    row["cached/uncached_item"] = t["emb_item"] / t["emb_item_cached"]
+    return row
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=48)
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    p.add_argument("--canvases", type=int, default=256, help="64 px PNGs for the embedded measurement")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     common.setup_threads(args.threads)
-    report("Data path", [measure(args.images, args.workers)], args.out)
+    report("Data path", [measure(args.images, args.workers), measure_embedded(args.canvases)], args.out)
     return 0
 
 

@@ -71,6 +71,8 @@ def test_data_path_decodes_generated_jpegs(tmp_path):
     assert decode_jpeg(read_file(paths[0])).shape == (3, 30, 40)
     row = data_path.measure(n=2, workers=(0,), rounds=1)
     assert row["loader_w0_img_s"] > 0 and row["tv/pil_decode"] > 0
+    emb = data_path.measure_embedded(n=2, rounds=1)
+    assert emb["emb_item_cached_img_s"] > 0 and emb["appendix_c/compose"] > 0 and emb["resolution"] == 64
 
 
 def test_gpu_script_refuses_without_cuda(capsys):

@@ -109,8 +109,8 @@ def test_embedded_config_replaces_paper_config_and_the_report_has_every_figure(t
     assert resolved["train"]["saccader"] == {**resolved["train"]["saccader"], **embedded["train"]["saccader"]}
     # long chains first: a training job's priority is the length of the chain of runs that start from it
     priorities = dict(re.findall(r"wildcards: run=(\w+), seed=0\n(?:    .*\n)*?    priority: (\d+)", out))
-    assert priorities == {"bagnet77_lowd": "3", "saccader_pretrain": "2", "dram_pretrain_wide": "2", "saccader": "1",
-                          "dram_pretrain_narrow": "1", "nasnet": "1", "nasnet_331": "1"}
+    assert priorities == {"bagnet77_lowd": "3", "saccader_pretrain": "2", "dram_pretrain_wide": "2",
+                          "saccader": "1", "dram_pretrain_narrow": "1", "nasnet": "1", "nasnet_331": "1"}
 
     for path in (Path(p) for line in out.splitlines() if line.startswith("    output: ") for p in line[12:].split(", ")):
         path.parent.mkdir(parents=True, exist_ok=True)
