@@ -41,6 +41,7 @@ from tqdm import tqdm
 from saccader import checkpoint, distributed, io, losses
 from saccader.cli import parse_run_dirs
 from saccader.config import add_config_argument, load
+from saccader.data.folder import LOADING_KEYS
 from saccader.errors import UserError
 from saccader.schedule import build_scheduler
 
@@ -357,7 +358,7 @@ def _check_recipe(run: str, rec: dict, world: int) -> None:
 
 # Recipe and dataset keys that never change the weights a run ends with: changing them keeps its checkpoint valid.
 _EXECUTION_KEYS = {"checkpoint_every", "eval_every", "eval_batch_size", "paper_lr", "paper_batch_size", "root",
-                   "num_workers", "cache_images"}
+                   *LOADING_KEYS}
 
 
 def fingerprint(config: dict, run: str) -> str:

@@ -24,6 +24,9 @@ from saccader.errors import UserError
 log = logging.getLogger("saccader.data")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 SPLIT_FOLDERS = {"train": "train", "dev": "train", "test": "val"}
+# dataset keys that say how images are loaded, never which: changing one changes no result (no Snakemake rerun,
+# checkpoints stay resumable)
+LOADING_KEYS = ("num_workers", "cache_images")
 
 
 def split_train_dev(relpaths, dev_size: int, salt: str = "saccader-dev") -> tuple[list[str], list[str]]:
@@ -102,6 +105,7 @@ class AppendixC:
                  eval_fraction: float = 1.0, mean_std: tuple | None = None):
         self.size, self.train, self.crop_scale, self.hflip = size, train, crop_scale, hflip
         self.eval_fraction, self.mean_std = eval_fraction, mean_std
+        self._center = _CenterFraction(eval_fraction)
 
     def __call__(self, img):
         import torch
@@ -118,10 +122,7 @@ class AppendixC:
             if self.hflip and torch.rand(1) < 0.5:  # v2.RandomHorizontalFlip's draw
                 img = F.horizontal_flip(img)
         else:
-            h, w = img.shape[-2:]
-            side = max(1, int(round(self.eval_fraction * min(h, w))))
-            img = F.resize(F.center_crop(img, [side, side]), [self.size, self.size], interpolation=bicubic,
-                           antialias=True)
+            img = F.resize(self._center(img), [self.size, self.size], interpolation=bicubic, antialias=True)
         img = F.to_dtype(img, torch.float32, scale=True)
         return F.normalize(img, *self.mean_std) if self.mean_std else img
 
@@ -137,7 +138,7 @@ class AppendixC:
             if self.hflip:
                 steps.append(v2.RandomHorizontalFlip())
         else:
-            steps += [_CenterFraction(self.eval_fraction),
+            steps += [self._center,
                       v2.Resize((self.size, self.size), interpolation=v2.InterpolationMode.BICUBIC, antialias=True)]
         steps.append(v2.ToDtype(torch.float32, scale=True))
         if self.mean_std:

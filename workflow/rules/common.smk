@@ -4,6 +4,7 @@
 # baselines.attacks.MODELS / required_runs, analysis.TARGETS.
 import copy
 import fnmatch
+import functools
 import hashlib
 import json
 import os
@@ -14,6 +15,7 @@ import yaml
 
 from saccader import io as sio
 from saccader.config import validate
+from saccader.data.folder import LOADING_KEYS
 
 if workflow.config_settings.configfiles:
     # A --configfile names a whole experiment: use it alone (plus --config), so that no key of config.yaml
@@ -61,7 +63,7 @@ def digest(*keys, **extra):
     workers, the image cache, the executor section, resources) are left out: they never change a result."""
     part = {k: config.get(k) for k in keys}
     if "dataset" in part:
-        part["dataset"] = {k: v for k, v in part["dataset"].items() if k not in ("num_workers", "cache_images")}
+        part["dataset"] = {k: v for k, v in part["dataset"].items() if k not in LOADING_KEYS}
     part.update(extra)
     return hashlib.sha256(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -146,15 +148,16 @@ HEAVY_RESOURCES = dict(submitit_cluster="local", slurm_partition="", slurm_accou
 # ----------------------------------------------------------------------------------------------------- training
 
 
+@functools.cache
+def chain_length(run):
+    """The longest chain of runs that start from ``run`` (DRAM pre-training 2, BagNet-77-lowD 3, ...)."""
+    return max((1 + chain_length(r) for r in RUNS if run in init_runs(r)), default=0)
+
+
 def train_priority(wildcards):
-    """The longest chain of runs that start from this one (DRAM pre-training 2, BagNet-77-lowD 3, ...): Snakemake
-    starts the ready jobs of highest priority first, so the long chains do not end the run on one busy core."""
-    children = {run: [r for r in RUNS if run in init_runs(r)] for run in RUNS}
-
-    def depth(run):
-        return max((1 + depth(c) for c in children[run]), default=0)
-
-    return depth(wildcards.run)
+    """Snakemake starts the ready jobs of highest priority first: long chains first, so that they do not end the
+    run on one busy core."""
+    return chain_length(wildcards.run)
 
 
 def train_inputs(wildcards):
