@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from saccader.errors import UserError
+from saccader.runtime import keep_freed_memory
 
 # Subcommand -> the module that registers it, in the order of --help. A job imports only its own module: the
 # others pull in scikit-learn, timm, CleverHans, ... and every embedded job would pay for them at start-up.
@@ -65,6 +66,7 @@ def _close_progress_bars() -> None:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     argv = sys.argv[1:] if argv is None else list(argv)
+    keep_freed_memory()  # before the job allocates anything (saccader.runtime)
     args = build_parser(argv[0] if argv else None).parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -18,6 +18,7 @@ import common  # noqa: E402
 import cpu_channels_last  # noqa: E402
 import data_path  # noqa: E402
 import gpu_train  # noqa: E402
+import malloc  # noqa: E402
 import p1_saccader_inference as p1  # noqa: E402
 import p2_train_step as p2  # noqa: E402
 import p3_attacks as p3  # noqa: E402
@@ -128,3 +129,10 @@ def test_cpu_channels_last_reports_each_run_in_its_own_process(capsys):
                             "--config", "config/smoke.yaml"])
     out = capsys.readouterr().out
     assert out.count("run=") == 2 and out.count("speedup=") == 2
+
+
+def test_malloc_times_both_allocator_settings_in_child_processes(capsys):
+    malloc.main(["--runs", "resnet_v2_50", "--rounds", "1", "--steps", "1", "--batch", "2",
+                 "--config", "config/smoke.yaml"])
+    out = capsys.readouterr().out
+    assert out.count("run=resnet_v2_50") == 1 and "speedup=" in out and "peak_rss_ratio=" in out
