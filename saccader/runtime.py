@@ -11,7 +11,8 @@ log = logging.getLogger(__name__)
 # glibc mallopt parameters (malloc.h). By default glibc hands freed memory back to the kernel (trim at 128 KB,
 # mmap for blocks over 128 KB-32 MB), so every training step of a CPU job maps, faults in and zeroes its activation
 # buffers again: about a tenth of a job's CPU time was kernel time. Keeping the freed memory in the heap makes a
-# training step 5-15 % faster (bench/malloc.py) for a few percent more peak memory. No PyTorch or ecosystem API
+# training step up to 10 % faster alone and 4-6 % with two jobs side by side (bench/malloc.py, bench/README.md),
+# with peak memory within 1 %. No PyTorch or ecosystem API
 # sets this (the usual advice is to preload jemalloc or tcmalloc, which are not installed here); the allocator
 # never changes a number that is computed, so weights and results stay bitwise the same.
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
