@@ -89,7 +89,9 @@ def main(argv=None) -> int:
             for keep in (False, True):
                 cmd = [sys.executable, __file__, "--child", run, "--steps", str(args.steps), "--batch",
                        str(args.batch), "--threads", str(args.threads or 1), "--config", args.config]
-                proc = subprocess.run(cmd + ["--keep"] * keep, capture_output=True, text=True, cwd=ROOT, check=True)
+                if keep:
+                    cmd.append("--keep")
+                proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=True)
                 got[keep].append(json.loads(proc.stdout.strip().splitlines()[-1]))
         if any("error" in r for r in got[True]):
             rows.append({"run": run, "skipped": got[True][0]["error"]})

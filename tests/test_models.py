@@ -343,7 +343,7 @@ def _deepest_op_outputs(model, x):
 
 
 def test_nasnet_drop_path_is_off_until_scheduled_and_in_eval():
-    model = embedded("nasnet_a_large").train()
+    model = embedded("nasnet_a_large", drop_path_keep_prob=0.7).train()  # the paper's (the embedded config: 1.0)
     x = torch.randn(4, 3, 64, 64)
     torch.manual_seed(1)
     a = model(x)
@@ -354,6 +354,16 @@ def test_nasnet_drop_path_is_off_until_scheduled_and_in_eval():
     assert not torch.allclose(a, model(x))
     model.eval()
     assert torch.equal(model(x), model(x))
+
+
+def test_nasnet_keep_prob_one_never_drops_a_path():
+    model = embedded("nasnet_a_large", drop_path_keep_prob=1.0).train()
+    model.drop_path_progress = 1.0
+    x = torch.randn(4, 3, 64, 64)
+    torch.manual_seed(1)
+    a = _deepest_op_outputs(model, x)
+    torch.manual_seed(2)  # other draws: with drop path on, other paths would be dropped
+    assert torch.equal(a, _deepest_op_outputs(model, x))
 
 
 def test_nasnet_drop_path_rate_follows_depth_and_progress():
