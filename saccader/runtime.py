@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 
 log = logging.getLogger(__name__)
@@ -12,22 +11,21 @@ log = logging.getLogger(__name__)
 # mmap for blocks over 128 KB-32 MB), so every training step of a CPU job maps, faults in and zeroes its activation
 # buffers again: about a tenth of a job's CPU time was kernel time. Keeping the freed memory in the heap makes a
 # training step up to 10 % faster alone and 4-6 % with two jobs side by side (bench/malloc.py, bench/README.md),
-# with peak memory within 1 %. No PyTorch or ecosystem API
-# sets this (the usual advice is to preload jemalloc or tcmalloc, which are not installed here); the allocator
-# never changes a number that is computed, so weights and results stay bitwise the same.
+# with peak memory within 1 %. No PyTorch or ecosystem API sets this (the usual advice is to preload jemalloc or
+# tcmalloc, which are not installed here); the allocator never changes a number that is computed, so weights and
+# results stay bitwise the same.
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 KEEP_FREED = {_M_MMAP_THRESHOLD: 1 << 30, _M_TRIM_THRESHOLD: 1 << 30, _M_TOP_PAD: 1 << 28}
 
 
 def keep_freed_memory() -> bool:
     """Tell glibc's malloc to keep freed memory for reuse (no-op, returning False, on other C libraries)."""
-    name = ctypes.util.find_library("c")
-    try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError, TypeError):  # musl, macOS, Windows: no mallopt, nothing to tune
+    try:  # the symbols already loaded into this process, libc's among them: no library search
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, TypeError):  # macOS, Windows: no mallopt, nothing to tune
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    ok = all(mallopt(param, value) == 1 for param, value in KEEP_FREED.items())
+    ok = all(mallopt(param, value) == 1 for param, value in KEEP_FREED.items())  # musl's stub returns 0
     if not ok:
-        log.debug("mallopt refused a setting; glibc's defaults stay")
+        log.debug("mallopt refused a setting; it and the ones after it keep their defaults")
     return ok
