@@ -345,6 +345,25 @@ def use_channels_last(rec: dict, device: torch.device) -> bool:
     return bool(rec.get("channels_last", device.type == "cuda"))
 
 
+def use_bf16(rec: dict, device: torch.device) -> bool:
+    """The recipe's ``bf16`` (autocast of the training forward); by default on CUDA only. On CPU it is a per-run
+    choice that needs AMX tiles: there a BagNet step is 1.5x faster (bench/cpu_bf16.py), while NASNet's depthwise
+    convolutions get slower; without AMX bf16 is emulated and slow, so such a CPU trains in fp32 (and says so)."""
+    if not rec.get("bf16", device.type == "cuda"):
+        return False
+    if device.type == "cpu" and not torch.cpu._is_amx_tile_supported():
+        log.warning("bf16 requested but this CPU has no AMX tiles: training in fp32")
+        return False
+    return True
+
+
+def _autocast(enabled: bool, device: torch.device):
+    """A factory of bf16 autocast contexts for ``device`` (no-op contexts when disabled)."""
+    if not enabled:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+
+
 # --------------------------------------------------------------------------------------------------- the loop
 
 def _check_recipe(run: str, rec: dict, world: int) -> None:
@@ -447,7 +466,7 @@ def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, st
 
         ema = ModelEmaV3(model, decay=rec["ema_decay"])
     generator = torch.Generator(device=dev).manual_seed(seed + 1_000_003 * (1 + distributed.rank()))
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if dev.type == "cuda" else contextlib.nullcontext
+    autocast = _autocast(use_bf16(rec, dev), dev)
     workers = config["dataset"].get("num_workers", 0)
     # Reused every epoch (bench/data_path). Its own generator: a DataLoader draws a base seed from the global RNG at
     # every pass, which dropout and drop path also use, so without it eval_every would change the trained weights.
