@@ -25,8 +25,9 @@ DEFAULT_RUNS = ["bagnet77_lowd", "saccader", "resnet_v2_50", "dram_pretrain_wide
                 "nasnet_77", "nasnet_113"]
 
 
-def time_run(run: str, rounds: int, batch: int, config_path: str = "config/embedded.yaml") -> dict:
-    """Median step seconds of ``run`` in both memory formats (in this process)."""
+def time_variants(run: str, rounds: int, batch: int, config_path: str,
+                  variants: dict[str, tuple[bool, bool]]) -> dict[str, float]:
+    """Median step seconds of ``run`` for each variant name -> (channels_last, bf16 autocast), in this process."""
     import torch
 
     from gpu_train import _setup
@@ -35,30 +36,38 @@ def time_run(run: str, rounds: int, batch: int, config_path: str = "config/embed
     config = embedded_config(config_path)
     cpu = torch.device("cpu")
     generator = torch.Generator().manual_seed(0)
-    variants = {}
-    for fmt in ("nchw", "channels_last"):
+    steps = {}
+    for name, (channels_last, bf16) in variants.items():
         torch.manual_seed(0)
-        rec, model, optimizer, res = _setup(config, run, cpu, channels_last=fmt == "channels_last")
+        rec, model, optimizer, res = _setup(config, run, cpu, channels_last=channels_last)
         images = torch.randn(batch, 3, res, res)
-        if fmt == "channels_last":
+        if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         labels = torch.randint(0, config["dataset"]["num_classes"], (batch,))
 
-        def step(model=model, rec=rec, images=images, labels=labels, optimizer=optimizer):
-            loss, _ = step_loss(model, rec, images, labels, generator)
+        def step(model=model, rec=rec, images=images, labels=labels, optimizer=optimizer, bf16=bf16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss, _ = step_loss(model, rec, images, labels, generator)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
 
-        variants[fmt] = step
-    t = interleaved(variants, rounds)
+        steps[name] = step
+    return interleaved(steps, rounds)
+
+
+def time_run(run: str, rounds: int, batch: int, config_path: str = "config/embedded.yaml") -> dict:
+    """Median fp32 step seconds of ``run`` in both memory formats (in this process)."""
+    t = time_variants(run, rounds, batch, config_path, {"nchw": (False, False), "channels_last": (True, False)})
     return {"run": run, "nchw_s": t["nchw"], "channels_last_s": t["channels_last"],
             "speedup": t["nchw"] / t["channels_last"]}
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", nargs="+", default=DEFAULT_RUNS)
+def main(argv=None, name: str = "cpu_channels_last", script: str = __file__, timer=time_run,
+         description: str = __doc__.splitlines()[0], default_runs: list[str] = DEFAULT_RUNS) -> int:
+    """Every run in its own child process (``script --child RUN``, which calls ``timer``); a crash is a row."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--runs", nargs="+", default=default_runs)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=None)
@@ -68,18 +77,18 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     setup_threads(args.threads)
     if args.child:
-        print(json.dumps(time_run(args.child, args.rounds, args.batch, args.config)))
+        print(json.dumps(timer(args.child, args.rounds, args.batch, args.config)))
         return 0
     rows = []
     for run in args.runs:
-        cmd = [sys.executable, __file__, "--child", run, "--rounds", str(args.rounds), "--batch", str(args.batch),
+        cmd = [sys.executable, script, "--child", run, "--rounds", str(args.rounds), "--batch", str(args.batch),
                "--threads", str(args.threads or 1), "--config", args.config]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         if proc.returncode == 0:
             rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         else:  # a negative code is the signal that killed the child (-11: segmentation fault)
             rows.append({"run": run, "crashed": f"exit {proc.returncode}"})
-    report("cpu_channels_last", rows, args.out)
+    report(name, rows, args.out)
     return 0
 
 

@@ -83,7 +83,15 @@ def load_run(config: dict, run: str, ckpts: dict[str, Path], dev: torch.device |
     except RuntimeError as exc:
         raise UserError(f"{path} does not fit model {name} ({str(exc).splitlines()[0]})",
                         "evaluate with the config the run was trained with") from None
-    return model.to(dev or device()).eval()
+    dev = dev or device()
+    model = model.to(dev).eval()
+    # The memory format the run trained in (bench/cpu_channels_last.py); a channels_last weight makes the
+    # convolutions pick it whatever the input's layout, and logits are the same up to float rounding.
+    from saccader.train import use_channels_last
+
+    if use_channels_last(config.get("train", {}).get(run) or {}, dev):
+        model = model.to(memory_format=torch.channels_last)
+    return model
 
 
 def image_logits(model, images: torch.Tensor, num_glimpses: int | None = None) -> torch.Tensor:

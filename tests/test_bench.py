@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
 import common  # noqa: E402
+import cpu_bf16  # noqa: E402
 import cpu_channels_last  # noqa: E402
 import data_path  # noqa: E402
 import gpu_train  # noqa: E402
@@ -129,6 +130,14 @@ def test_cpu_channels_last_reports_each_run_in_its_own_process(capsys):
                             "--config", "config/smoke.yaml"])
     out = capsys.readouterr().out
     assert out.count("run=") == 2 and out.count("speedup=") == 2
+
+
+def test_cpu_bf16_times_both_precisions_in_the_recipes_memory_format(capsys):
+    cpu_bf16.main(["--runs", "nasnet", "bagnet77", "--rounds", "1", "--batch", "2",
+                   "--config", "config/smoke.yaml"])
+    out = capsys.readouterr().out
+    assert out.count("speedup=") == 2 and "fp32_s=" in out and "bf16_s=" in out
+    assert "run=nasnet  channels_last=True" in out and "run=bagnet77  channels_last=False" in out
 
 
 def test_malloc_times_both_allocator_settings_in_child_processes(capsys):

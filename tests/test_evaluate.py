@@ -125,6 +125,21 @@ def test_full_image_bagnet_matches_mean_of_logits(tiny_setup):
     assert frame.loc[frame.metric == "top1", "value"].item() == pytest.approx(acc)
 
 
+def test_a_run_trained_channels_last_is_evaluated_channels_last_with_the_same_logits(tiny_setup):
+    config, ckpts, _ = tiny_setup
+    x = torch.randn(4, 3, 16, 16)
+    config["train"]["resnet_v2_50"] = {"model": "resnet_v2_50", "channels_last": False}
+    plain = evaluate.load_run(config, "resnet_v2_50", ckpts, torch.device("cpu"))
+    config["train"]["resnet_v2_50"]["channels_last"] = True
+    fast = evaluate.load_run(config, "resnet_v2_50", ckpts, torch.device("cpu"))
+    convs = [m.weight for m in fast.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    assert not all(m.weight.is_contiguous(memory_format=torch.channels_last)
+                   for m in plain.modules() if isinstance(m, torch.nn.Conv2d))
+    with torch.no_grad():
+        torch.testing.assert_close(evaluate.image_logits(fast, x), evaluate.image_logits(plain, x))
+
+
 def test_missing_checkpoint_is_a_user_error(tiny_setup):
     config, ckpts, tmp_path = tiny_setup
     with pytest.raises(UserError, match="--ckpt"):

@@ -183,3 +183,32 @@ def test_dev_evaluations_do_not_change_the_trained_weights(data, tmp_path):
         weights.append(torch.load(T.train(config, "nasnet", 0, tmp_path / str(every)), weights_only=True))
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_bf16_is_a_recipe_choice_that_needs_amx_on_cpu(monkeypatch, caplog):
+    """bf16 defaults to CUDA only; on CPU a recipe's bf16 applies only where the CPU has AMX tiles."""
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert T.use_bf16({}, cuda) and not T.use_bf16({}, cpu) and not T.use_bf16({"bf16": False}, cuda)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert T.use_bf16({"bf16": True}, cpu)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    with caplog.at_level("WARNING", logger="saccader.train"):
+        assert not T.use_bf16({"bf16": True}, cpu)
+    assert "no AMX" in caplog.text
+
+
+def test_bf16_training_autocasts_the_forward(data, monkeypatch, tmp_path):
+    """With bf16 on, the training forward runs under CPU autocast (the weights stay fp32 and differ from an fp32
+    run of the same seed); without it, it does not."""
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)  # emulated where there is no AMX
+    seen = []
+    real = T.step_loss
+    monkeypatch.setattr(T, "step_loss", lambda *a, **k: (seen.append(torch.is_autocast_enabled("cpu")), real(*a, **k))[1])
+    weights = {}
+    for bf16 in (False, True):
+        seen.clear()
+        config = tiny_config(data, bagnet77_lowd=recipe(epochs=1, bf16=bf16))
+        weights[bf16] = torch.load(T.train(config, "bagnet77_lowd", 0, tmp_path / str(bf16)), weights_only=True)
+        assert seen and set(seen) == {bf16}
+    assert all(v.dtype == torch.float32 for v in weights[True].values() if v.is_floating_point())
+    assert any(not torch.equal(weights[False][k], weights[True][k]) for k in weights[False])
