@@ -19,7 +19,6 @@ for the tests (tiny configs only).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
 
 import common  # noqa: F401
@@ -53,7 +52,7 @@ def _setup(config: dict, run: str, device: torch.device, channels_last: bool):
 def train_rate(config: dict, run: str, batch: int, device: torch.device, amp: bool, channels_last: bool,
                compile_: bool = False, steps: int = 10, warmup: int = 3) -> float:
     """Images/s of ``steps`` training steps of ``run`` (after ``warmup`` steps)."""
-    from saccader.train import step_loss
+    from saccader.train import _autocast, step_loss
 
     rec, model, optimizer, res = _setup(config, run, device, channels_last)
     images = torch.randn(batch, 3, res, res, device=device)
@@ -61,7 +60,7 @@ def train_rate(config: dict, run: str, batch: int, device: torch.device, amp: bo
         images = images.contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, config["dataset"]["num_classes"], (batch,), device=device)
     generator = torch.Generator(device=device).manual_seed(0)
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if amp else contextlib.nullcontext
+    autocast = _autocast(amp, device)
     loss_fn = lambda x, y: step_loss(model, rec, x, y, generator)[0]  # noqa: E731
     if compile_:
         loss_fn = torch.compile(loss_fn)

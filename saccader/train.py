@@ -346,7 +346,7 @@ def use_channels_last(rec: dict, device: torch.device) -> bool:
 
 
 def use_bf16(rec: dict, device: torch.device) -> bool:
-    """The recipe's ``bf16`` (autocast of the training forward); by default on CUDA only. On CPU it is a per-run
+    """The recipe's ``bf16`` (autocast of the training and dev forwards); by default on CUDA only. On CPU it is a per-run
     choice that needs AMX tiles: there a BagNet step is 1.5x faster (bench/cpu_bf16.py), while NASNet's depthwise
     convolutions get slower; without AMX bf16 is emulated and slow, so such a CPU trains in fp32 (and says so)."""
     if not rec.get("bf16", device.type == "cuda"):
