@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shlex
 import sys
 import time
 from functools import partial
@@ -59,8 +60,11 @@ class SaccaderJob(submitit.helpers.Checkpointable):
 
 def build_executor(args) -> submitit.AutoExecutor:
     """An AutoExecutor whose parameters are exactly the flags given (the rule's Snakemake resources)."""
+    extra = {}
+    if args.cluster == "local" and args.warm_start:  # fork the job from a server that has torch imported
+        extra["local_python"] = f"{shlex.quote(sys.executable)} -m saccader.warmstart --threads {args.cpus}"
     executor = submitit.AutoExecutor(folder=args.folder, cluster=args.cluster,
-                                     slurm_max_num_timeout=args.max_requeues)
+                                     slurm_max_num_timeout=args.max_requeues, **extra)
     params = dict(name=args.name or args.command[0], timeout_min=args.time_min, cpus_per_task=args.cpus,
                   # one task per GPU, as DINO's launcher: saccader.distributed joins them into one process group
                   gpus_per_node=args.gpus, tasks_per_node=max(1, args.gpus), nodes=1, mem_gb=args.mem_mb / 1024,
@@ -120,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "default: executor.signal_delay_s of the command's --config")
     parser.add_argument("--max-requeues", type=int, default=None,
                         help="requeues after time-outs before failing; default: executor.max_requeues of --config")
+    parser.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=None,
+                        help="local jobs: fork from a server with torch imported (saccader.warmstart) instead of a "
+                             "fresh interpreter; default: executor.warm_start of --config")
     parser.add_argument("--tail", type=int, default=40, help="stderr lines shown when the job fails")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the saccader subcommand and its flags")
     return parser
@@ -145,10 +152,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
     if args.command[:1] == ["--"]:
         args.command = args.command[1:]
-    if args.signal_delay_s is None or args.max_requeues is None:
+    unset = [key for key in ("signal_delay_s", "max_requeues", "warm_start") if getattr(args, key) is None]
+    if unset:
         executor = _executor_settings(args.command)
-        args.signal_delay_s = executor["signal_delay_s"] if args.signal_delay_s is None else args.signal_delay_s
-        args.max_requeues = executor["max_requeues"] if args.max_requeues is None else args.max_requeues
+        for key in unset:
+            setattr(args, key, executor[key])
     return args
 
 

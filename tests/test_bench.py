@@ -24,6 +24,7 @@ import p1_saccader_inference as p1  # noqa: E402
 import p2_train_step as p2  # noqa: E402
 import p3_attacks as p3  # noqa: E402
 import p5_rules  # noqa: E402
+import warmstart  # noqa: E402
 
 from saccader.config import load  # noqa: E402
 from saccader.errors import UserError  # noqa: E402
@@ -138,6 +139,16 @@ def test_cpu_bf16_times_both_precisions_in_the_recipes_memory_format(capsys):
     out = capsys.readouterr().out
     assert out.count("speedup=") == 2 and "fp32_s=" in out and "bf16_s=" in out
     assert "run=nasnet  channels_last=True" in out and "run=bagnet77  channels_last=False" in out
+
+
+def test_warmstart_times_fresh_and_warm_jobs_of_each_subcommand(capsys, monkeypatch, tmp_path):
+    import tempfile
+
+    monkeypatch.setenv("TMPDIR", tempfile.mkdtemp(prefix="wsb", dir="/tmp"))  # its own server, short socket path
+    warmstart.main(["--jobs", "1", "--commands", "params"])
+    out = capsys.readouterr().out
+    assert "command=params  fresh_s=" in out and "warm_s=" in out and "speedup=" in out
+    assert "starting the server" in out
 
 
 def test_malloc_times_both_allocator_settings_in_child_processes(capsys):
