@@ -25,7 +25,6 @@ import atexit
 import errno
 import fcntl
 import hashlib
-import io
 import json
 import os
 import runpy
@@ -126,13 +125,6 @@ def _recv(sock: socket.socket, max_fds: int = 0):
 # ------------------------------------------------------------------------------------------------ server
 
 
-def _fresh_stdio() -> None:
-    """Unbuffered stdio on descriptors 0-2, as ``python -u`` gives a fresh job."""
-    sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
-    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=True)
-    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), write_through=True, errors="backslashreplace")
-
-
 def _reset_generators() -> None:
     """Unseeded generators, as a fresh interpreter has them: without this every child would draw the same numbers."""
     import random
@@ -155,7 +147,9 @@ def _run_child(request: dict, fds: list[int]) -> None:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
-    _fresh_stdio()
+    # sys.stdin/stdout/stderr stay the server's objects, now on the job's descriptors: the server runs with -u, so
+    # they are unbuffered as a fresh ``python -u`` job's, and the handlers that modules bound to them at import
+    # time (submitit's logger) write into the job's files.
     _reset_generators()
     sys.argv = [request["module"], *request["args"]]
     sys.path[0] = request["cwd"]  # what ``python -m`` puts first
@@ -176,7 +170,7 @@ def _run_child(request: dict, fds: list[int]) -> None:
         if thread is not threading.main_thread() and not thread.daemon:
             thread.join()
     atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
         try:
             stream.flush()
         except (OSError, ValueError):
@@ -358,7 +352,7 @@ def connect_or_start(threads: int, idle_s: float = IDLE_S) -> socket.socket:
             return sock
         with open(folder / f"{key}.log", "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "saccader.warmstart", "--serve", str(path), "--idle-s", str(idle_s)],
+                [sys.executable, "-u", "-m", "saccader.warmstart", "--serve", str(path), "--idle-s", str(idle_s)],
                 env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -371,13 +365,25 @@ def connect_or_start(threads: int, idle_s: float = IDLE_S) -> socket.socket:
         raise WarmStartUnavailable(f"no server on {path} after {START_TIMEOUT_S:.0f} s")
 
 
+def _stdio_fds() -> list[int]:
+    """Descriptors 0-2 to hand to the job; a closed one is replaced by /dev/null, as a fresh interpreter has it."""
+    fds = []
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+            fds.append(fd)
+        except OSError:
+            fds.append(os.open(os.devnull, os.O_RDWR))
+    return fds
+
+
 def run_forked(threads: int, module: str, args: list[str], idle_s: float = IDLE_S) -> int:
     """Run ``python -m module args`` as a child of the server; return its exit code (or die by its signal)."""
     for attempt in range(3):  # a server that went idle between connect and request: start another
         sock = connect_or_start(threads, idle_s)
         request = {"module": module, "args": args, "cwd": os.getcwd(), "env": dict(os.environ)}
         try:
-            _send(sock, request, fds=[0, 1, 2])
+            _send(sock, request, fds=_stdio_fds())
             reply = _recv(sock)
         except OSError:
             reply = None

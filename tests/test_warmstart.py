@@ -22,11 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 PROBE = """
 import os, sys, time, signal
+mode = sys.argv[1]
+if mode == "usr2":  # before the first line: the test signals once it has read it
+    signal.signal(signal.SIGUSR2, lambda *_: sys.exit(7))
 print("argv", sys.argv[1:], "cwd", os.getcwd(), "X", os.environ.get("X"), "parent", os.getppid(), flush=True)
 print("to stderr", file=sys.stderr, flush=True)
-mode = sys.argv[1]
-if mode == "usr2":
-    signal.signal(signal.SIGUSR2, lambda *_: sys.exit(7))
 if mode in ("usr2", "sleep"):
     time.sleep(60)
 if mode == "term":
@@ -129,6 +129,8 @@ def test_a_launched_training_run_is_bitwise_the_same_warm_or_fresh(tiny_dataset,
                                "--out", str(out / "run")], cwd=ROOT, env=env, capture_output=True, text=True,
                               timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
+        job_out = next((out / "sub").glob("*_0_log.out")).read_text()
+        assert "Job completed successfully" in job_out  # submitit's logger, bound to stdout at import, still lands
         weights[mode] = torch.load(out / "run" / "model.pt", weights_only=True)
     state_warm, state_fresh = weights.values()
     assert state_warm.keys() == state_fresh.keys()
