@@ -96,10 +96,8 @@ def server_dir() -> Path:
 def _send(sock: socket.socket, obj, fds: list[int] = ()) -> None:
     data = json.dumps(obj).encode()
     payload = _HEADER.pack(len(data)) + data
-    if fds:
-        socket.send_fds(sock, [payload], list(fds))
-    else:
-        sock.sendall(payload)
+    sent = socket.send_fds(sock, [payload], list(fds)) if fds else 0  # the descriptors ride on the first bytes
+    sock.sendall(payload[sent:])
 
 
 def _recv(sock: socket.socket, max_fds: int = 0):
@@ -153,16 +151,16 @@ def _run_child(request: dict, fds: list[int]) -> None:
     _reset_generators()
     sys.argv = [request["module"], *request["args"]]
     sys.path[0] = request["cwd"]  # what ``python -m`` puts first
-    code = 0
+    code, die_by = 0, None
     try:
         runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if not isinstance(exc.code, (int, type(None))):
             print(exc.code, file=sys.stderr)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # an interpreter then dies by SIGINT, after its clean-up
         traceback.print_exc()
-        code = 128 + signal.SIGINT
+        code, die_by = 128 + signal.SIGINT, signal.SIGINT
     except BaseException:  # noqa: BLE001 - what an interpreter does with an uncaught exception
         traceback.print_exc()
         code = 1
@@ -175,6 +173,9 @@ def _run_child(request: dict, fds: list[int]) -> None:
             stream.flush()
         except (OSError, ValueError):
             pass
+    if die_by is not None:
+        signal.signal(die_by, signal.SIG_DFL)
+        os.kill(os.getpid(), die_by)
     os._exit(code)
 
 

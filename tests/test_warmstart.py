@@ -33,6 +33,8 @@ if mode == "term":
     os.kill(os.getpid(), signal.SIGTERM)
 if mode == "raise":
     raise ValueError("boom")
+if mode == "interrupt":
+    raise KeyboardInterrupt
 sys.exit(int(mode))
 """
 
@@ -71,9 +73,12 @@ def test_a_forked_job_gets_the_clients_argv_cwd_env_stdio_and_exit_code(env, tmp
     assert parents != {str(os.getpid())}
 
 
-def test_an_uncaught_exception_exits_1_with_its_traceback(env, tmp_path):
+def test_an_uncaught_exception_exits_as_in_a_fresh_interpreter(env, tmp_path):
     code, _, err = finish(client(env, "raise", cwd=tmp_path))
     assert code == 1 and "ValueError: boom" in err
+    fresh = subprocess.run([sys.executable, "-m", "probe", "interrupt"], cwd=tmp_path, env=env, capture_output=True)
+    code, _, err = finish(client(env, "interrupt", cwd=tmp_path))
+    assert code == fresh.returncode == -signal.SIGINT and "KeyboardInterrupt" in err
 
 
 def test_signals_reach_the_job_and_its_death_by_signal_is_the_clients(env, tmp_path):
