@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -184,8 +185,7 @@ class Server:
 
     def __init__(self, path: Path, idle_s: float = IDLE_S):
         self.path, self.idle_s = path, idle_s
-        self.children: dict[int, socket.socket] = {}  # pid -> its client's connection
-        self.watched: set[socket.socket] = set()  # connections whose closing kills their child
+        self.children: dict[int, socket.socket] = {}  # pid -> its client's connection (watched by the selector)
         self.selector = selectors.DefaultSelector()
         self.listener: socket.socket | None = None
         self.last_busy = time.monotonic()
@@ -269,11 +269,9 @@ class Server:
         except OSError:
             pass  # the client is gone: _client_gone kills the child on the next select
         self.selector.register(conn, selectors.EVENT_READ)
-        self.watched.add(conn)
 
     def _unwatch(self, conn: socket.socket) -> None:
-        if conn in self.watched:
-            self.watched.discard(conn)
+        with contextlib.suppress(KeyError):  # already unwatched: its client went away before the child ended
             self.selector.unregister(conn)
 
     def _client_gone(self, conn: socket.socket) -> None:
@@ -380,7 +378,7 @@ def _stdio_fds() -> list[int]:
 
 def run_forked(threads: int, module: str, args: list[str], idle_s: float = IDLE_S) -> int:
     """Run ``python -m module args`` as a child of the server; return its exit code (or die by its signal)."""
-    for attempt in range(3):  # a server that went idle between connect and request: start another
+    for _ in range(3):  # a server that went idle between connect and request: start another
         sock = connect_or_start(threads, idle_s)
         request = {"module": module, "args": args, "cwd": os.getcwd(), "env": dict(os.environ)}
         try:

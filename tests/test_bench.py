@@ -141,11 +141,16 @@ def test_cpu_bf16_times_both_precisions_in_the_recipes_memory_format(capsys):
     assert "run=nasnet  channels_last=True" in out and "run=bagnet77  channels_last=False" in out
 
 
-def test_warmstart_times_fresh_and_warm_jobs_of_each_subcommand(capsys, monkeypatch, tmp_path):
+def test_warmstart_times_fresh_and_warm_jobs_of_each_subcommand(capsys, monkeypatch):
+    import shutil
     import tempfile
 
-    monkeypatch.setenv("TMPDIR", tempfile.mkdtemp(prefix="wsb", dir="/tmp"))  # its own server, short socket path
-    warmstart.main(["--jobs", "1", "--commands", "params"])
+    tmp = tempfile.mkdtemp(prefix="wsb", dir="/tmp")  # its own server, on a short socket path
+    monkeypatch.setenv("TMPDIR", tmp)
+    try:
+        warmstart.main(["--jobs", "1", "--commands", "params"])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     out = capsys.readouterr().out
     assert "command=params  fresh_s=" in out and "warm_s=" in out and "speedup=" in out
     assert "starting the server" in out
