@@ -185,22 +185,22 @@ def test_dev_evaluations_do_not_change_the_trained_weights(data, tmp_path):
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
-def test_bf16_is_a_recipe_choice_that_needs_amx_on_cpu(monkeypatch, caplog):
-    """bf16 defaults to CUDA only; on CPU a recipe's bf16 applies only where the CPU has AMX tiles."""
+@pytest.mark.parametrize("amx, avx512_bf16", [(True, False), (False, True), (False, False)])
+def test_bf16_is_a_recipe_choice_that_needs_native_bf16_on_cpu(monkeypatch, caplog, amx, avx512_bf16):
+    """bf16 defaults to CUDA only; on CPU a recipe's bf16 applies only where the CPU has AMX tiles or AVX512-BF16."""
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert T.use_bf16({}, cuda) and not T.use_bf16({}, cpu) and not T.use_bf16({"bf16": False}, cuda)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
-    assert T.use_bf16({"bf16": True}, cpu)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     with caplog.at_level("WARNING", logger="saccader.train"):
-        assert not T.use_bf16({"bf16": True}, cpu)
-    assert "no AMX" in caplog.text
+        assert T.use_bf16({"bf16": True}, cpu) == (amx or avx512_bf16)
+    assert ("neither AMX tiles nor AVX512-BF16" in caplog.text) == (not (amx or avx512_bf16))
 
 
 def test_bf16_training_autocasts_the_forward(data, monkeypatch, tmp_path):
     """With bf16 on, the training forward runs under CPU autocast (the weights stay fp32 and differ from an fp32
     run of the same seed); without it, it does not."""
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)  # emulated where there is no AMX
+    monkeypatch.setattr(T, "cpu_has_native_bf16", lambda: True)  # emulated where the CPU has no native bf16
     seen = []
     real = T.step_loss
     monkeypatch.setattr(T, "step_loss", lambda *a, **k: (seen.append(torch.is_autocast_enabled("cpu")), real(*a, **k))[1])
