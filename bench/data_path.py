@@ -17,6 +17,10 @@ On generated 64 x 64 PNG canvases (the embedded images) with ``config/embedded.y
                                     decoded tensors
     emb_item / emb_item_cached      images/s of ``FolderDataset[i]`` (decode + transform) with
                                     ``dataset.cache_images`` off vs on (after one pass filled the cache)
+    emb_item_forked_rng /           a cached item whose augmentation is drawn by forking and reseeding the global
+    emb_item_generator              generator vs from a generator of its own (what ``_SeededItems`` does now)
+    emb_first_pass_decode /         a new job's first pass over the split with ``cache_images``: decode every
+    emb_first_pass_pack             image vs load the decoded split from its pack file
 """
 
 from __future__ import annotations
@@ -120,20 +124,39 @@ def measure_embedded(n: int = 256, rounds: int = 3) -> dict:
     compose = transform.reference_compose()
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_canvases(Path(tmp), n, config["dataset"]["image_size"])
+        samples = [(p, 0) for p in paths]
         tensors = [_load_rgb(p) for p in paths]
-        plain = FolderDataset([(p, 0) for p in paths], transform)
-        cached = FolderDataset([(p, 0) for p in paths], transform, cache=True)
+        plain = FolderDataset(samples, transform)
+        cached = FolderDataset(samples, transform, cache=True)
         items = range(n)
+
+        def forked(i):  # how _SeededItems drew an item's augmentation before it had a generator of its own
+            with torch.random.fork_rng(devices=[]):
+                torch.default_generator.manual_seed(i)
+                return cached[i]
+
+        def new_job(pack):  # a job's first pass over the split: decode everything, or load the pack
+            ds = FolderDataset(samples, transform, cache=True, pack=pack)
+            for i in items:
+                ds[i]
+
         t = interleaved({
             "emb_compose": lambda: rate(compose, tensors), "emb_appendix_c": lambda: rate(transform, tensors),
             "emb_item": lambda: rate(plain.__getitem__, items),
             "emb_item_cached": lambda: rate(cached.__getitem__, items),
-        }, rounds=rounds)  # the warm-up round fills the cache
+            "emb_item_forked_rng": lambda: rate(forked, items),
+            "emb_item_generator": lambda: rate(lambda i: cached.get(i, torch.Generator().manual_seed(i)), items),
+            "emb_first_pass_decode": lambda: new_job(None),
+            "emb_first_pass_pack": lambda: new_job(Path(tmp) / ".decoded.pt"),
+        }, rounds=rounds)  # the warm-up round fills the cache and writes the pack
     row = {"canvases": n, "resolution": config["dataset"]["image_size"]}
-    for name in ("emb_compose", "emb_appendix_c", "emb_item", "emb_item_cached"):
+    for name in ("emb_compose", "emb_appendix_c", "emb_item", "emb_item_cached", "emb_item_forked_rng",
+                 "emb_item_generator", "emb_first_pass_decode", "emb_first_pass_pack"):
         row[f"{name}_img_s"] = n / t[name]
     row["appendix_c/compose"] = t["emb_compose"] / t["emb_appendix_c"]
     row["cached/uncached_item"] = t["emb_item"] / t["emb_item_cached"]
+    row["generator/forked_rng_item"] = t["emb_item_forked_rng"] / t["emb_item_generator"]
+    row["pack/decode_first_pass"] = t["emb_first_pass_decode"] / t["emb_first_pass_pack"]
     return row
 
 

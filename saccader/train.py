@@ -309,11 +309,10 @@ class _SeededItems(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index):
-        with torch.random.fork_rng(devices=[]):
-            # The CPU generator alone: torch.manual_seed also seeds every accelerator backend, 70 us an item
-            # (bench/p2_train_step.py); the transforms draw from the CPU generator only.
-            torch.default_generator.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(index))
-            return self.dataset[index]
+        # A generator of its own, seeded like the global CPU generator was (the same draws, bitwise the same crops):
+        # forking and reseeding the global one cost more than the crop itself (bench/data_path.py).
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(index))
+        return self.dataset.get(index, generator)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:

@@ -76,6 +76,7 @@ def test_data_path_decodes_generated_jpegs(tmp_path):
     assert row["loader_w0_img_s"] > 0 and row["tv/pil_decode"] > 0
     emb = data_path.measure_embedded(n=2, rounds=1)
     assert emb["emb_item_cached_img_s"] > 0 and emb["appendix_c/compose"] > 0 and emb["resolution"] == 64
+    assert emb["generator/forked_rng_item"] > 0 and emb["pack/decode_first_pass"] > 0
 
 
 def test_gpu_script_refuses_without_cuda(capsys):

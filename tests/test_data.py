@@ -117,16 +117,55 @@ def test_transform_is_bitwise_torchvisions_compose(tiny_dataset, train, hflip, s
         assert torch.equal(transform(pil), expected)
 
 
-def test_cached_images_give_the_same_items(tiny_dataset):
-    on, off = ({**tiny_dataset, "dataset": {**tiny_dataset["dataset"], "cache_images": c}} for c in (True, False))
-    cached, plain = build_dataset(on, "train", train=True), build_dataset(off, "train", train=True)
-    for _ in range(2):  # the second pass reads the cache
-        for i in range(5):
-            torch.manual_seed(i)
-            a = cached[i]
-            torch.manual_seed(i)
-            assert torch.equal(a[0], plain[i][0]) and a[1] == plain[i][1]
-    assert sorted(cached._decoded) == list(range(5)) and plain._decoded is None
+def test_cached_images_give_the_same_items_and_pack_the_split(tiny_dataset, tmp_path, caplog):
+    root = tmp_path / "copy"
+    shutil.copytree(tiny_dataset["dataset"]["root"], root)
+    on, off = ({**tiny_dataset, "dataset": {**tiny_dataset["dataset"], "root": str(root), "cache_images": c}}
+               for c in (True, False))
+    plain = build_dataset(off, "train", train=True)
+    pack = root / ".decoded-train.pt"
+    for n in range(2):  # the first dataset decodes and writes the pack, the second loads it
+        cached = build_dataset(on, "train", train=True)
+        with caplog.at_level("INFO", logger="saccader.data"):
+            caplog.clear()
+            for i in range(5):
+                torch.manual_seed(i)
+                a = cached[i]
+                torch.manual_seed(i)
+                assert torch.equal(a[0], plain[i][0]) and a[1] == plain[i][1]
+        assert pack.exists() and ("decoded 80 images" in caplog.text) == (n == 0)
+    assert len(cached._decoded) == len(plain) and plain._decoded is None and not (root / ".decoded-dev.pt").exists()
+    # an image that changes invalidates the pack: decoded again, and the new pixels are served
+    victim = Path(plain.samples[3][0])
+    Image.new("RGB", Image.open(victim).size, (255, 0, 0)).save(victim)
+    with caplog.at_level("INFO", logger="saccader.data"):
+        caplog.clear()
+        fresh = build_dataset(on, "train", train=False, normalize=False)
+        assert torch.equal(fresh[3][0][0], torch.ones_like(fresh[3][0][0])) and "decoded 80 images" in caplog.text
+
+
+def test_unwritable_pack_is_skipped(tiny_dataset, tmp_path, monkeypatch):
+    from saccader.data.folder import FolderDataset
+
+    samples, _ = list_split(tiny_dataset, "test")
+    transform = lambda img, generator=None: img  # noqa: E731
+    ds = FolderDataset(samples[:3], transform, cache=True, pack=tmp_path / "no" / "such" / "dir" / "p.pt")
+    monkeypatch.setattr("saccader.io.atomic_path", _raise_oserror)
+    assert ds[2][0].dtype == torch.uint8 and not (tmp_path / "no").exists()
+
+
+def _raise_oserror(path):
+    raise PermissionError(13, "read-only file system")
+
+
+def test_item_generator_gives_the_global_generators_draws(tiny_dataset):
+    """FolderDataset.get(i, generator) = dataset[i] with the global generator seeded alike (crops, flips)."""
+    config = {**tiny_dataset, "dataset": {**tiny_dataset["dataset"], "hflip": True, "train_crop_scale": [0.08, 1.0]}}
+    ds = build_dataset(config, "train", train=True)
+    for i in range(12):
+        torch.manual_seed(100 + i)
+        expected = ds[i][0]
+        assert torch.equal(ds.get(i, torch.Generator().manual_seed(100 + i))[0], expected)
 
 
 def test_check_data_passes_then_lists_every_corrupt_file(tiny_dataset, tmp_path, capsys):

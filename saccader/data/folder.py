@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import sys
+import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -96,35 +98,68 @@ class AppendixC:
     evaluation: centre square crop of ``eval_fraction`` of the short side + bicubic resize; then [0, 1] floats,
     standardised by ``mean_std``.
 
-    torchvision's functional kernels called in sequence, bitwise the output of the equivalent ``v2.Compose``
-    (``reference_compose``, tested) with the same random draws. Not the Compose itself: its per-transform dispatch
-    is a third of the cost of a 64 px embedded image, and data loading a quarter of a small model's epoch on CPU.
+    torchvision's kernels (``resize_image`` & co.) called in sequence, bitwise the output of the equivalent
+    ``v2.Compose`` (``reference_compose``, tested) with the same random draws. Not the Compose itself, nor the
+    dispatching functionals: their per-call overhead was most of the cost of a 64 px embedded image, and the data
+    path a quarter to a half of a small model's epoch on CPU (bench/data_path.py). ``generator`` draws the crop and
+    flip from a given ``torch.Generator`` instead of the global one (the same draws for the same seed).
     """
 
     def __init__(self, size: int, train: bool, crop_scale=(0.08, 1.0), hflip: bool = True,
                  eval_fraction: float = 1.0, mean_std: tuple | None = None):
+        import torch
+
         self.size, self.train, self.crop_scale, self.hflip = size, train, crop_scale, hflip
         self.eval_fraction, self.mean_std = eval_fraction, mean_std
         self._center = _CenterFraction(eval_fraction)
+        self._log_ratio = torch.log(torch.tensor((3 / 4, 4 / 3))).tolist()  # get_params' float32 bounds
+        self._mean_std = tuple(torch.tensor(v).view(-1, 1, 1) for v in mean_std) if mean_std else None
 
-    def __call__(self, img):
+    def __call__(self, img, generator=None):
         import torch
-        from torchvision.transforms import RandomResizedCrop
         from torchvision.transforms.v2 import InterpolationMode
         from torchvision.transforms.v2 import functional as F
 
         if not isinstance(img, torch.Tensor):
             img = F.pil_to_tensor(img)
-        bicubic = InterpolationMode.BICUBIC
         if self.train:
-            top, left, h, w = RandomResizedCrop.get_params(img, self.crop_scale, (3 / 4, 4 / 3))
-            img = F.resized_crop(img, top, left, h, w, [self.size, self.size], interpolation=bicubic, antialias=True)
-            if self.hflip and torch.rand(1) < 0.5:  # v2.RandomHorizontalFlip's draw
-                img = F.horizontal_flip(img)
+            top, left, h, w = self.crop_params(img.shape[-2], img.shape[-1], generator)
+            img = F.resize_image(img[..., top:top + h, left:left + w], [self.size, self.size],
+                                 interpolation=InterpolationMode.BICUBIC, antialias=True)
+            if self.hflip and torch.rand(1, generator=generator) < 0.5:  # v2.RandomHorizontalFlip's draw
+                img = img.flip(-1)
         else:
-            img = F.resize(self._center(img), [self.size, self.size], interpolation=bicubic, antialias=True)
-        img = F.to_dtype(img, torch.float32, scale=True)
-        return F.normalize(img, *self.mean_std) if self.mean_std else img
+            img = F.resize_image(self._center(img), [self.size, self.size],
+                                 interpolation=InterpolationMode.BICUBIC, antialias=True)
+        img = img.to(torch.float32).mul_(1.0 / 255)  # v2.ToDtype(float32, scale=True)
+        if self._mean_std is None:
+            return img
+        mean, std = self._mean_std
+        return img.sub_(mean).div_(std)  # v2.Normalize
+
+    def crop_params(self, height: int, width: int, generator=None) -> tuple[int, int, int, int]:
+        """``RandomResizedCrop.get_params`` (top, left, h, w): the same algorithm and the same random draws, from
+        ``generator`` (default: the global one)."""
+        import torch
+
+        area = height * width
+        for _ in range(10):
+            target_area = area * torch.empty(1).uniform_(*self.crop_scale, generator=generator).item()
+            aspect_ratio = torch.exp(torch.empty(1).uniform_(*self._log_ratio, generator=generator)).item()
+            w = int(round(math.sqrt(target_area * aspect_ratio)))
+            h = int(round(math.sqrt(target_area / aspect_ratio)))
+            if 0 < w <= width and 0 < h <= height:
+                top = torch.randint(0, height - h + 1, size=(1,), generator=generator).item()
+                left = torch.randint(0, width - w + 1, size=(1,), generator=generator).item()
+                return top, left, h, w
+        in_ratio = width / height  # fallback: the central crop of the widest allowed aspect
+        if in_ratio < 3 / 4:
+            w, h = width, int(round(width / (3 / 4)))
+        elif in_ratio > 4 / 3:
+            w, h = int(round(height * (4 / 3))), height
+        else:
+            w, h = width, height
+        return (height - h) // 2, (width - w) // 2, h, w
 
     def reference_compose(self):
         """The same preprocessing as a torchvision ``v2.Compose`` (what the tests compare against)."""
@@ -173,34 +208,78 @@ def _load_rgb(path: str):
 class FolderDataset:
     """A map-style dataset of ``(image tensor, label)`` over a split; the same class serves ImageNet and digits.
 
-    ``cache=True`` keeps every decoded image in memory after its first read (``dataset.cache_images``: the
-    embedded canvases, 12 KB each; each DataLoader worker holds its own copy). Off for ImageNet.
+    ``cache=True`` (``dataset.cache_images``; off for ImageNet) decodes the whole split into memory at the first
+    read, and with ``pack`` keeps it in that one file as well, so the next job loads it in a fraction of a second
+    instead of decoding every image again: the 145 jobs of the embedded run read the same three splits. The file
+    holds a digest of the split's file list (paths, sizes, mtimes) and is rebuilt when the images change; a pack
+    that cannot be written (read-only dataset folder) is skipped with a log line. Each DataLoader worker holds its
+    own copy.
     """
 
-    def __init__(self, samples, transform, cache: bool = False):
+    def __init__(self, samples, transform, cache: bool = False, pack: str | os.PathLike | None = None):
         self.samples = samples
         self.transform = transform
         self.targets = [y for _, y in samples]
-        self._decoded = {} if cache else None
+        self.cache, self.pack = cache, Path(pack) if cache and pack else None
+        self._decoded = None
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def _image(self, index: int):
-        if self._decoded is not None and index in self._decoded:
-            return self._decoded[index]
+    def _read(self, index: int):
         path = self.samples[index][0]
         try:
-            img = _load_rgb(path)
+            return _load_rgb(path)
         except OSError as exc:
             raise UserError(f"cannot read image {path} ({exc})",
                             "run `saccader check-data` and remove or replace the file") from None
-        if self._decoded is not None:
-            self._decoded[index] = img
-        return img
+
+    def _decode_all(self) -> list:
+        from saccader import io
+
+        digest = _files_digest(p for p, _ in self.samples) if self.pack else None
+        if self.pack and self.pack.exists():
+            try:
+                stored = io.torch_load(self.pack)
+                if stored.get("digest") == digest:
+                    return list(stored["images"])
+            except Exception as exc:  # noqa: BLE001 -- a bad pack (killed write elsewhere, old format) is rebuilt
+                log.warning("decoded-image pack %s unreadable (%s); decoding the images again", self.pack, exc)
+        tick = time.perf_counter()
+        images = [self._read(i) for i in range(len(self.samples))]
+        log.info("decoded %d images in %.1f s", len(images), time.perf_counter() - tick)
+        if self.pack:
+            import torch
+
+            same = len({tuple(x.shape) for x in images}) == 1  # one tensor: a fast load (ImageNet's sizes vary)
+            try:
+                io.torch_save({"digest": digest, "images": torch.stack(images) if same else images}, self.pack)
+            except (OSError, UserError) as exc:
+                log.info("decoded images not packed to %s (%s); each job decodes them", self.pack, exc)
+        return images
+
+    def _image(self, index: int):
+        if not self.cache:
+            return self._read(index)
+        if self._decoded is None:
+            self._decoded = self._decode_all()
+        return self._decoded[index]
+
+    def get(self, index: int, generator=None):
+        """Item ``index``, its random augmentation drawn from ``generator`` (default: the global generator)."""
+        return self.transform(self._image(index), generator), self.samples[index][1]
 
     def __getitem__(self, index: int):
-        return self.transform(self._image(index)), self.samples[index][1]
+        return self.get(index)
+
+
+def _files_digest(paths) -> str:
+    """SHA-1 of the paths, sizes and modification times: changes when any image file does."""
+    h = hashlib.sha1()
+    for path in paths:
+        st = os.stat(path)
+        h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
 
 
 def build_dataset(config: dict, split: str, train: bool = False, resolution: int | None = None,
@@ -212,7 +291,8 @@ def build_dataset(config: dict, split: str, train: bool = False, resolution: int
     """
     samples, _ = list_split(config, split)
     return FolderDataset(samples, build_transform(config, train, resolution, normalize),
-                         cache=config["dataset"].get("cache_images", False))
+                         cache=config["dataset"].get("cache_images", False),
+                         pack=Path(config["dataset"]["root"]) / f".decoded-{split}.pt")
 
 
 def _verify(path: str) -> str | None:
