@@ -123,6 +123,8 @@ def test_cached_images_give_the_same_items_and_pack_the_split(tiny_dataset, tmp_
     on, off = ({**tiny_dataset, "dataset": {**tiny_dataset["dataset"], "root": str(root), "cache_images": c}}
                for c in (True, False))
     plain = build_dataset(off, "train", train=True)
+    torch.manual_seed(0)
+    plain_first = plain[0][0]
     pack = root / ".decoded-train.pt"
     for n in range(2):  # the first dataset decodes and writes the pack, the second loads it
         cached = build_dataset(on, "train", train=True)
@@ -135,6 +137,12 @@ def test_cached_images_give_the_same_items_and_pack_the_split(tiny_dataset, tmp_
                 assert torch.equal(a[0], plain[i][0]) and a[1] == plain[i][1]
         assert pack.exists() and ("decoded 80 images" in caplog.text) == (n == 0)
     assert len(cached._decoded) == len(plain) and plain._decoded is None and not (root / ".decoded-dev.pt").exists()
+    pack.write_bytes(b"half-written by something else")  # an unreadable pack is decoded again, with a warning
+    with caplog.at_level("INFO", logger="saccader.data"):
+        caplog.clear()
+        torch.manual_seed(0)
+        assert torch.equal(build_dataset(on, "train", train=True)[0][0], plain_first)
+        assert "unreadable" in caplog.text and "decoded 80 images" in caplog.text
     # an image that changes invalidates the pack: decoded again, and the new pixels are served
     victim = Path(plain.samples[3][0])
     Image.new("RGB", Image.open(victim).size, (255, 0, 0)).save(victim)

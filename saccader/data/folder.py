@@ -273,9 +273,12 @@ class FolderDataset:
         return self.get(index)
 
 
+PACK_FORMAT = "rgb-uint8-chw/1"  # what the pack holds (``_load_rgb``'s output); a new decoder gets a new value
+
+
 def _files_digest(paths) -> str:
-    """SHA-1 of the paths, sizes and modification times: changes when any image file does."""
-    h = hashlib.sha1()
+    """SHA-1 of the pack format and the paths, sizes and modification times: changes when any image file does."""
+    h = hashlib.sha1(PACK_FORMAT.encode())
     for path in paths:
         st = os.stat(path)
         h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
