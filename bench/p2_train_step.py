@@ -42,6 +42,9 @@ class InMemory(torch.utils.data.Dataset):
     def __getitem__(self, index):
         return self.images[index], int(self.labels[index])
 
+    def get(self, index, generator=None):  # FolderDataset's item with its own generator (nothing random here)
+        return self[index]
+
 
 def _data(config: dict, n: int, seed: int = 0) -> InMemory:
     g = torch.Generator().manual_seed(seed)

@@ -300,7 +300,8 @@ class _CachedFeatures(torch.utils.data.Dataset):
 
 class _SeededItems(torch.utils.data.Dataset):
     """Draws each item's augmentation from a seed of (run seed, epoch, index) so the crops do not depend on loader
-    workers or on where a resumed run restarted."""
+    workers or on where a resumed run restarted. The dataset provides ``get(index, generator)``, as
+    ``FolderDataset`` does."""
 
     def __init__(self, dataset, seed: int):
         self.dataset, self.seed, self.epoch = dataset, seed, 0
