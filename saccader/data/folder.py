@@ -245,8 +245,11 @@ class FolderDataset:
                     return list(stored["images"])
             except Exception as exc:  # noqa: BLE001 -- a bad pack (killed write elsewhere, old format) is rebuilt
                 log.warning("decoded-image pack %s unreadable (%s); decoding the images again", self.pack, exc)
+        from tqdm import tqdm
+
         tick = time.perf_counter()
-        images = [self._read(i) for i in range(len(self.samples))]
+        images = [self._read(i) for i in tqdm(range(len(self.samples)), desc="decode", unit="img", leave=False,
+                                               mininterval=10)]
         log.info("decoded %d images in %.1f s", len(images), time.perf_counter() - tick)
         if self.pack:
             import torch
