@@ -116,6 +116,11 @@ def train_glimpses(results_dir, override: int | None = None) -> int:
     return int(run_setting(results_dir, "evaluate", "train_glimpses", PAPER_TRAIN_GLIMPSES))
 
 
+def num_classes(results_dir) -> int:
+    """The run's number of classes (``dataset.num_classes`` of its config; ImageNet's 1,000 without one)."""
+    return int(run_setting(results_dir, "dataset", "num_classes", 1000))
+
+
 def attack_eps(results_dir) -> str:
     """The run's l-inf budget as text (``attack.eps_255`` of its config; the paper's 2/255 without one)."""
     return f"{run_setting(results_dir, 'attack', 'eps_255', PAPER_EPS_255):g}/255"

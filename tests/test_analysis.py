@@ -266,6 +266,19 @@ def test_claims_hold_and_flip_with_the_data(res, tmp_path):
     assert "Bagnet" not in held.iloc[-1, 3] and "robust: BagNet-77-lowD" in flipped.iloc[-1, 3]
 
 
+def test_robustness_needs_pgd_accuracy_above_chance():
+    """A model near chance keeps a large fraction of its clean accuracy under PGD without being robust."""
+    def attack(clean, pgd):
+        return pd.DataFrame({"model": ["dram", "dram"], "metric": ["clean_acc", "pgd_acc"], "mean": [clean, pgd]})
+
+    near_chance = attack(0.119, 0.062)  # the embedded DRAM of a 37-min run: ratio 0.52
+    assert claims_mod._robustness(near_chance, 0.5, chance=0.1)["verdict"] == claims_mod.HOLDS
+    assert claims_mod._robustness(near_chance, 0.5, chance=0.0)["verdict"] == claims_mod.FAILS
+    robust = claims_mod._robustness(attack(0.8, 0.45), 0.5, chance=0.1)
+    assert robust["verdict"] == claims_mod.FAILS and "robust: DRAM" in robust["evidence"]
+    assert "above chance (10.0%)" in robust["test"]
+
+
 def test_claims_without_data_are_not_tested():
     empty = common.summarise(results.load([]))
     table = claims_mod.evaluate(empty, empty, empty, TRAIN_T)
