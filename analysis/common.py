@@ -117,8 +117,12 @@ def train_glimpses(results_dir, override: int | None = None) -> int:
 
 
 def num_classes(results_dir) -> int:
-    """The run's number of classes (``dataset.num_classes`` of its config; ImageNet's 1,000 without one)."""
-    return int(run_setting(results_dir, "dataset", "num_classes", 1000))
+    """The run's number of real classes: ``dataset.num_classes`` (classifier outputs) less ``label_offset`` (the
+    background output of the ImageNet config, 1001 - 1); ImageNet's 1,000 without a config."""
+    outputs = run_setting(results_dir, "dataset", "num_classes", None)
+    if outputs is None:
+        return 1000
+    return int(outputs) - int(run_setting(results_dir, "dataset", "label_offset", 0))
 
 
 def attack_eps(results_dir) -> str:

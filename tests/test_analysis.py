@@ -279,6 +279,14 @@ def test_robustness_needs_pgd_accuracy_above_chance():
     assert "above chance (10.0%)" in robust["test"]
 
 
+def test_num_classes_leaves_out_the_background_output(tmp_path):
+    assert common.num_classes(tmp_path) == 1000  # no config: ImageNet
+    (tmp_path / "config.yaml").write_text("dataset: {num_classes: 1001, label_offset: 1}\n")
+    assert common.num_classes(tmp_path) == 1000
+    (tmp_path / "config.yaml").write_text("dataset: {num_classes: 10, label_offset: 0}\n")
+    assert common.num_classes(tmp_path) == 10
+
+
 def test_claims_without_data_are_not_tested():
     empty = common.summarise(results.load([]))
     table = claims_mod.evaluate(empty, empty, empty, TRAIN_T)
