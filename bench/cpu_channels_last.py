@@ -5,9 +5,9 @@
 Decides the recipes' ``channels_last`` key on CPU (``saccader.train.use_channels_last``; on CUDA it is always on).
 Each run's objective (``saccader.train.step_loss``, model and optimiser set up by ``gpu_train._setup``) is timed on
 one batch of random images at the run's resolution, both formats interleaved round by round in one child process
-per run: a format the CPU kernels cannot run (torch 2.14's CPU backward of the BagNet family crashes with SIGSEGV or
-SIGABRT) is reported as ``crashed`` instead of ending the benchmark. Figure: NCHW seconds / channels_last seconds
-(> 1: channels_last is faster).
+per run: a format the CPU kernels cannot run is reported as ``crashed`` instead of ending the benchmark (torch 2.14's
+oneDNN backward of a strided 1x1 conv corrupted memory in channels_last, which the BagNet projection now avoids).
+Figure: NCHW seconds / channels_last seconds (> 1: channels_last is faster).
 """
 
 from __future__ import annotations

@@ -339,9 +339,9 @@ def _to(images, device: torch.device, channels_last: bool = False):
 
 
 def use_channels_last(rec: dict, device: torch.device) -> bool:
-    """The recipe's ``channels_last``; by default on CUDA only. On CPU it is a per-run choice: it makes NASNet's
-    separable convolutions 1.6-1.9x faster (bench/cpu_channels_last.py), but torch 2.14's CPU backward crashes
-    (SIGSEGV / SIGABRT) on the BagNet family, whose forward is fine, so it is never a global CPU default."""
+    """The recipe's ``channels_last``; by default on CUDA only. On CPU it is a per-run choice, measured per run by
+    bench/cpu_channels_last.py: a step 1.2-1.9x faster for every embedded run (NASNet's separable convolutions
+    most), though torch's channels_last BatchNorm is less exact on CPU (tests/test_models.py)."""
     return bool(rec.get("channels_last", device.type == "cuda"))
 
 

@@ -135,11 +135,11 @@ def test_cpu_channels_last_reports_each_run_in_its_own_process(capsys):
 
 
 def test_cpu_bf16_times_both_precisions_in_the_recipes_memory_format(capsys):
-    cpu_bf16.main(["--runs", "nasnet", "bagnet77", "--rounds", "1", "--batch", "2",
+    cpu_bf16.main(["--runs", "nasnet", "resnet_v2_50", "--rounds", "1", "--batch", "2",
                    "--config", "config/smoke.yaml"])
     out = capsys.readouterr().out
     assert out.count("speedup=") == 2 and "fp32_s=" in out and "bf16_s=" in out
-    assert "run=nasnet  channels_last=True" in out and "run=bagnet77  channels_last=False" in out
+    assert "run=nasnet  channels_last=True" in out and "run=resnet_v2_50  channels_last=False" in out
 
 
 def test_warmstart_times_fresh_and_warm_jobs_of_each_subcommand(capsys, monkeypatch):
