@@ -340,7 +340,7 @@ def _to(images, device: torch.device, channels_last: bool = False):
 
 def use_channels_last(rec: dict, device: torch.device) -> bool:
     """The recipe's ``channels_last``; by default on CUDA only. On CPU it is a per-run choice, measured per run by
-    bench/cpu_channels_last.py: a step 1.2-1.9x faster for every embedded run (NASNet's separable convolutions
+    bench/cpu_channels_last.py: a step 1.1-1.9x faster for every embedded run (NASNet's separable convolutions
     most), though torch's channels_last BatchNorm is less exact on CPU (tests/test_models.py)."""
     return bool(rec.get("channels_last", device.type == "cuda"))
 
