@@ -6,9 +6,9 @@ Both loops see the same in-memory tensors (the data path is measured apart, in `
 ``saccader.data.folder.build_dataset`` is swapped for an in-memory dataset of random images and ``train()`` runs two
 epochs of ``--steps`` steps of the embedded recipe; its second epoch (loop only: no end-of-epoch evaluation or
 checkpoint, the span ``train_log.parquet``'s ``images_per_s`` covers, which the script checks) is compared with a
-bare loop (``zero_grad / loss / backward / SGD step`` over pre-batched tensors). Bare and ours alternate
-(bare, ours, bare, ..., bare) and the medians are compared, in wall time and in CPU time (the latter is robust to
-the other jobs of a shared machine). The bare loop's loss is a plain cross-entropy for ``classify`` runs and
+bare loop (``zero_grad / loss / backward / SGD step`` over pre-batched tensors, in the recipe's memory format and
+bf16 autocast, as ``train()`` runs them). Bare and ours alternate (bare, ours, bare, ..., bare) and the medians are
+compared, in wall time and in CPU time (the latter is robust to the other jobs of a shared machine). The bare loop's loss is a plain cross-entropy for ``classify`` runs and
 ``saccader.train.step_loss`` (the same objective, eq 6) for the others. Target: ours / bare >= 0.95.
 """
 
@@ -110,24 +110,29 @@ def ours(config: dict, run: str, steps: int, tmp: Path) -> tuple[float, float]:
 def bare(config: dict, run: str, steps: int) -> tuple[float, float]:
     """(wall, CPU) images/s of a bare loop: pre-batched tensors, zero_grad, loss, backward, SGD (Nesterov) step."""
     from saccader.models import from_config
-    from saccader.train import MOMENTUM, param_groups, recipe, step_loss
+    from saccader.train import MOMENTUM, _autocast, param_groups, recipe, step_loss, use_bf16, use_channels_last
 
-    rec = recipe(config, run)
+    rec, device = recipe(config, run), torch.device("cpu")
     torch.manual_seed(0)
     model = from_config(rec["model"], config)
+    memory_format = torch.channels_last if use_channels_last(rec, device) else torch.contiguous_format
+    model = model.to(memory_format=memory_format)  # the recipe's format and autocast, as train() uses them
+    autocast = _autocast(use_bf16(rec, device), device)
     optimizer = torch.optim.SGD(param_groups(model, rec), lr=rec["lr"], momentum=MOMENTUM, nesterov=True)
     data = _data(config, steps * rec["batch_size"])
-    batches = list(zip(data.images.split(rec["batch_size"]), data.labels.split(rec["batch_size"])))
+    batches = [(x.contiguous(memory_format=memory_format), y)
+               for x, y in zip(data.images.split(rec["batch_size"]), data.labels.split(rec["batch_size"]))]
     generator = torch.Generator().manual_seed(1)
     model.train()
     for i, (images, labels) in enumerate(batches[:2] + batches):  # two warm-up steps
         if i == 2:
             wall, cpu = time.perf_counter(), time.process_time()
         optimizer.zero_grad(set_to_none=True)
-        if rec["stage"] == "classify":
-            loss = F.cross_entropy(model(images).mean(dim=(2, 3)), labels)
-        else:
-            loss = step_loss(model, rec, images, labels, generator)[0]
+        with autocast():
+            if rec["stage"] == "classify":
+                loss = F.cross_entropy(model(images).mean(dim=(2, 3)).float(), labels)
+            else:
+                loss = step_loss(model, rec, images, labels, generator)[0]
         loss.backward()
         optimizer.step()
     images = len(batches) * rec["batch_size"]
