@@ -8,8 +8,9 @@ epochs of ``--steps`` steps of the embedded recipe; its second epoch (loop only:
 checkpoint, the span ``train_log.parquet``'s ``images_per_s`` covers, which the script checks) is compared with a
 bare loop (``zero_grad / loss / backward / SGD step`` over pre-batched tensors, in the recipe's memory format and
 bf16 autocast, as ``train()`` runs them). Bare and ours alternate (bare, ours, bare, ..., bare) and the medians are
-compared, in wall time and in CPU time (the latter is robust to the other jobs of a shared machine). The bare loop's loss is a plain cross-entropy for ``classify`` runs and
-``saccader.train.step_loss`` (the same objective, eq 6) for the others. Target: ours / bare >= 0.95.
+compared, in wall time and in CPU time (the latter is robust to the other jobs of a shared machine). The bare
+loop's loss is a plain cross-entropy for ``classify`` runs and ``saccader.train.step_loss`` (the same objective,
+eq 6) for the others. Target: ours / bare >= 0.95.
 """
 
 from __future__ import annotations
@@ -110,17 +111,18 @@ def ours(config: dict, run: str, steps: int, tmp: Path) -> tuple[float, float]:
 def bare(config: dict, run: str, steps: int) -> tuple[float, float]:
     """(wall, CPU) images/s of a bare loop: pre-batched tensors, zero_grad, loss, backward, SGD (Nesterov) step."""
     from saccader.models import from_config
-    from saccader.train import MOMENTUM, _autocast, param_groups, recipe, step_loss, use_bf16, use_channels_last
+    from saccader.train import MOMENTUM, _autocast, _to, param_groups, recipe, step_loss, use_bf16, use_channels_last
 
     rec, device = recipe(config, run), torch.device("cpu")
     torch.manual_seed(0)
     model = from_config(rec["model"], config)
-    memory_format = torch.channels_last if use_channels_last(rec, device) else torch.contiguous_format
-    model = model.to(memory_format=memory_format)  # the recipe's format and autocast, as train() uses them
+    channels_last = use_channels_last(rec, device)  # the recipe's format and autocast, as train() uses them
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     autocast = _autocast(use_bf16(rec, device), device)
     optimizer = torch.optim.SGD(param_groups(model, rec), lr=rec["lr"], momentum=MOMENTUM, nesterov=True)
     data = _data(config, steps * rec["batch_size"])
-    batches = [(x.contiguous(memory_format=memory_format), y)
+    batches = [(_to(x, device, channels_last), y)
                for x, y in zip(data.images.split(rec["batch_size"]), data.labels.split(rec["batch_size"]))]
     generator = torch.Generator().manual_seed(1)
     model.train()
@@ -130,7 +132,7 @@ def bare(config: dict, run: str, steps: int) -> tuple[float, float]:
         optimizer.zero_grad(set_to_none=True)
         with autocast():
             if rec["stage"] == "classify":
-                loss = F.cross_entropy(model(images).mean(dim=(2, 3)).float(), labels)
+                loss = F.cross_entropy(model(images).mean(dim=(2, 3)), labels)  # autocast runs it in fp32
             else:
                 loss = step_loss(model, rec, images, labels, generator)[0]
         loss.backward()
