@@ -190,9 +190,10 @@ def step_loss(model: nn.Module, rec: dict, images: torch.Tensor, labels: torch.T
         logits = model.pretrain_forward(images, glimpse_size=rec.get("glimpse_size"), num_steps=rec["num_glimpses"],
                                         generator=generator)
         return losses.classification_loss(logits, labels), losses.correct(logits, labels)
-    if stage == "dram":
-        outs = [model(images, rec["num_glimpses"], sample=True, generator=generator)
-                for _ in range(rec.get("mc_samples", 2))]
+    if stage == "dram":  # the S trajectories unrolled as one batch of S * N images, as tiling the batch does in TF
+        s = rec.get("mc_samples", 2)
+        out = model(torch.cat([images] * s), rec["num_glimpses"], sample=True, generator=generator)
+        outs = [{"logits": lg, "log_probs": lp} for lg, lp in zip(out["logits"].chunk(s), out["log_probs"].chunk(s))]
         return _monte_carlo(outs, labels, losses.dram_hybrid_loss, rec.get("reinforce_weight", 0.1))
     raise UserError(f"unknown stage {stage!r}", f"use one of {', '.join(STAGES)}")
 

@@ -249,6 +249,26 @@ def test_dram_high_resolution_glimpse_is_the_image_crop():
     assert model.fields_of_view(224, 77) == [77, 150, 224]
 
 
+def test_dram_glimpses_reach_the_glimpse_network_in_its_memory_format():
+    """A channels_last glimpse network gets channels_last glimpses (else its padded stem input is converted at every
+    step), with the same values as NCHW's; the unroll gives the same logits and gradients in either format."""
+    x, locations = torch.randn(4, 3, 64, 64), torch.rand(4, 2) * 1.2 - 0.6
+    results = []
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        torch.manual_seed(0)
+        model = embedded("dram").eval().to(memory_format=memory_format)  # train-mode BN on 4 images amplifies ulps
+        xf = x.contiguous(memory_format=memory_format)
+        crop = model.glimpses(xf, locations, model.glimpse_size, [True, False, False])
+        assert crop.is_contiguous(memory_format=memory_format)
+        out = model(xf, 3, sample=True, generator=torch.Generator().manual_seed(0))
+        (out["logits"].logsumexp(1).sum() + out["log_probs"].sum()).backward()
+        results.append((crop, out["logits"], torch.cat([p.grad.flatten() for p in model.parameters()])))
+    (crop0, logits0, grad0), (crop1, logits1, grad1) = results
+    assert torch.equal(crop0, crop1)
+    torch.testing.assert_close(logits1, logits0, rtol=1e-4, atol=1e-4)
+    assert (grad1 - grad0).norm() / grad0.norm() < 1e-4
+
+
 def test_dram_position_channels_corners():
     model = embedded("dram")
     crop = model.glimpses(torch.zeros(1, 3, 64, 64), torch.zeros(1, 2), 64, [True, True, True])

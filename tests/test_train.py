@@ -212,3 +212,28 @@ def test_bf16_training_autocasts_the_forward(data, monkeypatch, tmp_path):
         assert seen and set(seen) == {bf16}
     assert all(v.dtype == torch.float32 for v in weights[True].values() if v.is_floating_point())
     assert any(not torch.equal(weights[False][k], weights[True][k]) for k in weights[False])
+
+
+def test_dram_hybrid_step_unrolls_its_monte_carlo_samples_as_one_batch(monkeypatch):
+    """The S = 2 trajectories of the hybrid loss run as one unroll of the batch tiled S times: each image gets two
+    different sampled location sequences, and the reward and baseline cover both."""
+    from baselines.dram import DRAM
+
+    torch.manual_seed(0)
+    model = DRAM(num_classes=4, glimpse_size=6, layers=(1,), widths=(4,), strides=(1,), stem_channels=4,
+                 lstm_units=8, location_units=8, bn_momentum=0.1).train()
+    calls = []
+    real = DRAM.forward
+    monkeypatch.setattr(DRAM, "forward", lambda self, x, *a, **k: calls.append((x, real(self, x, *a, **k)))
+                        or calls[-1][1])
+    rec = recipe(model="dram", stage="dram", num_glimpses=3, mc_samples=2, reinforce_weight=0.1)
+    x, labels = torch.randn(5, 3, 16, 16), torch.tensor([0, 1, 2, 3, 0])
+    loss, rewards = T.step_loss(model, rec, x, labels, torch.Generator().manual_seed(0))
+    (images, out), = calls
+    assert torch.equal(images, torch.cat([x, x]))
+    first, second = out["locations"].chunk(2)
+    assert not torch.allclose(first, second)
+    expected = ((out["logits"].argmax(1) == torch.cat([labels, labels])).float().view(2, 5)).mean(0)
+    assert torch.equal(rewards, expected)
+    loss.backward()
+    assert model.emission[0].weight.grad.abs().sum() > 0  # REINFORCE reaches the location weights
