@@ -398,19 +398,34 @@ def fingerprint(config: dict, run: str) -> str:
     return hashlib.sha256(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _check_resumable(state: dict, path: Path, run: str, model_name: str, fp: str) -> None:
-    """A checkpoint of another run, model or config is a one-line UserError (not a state_dict key dump)."""
+STALE_CHOICES = ("error", "restart")
+
+
+def _check_resumable(state: dict, path: Path, run: str, model_name: str, fp: str, stale: str = "error") -> bool:
+    """Whether the checkpoint at ``path`` can be resumed. A checkpoint of another run or model is a one-line UserError
+    (not a state_dict key dump); one of this run under another config is too, unless ``stale`` is ``restart``
+    (what the workflow asks when it reruns a job because its config changed): then it returns False."""
     fix = f"pass the --out folder of this run, restore the config it was trained with, or delete {path} to restart"
     if state.get("run", run) != run or state.get("model_name", model_name) != model_name:
         raise UserError(f"checkpoint {path} belongs to run {state.get('run')} (model {state.get('model_name')}), "
                         f"not to run {run} (model {model_name})", fix)
-    if state.get("fingerprint", fp) != fp:
-        raise UserError(f"checkpoint {path} was written under another config of run {run} (its recipe, models or "
-                        f"dataset section differ)", fix)
+    if state.get("fingerprint", fp) == fp:
+        return True
+    if stale == "restart":
+        return False
+    raise UserError(f"checkpoint {path} was written under another config of run {run} (its recipe, models or "
+                    f"dataset section differ)", fix + ", or pass --stale-checkpoint restart")
+
+
+def _set_aside(path: Path, fingerprint: str) -> Path:
+    """Rename a stale checkpoint to ``checkpoint.<its fingerprint>.pt`` beside it: restarting loses nothing."""
+    kept = path.with_name(f"{path.stem}.{fingerprint}{path.suffix}")
+    path.replace(kept)
+    return kept
 
 
 def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, str] | None = None,
-          device: str | None = None) -> Path:
+          device: str | None = None, stale: str = "error") -> Path:
     """Train run ``run`` with ``seed`` into ``out`` (resuming from ``out/checkpoint.pt``); returns ``out/model.pt``.
 
     Args:
@@ -420,6 +435,8 @@ def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, st
         out: output folder.
         init: run name -> output folder of each run listed in the recipe's ``init_from``.
         device: torch device; CUDA when available.
+        stale: a ``checkpoint.pt`` of this run written under another config: ``error`` (default) or ``restart``
+            from scratch, keeping it as ``checkpoint.<its fingerprint>.pt``.
     """
     rec = {**recipe(config, run), "base_size": config["dataset"]["image_size"]}
     init = dict(init or {})
@@ -489,9 +506,15 @@ def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, st
     if main:  # temporary files of writes that a kill interrupted (the real names are never half-written)
         for stale in out.glob(".*.tmp"):
             stale.unlink(missing_ok=True)
-    if ckpt_path.exists():
-        state = checkpoint.load(ckpt_path)
-        _check_resumable(state, ckpt_path, run, rec["model"], fp)
+    state = checkpoint.load(ckpt_path) if ckpt_path.exists() else None
+    if state is not None and not _check_resumable(state, ckpt_path, run, rec["model"], fp, stale):
+        distributed.barrier()  # every process has read it before it moves
+        if main:
+            kept = _set_aside(ckpt_path, state["fingerprint"])
+            log.warning("%s seed %d: %s was written under another config; kept as %s, training from scratch",
+                        run, seed, ckpt_path, kept.name)
+        state = None
+    if state is not None:
         try:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -595,7 +618,8 @@ def _run(args) -> int:
     config = load(args.config)
     if args.seed not in config["seeds"]:
         log.warning("seed %d is not one of the config's seeds %s", args.seed, config["seeds"])
-    train(config, args.run, args.seed, args.out, parse_run_dirs(args.init, "--init"), args.device)
+    train(config, args.run, args.seed, args.out, parse_run_dirs(args.init, "--init"), args.device,
+          args.stale_checkpoint)
     return 0
 
 
@@ -609,4 +633,7 @@ def register(subparsers) -> None:
     p.add_argument("--init", action="append", default=[], metavar="RUN=DIR",
                    help="output folder of a run listed in the recipe's init_from (repeatable)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--stale-checkpoint", choices=STALE_CHOICES, default="error",
+                   help="a DIR/checkpoint.pt of this run written under another config: stop with an error (default) "
+                        "or restart from scratch, keeping it as checkpoint.<fingerprint>.pt (the workflow's choice)")
     p.set_defaults(func=_run)

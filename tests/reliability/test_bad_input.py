@@ -60,6 +60,22 @@ def train_argv(config, run, out, tmp_path, *extra):
             "--out", out, *extra]
 
 
+def test_stale_checkpoint_restart(finished, tmp_path, caplog):
+    """--stale-checkpoint restart (the workflow's choice when Snakemake reruns a job whose recipe changed) trains
+    from scratch, bitwise as in an empty folder, and keeps the old checkpoint under its fingerprint."""
+    config, run, out = finished
+    old = T.fingerprint(config, run)
+    old_ckpt = (out / "checkpoint.pt").read_bytes()
+    config["train"][run]["lr"] = 0.2
+    assert main([str(a) for a in train_argv(config, run, out, tmp_path, "--stale-checkpoint", "restart")]) == 0
+    assert f"kept as checkpoint.{old}.pt, training from scratch" in caplog.text
+    assert (out / f"checkpoint.{old}.pt").read_bytes() == old_ckpt
+    fresh = T.train(config, run, 0, tmp_path / "fresh")
+    got, want = torch.load(out / "model.pt", weights_only=True), torch.load(fresh, weights_only=True)
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    assert (out / "checkpoint.pt").exists() and T.fingerprint(config, run) != old
+
+
 @pytest.mark.parametrize("key, value, message", [
     ("lr", -0.1, r"train\.bagnet77_lowd\.lr = -0\.1 is out of range; fix: set it > 0"),
     ("lr", 0, r"train\.bagnet77_lowd\.lr = 0 is out of range; fix: set it > 0"),

@@ -166,7 +166,9 @@ def train_inputs(wildcards):
 
 def train_args(wildcards):
     out = run_dir(wildcards.run, wildcards.seed)
-    args = ["train", "--config", CONFIG, "--run", wildcards.run, "--seed", wildcards.seed, "--out", out]
+    # Snakemake reruns a job whose recipe changed (params digest); its old checkpoint is then stale, not resumable.
+    args = ["train", "--config", CONFIG, "--run", wildcards.run, "--seed", wildcards.seed, "--out", out,
+            "--stale-checkpoint", "restart"]
     return args + ckpt_args(init_runs(wildcards.run), wildcards.seed, flag="--init")
 
 
