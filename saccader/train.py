@@ -504,8 +504,8 @@ def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, st
     epoch, step, rows, sums = 0, 0, [], {"loss": 0.0, "correct": 0.0, "images": 0, "seconds": 0.0}
     fp = fingerprint(config, run)
     if main:  # temporary files of writes that a kill interrupted (the real names are never half-written)
-        for stale in out.glob(".*.tmp"):
-            stale.unlink(missing_ok=True)
+        for tmp in out.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
     state = checkpoint.load(ckpt_path) if ckpt_path.exists() else None
     if state is not None and not _check_resumable(state, ckpt_path, run, rec["model"], fp, stale):
         distributed.barrier()  # every process has read it before it moves

@@ -67,7 +67,9 @@ def test_stale_checkpoint_restart(finished, tmp_path, caplog):
     old = T.fingerprint(config, run)
     old_ckpt = (out / "checkpoint.pt").read_bytes()
     config["train"][run]["lr"] = 0.2
+    (out / ".checkpoint.pt.killed.tmp").write_bytes(b"")  # a kill's leftover, cleaned up on the way
     assert main([str(a) for a in train_argv(config, run, out, tmp_path, "--stale-checkpoint", "restart")]) == 0
+    assert not list(out.glob(".*.tmp"))
     assert f"kept as checkpoint.{old}.pt, training from scratch" in caplog.text
     assert (out / f"checkpoint.{old}.pt").read_bytes() == old_ckpt
     fresh = T.train(config, run, 0, tmp_path / "fresh")
