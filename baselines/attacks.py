@@ -29,7 +29,7 @@ from saccader.errors import UserError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MODELS", "required_runs", "Standardized", "spsa", "spsa_gradient", "attack", "register"]
+__all__ = ["MODELS", "required_runs", "Standardized", "spsa", "spsa_gradient", "partial_dir", "attack", "register"]
 
 # Attacked models (Table Supp.6); each is its own training run.
 MODELS = ("saccader", "dram", "resnet_v2_50", "bagnet77_lowd")
@@ -46,16 +46,19 @@ def required_runs(model: str) -> list[str]:
 class Standardized(nn.Module):
     """The attacked function: [0, 1] pixels -> class logits, standardising inside (reference-notes section 6)."""
 
-    def __init__(self, model: nn.Module, mean, std, num_glimpses: int | None = None):
+    def __init__(self, model: nn.Module, mean, std, num_glimpses: int | None = None, bf16: bool = False):
         super().__init__()
-        self.model, self.num_glimpses = model, num_glimpses
+        self.model, self.num_glimpses, self.bf16 = model, num_glimpses, bf16
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits in float32 whatever the precision of the network: the attack losses (PGD's cross-entropy, SPSA's
+        margin) and their gradients with respect to ``x`` are then float32 arithmetic on float32 logits."""
         from saccader.evaluate import image_logits
 
-        return image_logits(self.model, (x - self.mean) / self.std, self.num_glimpses)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            return image_logits(self.model, (x - self.mean) / self.std, self.num_glimpses).float()
 
 
 def spsa_gradient(loss_fn, x: torch.Tensor, perturbation: torch.Tensor, delta: float, samples: int,
@@ -81,7 +84,9 @@ def spsa_gradient(loss_fn, x: torch.Tensor, perturbation: torch.Tensor, delta: f
     index = torch.arange(b, device=x.device)
     for start in range(0, pairs, chunk):
         k = min(chunk, pairs - start)
-        v = torch.randint(0, 2, (b, k, *shape), generator=generator).to(point) * 2 - 1
+        # Drawn where the queries are, from a generator of that device: a CPU draw plus copy is ~77 M values per
+        # 1024-query chunk at paper scale. On CPU this is the same call as a CPU draw (bitwise the same stream).
+        v = torch.randint(0, 2, (b, k, *shape), generator=generator, device=point.device).to(point) * 2 - 1
         queries = torch.cat([point.unsqueeze(1) + delta * v, point.unsqueeze(1) - delta * v], dim=1)
         with torch.no_grad():
             loss = loss_fn(queries.flatten(0, 1), index.repeat_interleave(2 * k)).view(b, 2 * k)
@@ -103,7 +108,7 @@ def spsa(model_fn, x: torch.Tensor, y: torch.Tensor, eps: float, nb_iter: int, *
     """
     if eps == 0:
         return x.clone()
-    perturbation = ((torch.rand(x.shape, generator=generator).to(x) * 2 - 1) * eps)
+    perturbation = ((torch.rand(x.shape, generator=generator, device=x.device).to(x) * 2 - 1) * eps)
     _project_perturbation(perturbation, np.inf, eps, x, clip_min, clip_max)
     optimizer = torch.optim.Adam([perturbation], lr=learning_rate)
     active = torch.ones(len(x), dtype=torch.bool, device=x.device)
@@ -112,21 +117,27 @@ def spsa(model_fn, x: torch.Tensor, y: torch.Tensor, eps: float, nb_iter: int, *
         # untargeted margin: correct logit - best other logit (upstream: -_margin_logit_loss)
         return -_margin_logit_loss(model_fn(inputs), y[index])
 
+    early_stop = early_stop_loss_threshold is not None
+    everyone = torch.arange(len(x), device=x.device)
     for _ in range(nb_iter):
-        idx = active.nonzero().squeeze(1)
+        # With early stop the active set decides which images are queried: one host wait an iteration (none in the
+        # chunks of spsa_gradient); without it every image is queried and nothing waits.
+        idx = active.nonzero().squeeze(1) if early_stop else everyone
         grad = torch.zeros_like(perturbation)
         grad[idx] = spsa_gradient(lambda q, i: loss_fn(q, idx[i]), x[idx], perturbation[idx].detach(), delta,
                                   spsa_samples, eval_batch_size, generator)
-        frozen = perturbation.detach()[~active].clone()
+        if early_stop:
+            frozen = perturbation.detach()[~active].clone()
         perturbation.grad = grad
         optimizer.step()
         with torch.no_grad():
-            perturbation[~active] = frozen
+            if early_stop:
+                perturbation[~active] = frozen
             _project_perturbation(perturbation, np.inf, eps, x, clip_min, clip_max)
-            if early_stop_loss_threshold is not None:
+            if early_stop:
                 loss = loss_fn(x[idx] + perturbation[idx], idx)
                 active[idx[loss < early_stop_loss_threshold]] = False
-        if not active.any():
+        if early_stop and not active.any():
             break
     return torch.clamp((x + perturbation).detach(), clip_min, clip_max)
 
@@ -142,49 +153,118 @@ def _subset(config: dict):
     return torch.utils.data.Subset(dataset, idx.tolist())
 
 
+def partial_dir(out: Path) -> Path:
+    """Where an attack job keeps its finished batches until the parquet is written: ``.<out name>.partial/``."""
+    out = Path(out)
+    return out.parent / f".{out.name}.partial"
+
+
+def _job_key(config: dict, model: str, seed: int, ckpt: Path) -> str:
+    """What decides an attack's batches: the config, model, seed and the attacked weights' bytes. A partial result
+    under another key is stale (the workflow reran the job because one of these changed)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(ckpt, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    return f"{results.config_hash(config)}:{model}:{seed}:{digest.hexdigest()[:16]}"
+
+
+def _load_partials(folder: Path, key: str) -> list[dict]:
+    """The finished batches 0, 1, ... of this job (the run of consecutive files from batch 0), [] if none or stale."""
+    from saccader.io import torch_load
+
+    done = []
+    while (folder / f"batch{len(done):06d}.pt").exists():
+        state = torch_load(folder / f"batch{len(done):06d}.pt")
+        if state.get("key") != key:
+            log.warning("%s holds batches of another config, model or checkpoint; attacking from the start", folder)
+            for path in folder.glob("batch*.pt"):
+                path.unlink()
+            return []
+        done.append(state)
+    return done
+
+
 def attack(config: dict, model: str, seed: int, ckpts: dict[str, Path], out: Path):
-    """Clean, PGD and SPSA accuracy of one trained model on the attack subset; writes the parquet."""
+    """Clean, PGD and SPSA accuracy of one trained model on the attack subset; writes the parquet.
+
+    Resumable per batch: each finished batch's hits and the state of every random stream after it are written
+    atomically to ``partial_dir(out)``; a job started again (a requeue after the time limit) continues after the last
+    finished batch and writes the parquet an uninterrupted job writes, then deletes the partial results.
+
+    Precision: the recipe's bf16 autocast on CUDA (``saccader.train.use_bf16``), logits and losses in float32
+    (``Standardized``). On a CPU the attack stays fp32 even where the recipe trains in bf16: that choice was measured
+    for training steps (bench/cpu_bf16.py), not for the attacks' small batches.
+    """
     from tqdm import tqdm
 
-    from saccader.evaluate import device, load_run
-    from saccader.io import ensure_writable
+    from saccader import checkpoint
+    from saccader.evaluate import ckpt_file, device, load_run
+    from saccader.io import ensure_writable, torch_save
+    from saccader.train import use_bf16
 
     runs = required_runs(model)
-    ensure_writable(Path(out).parent)  # fail now, not after the attacks
+    out = Path(out)
+    ensure_writable(out.parent)  # fail now, not after the attacks
     dev = device()
     at, ds = config["attack"], config["dataset"]
     net = load_run(config, runs[0], ckpts, dev)
     if hasattr(net, "glimpse_gradient"):
         net.glimpse_gradient = True  # DRAM: the official stop-gradient would leave PGD without an input gradient
     net.requires_grad_(False)
-    fn = Standardized(net, ds["mean"], ds["std"], at["num_glimpses"] if model in _GLIMPSE_MODELS else None).to(dev)
+    bf16 = dev.type == "cuda" and use_bf16((config.get("train") or {}).get(runs[0]) or {}, dev)
+    fn = Standardized(net, ds["mean"], ds["std"], at["num_glimpses"] if model in _GLIMPSE_MODELS else None,
+                      bf16).to(dev)
     eps, step = at["eps_255"] / 255, at["pgd_step_255"] / 255
     torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    hits = {"clean_acc": [], "pgd_acc": [], "spsa_acc": []}
-    loader = torch.utils.data.DataLoader(_subset(config), batch_size=at["batch_size"], shuffle=False,
-                                         num_workers=ds["num_workers"])
-    for images, labels in tqdm(loader, desc=f"attack {model}", unit="batch", mininterval=5.0):
+    # One stream over the batches, of the device the queries live on; its state after each batch is saved with the
+    # batch, so a resumed job draws what an uninterrupted one draws.
+    generator = torch.Generator(device=dev).manual_seed(seed)
+    subset = _subset(config)
+    batch = at["batch_size"]
+    partial, key = partial_dir(out), _job_key(config, model, seed, ckpt_file(ckpts, runs[0]))
+    partial.mkdir(exist_ok=True)
+    done = _load_partials(partial, key)
+    n_batches = -(-len(subset) // batch)
+    remaining = torch.utils.data.Subset(subset, range(min(len(done) * batch, len(subset)), len(subset)))
+    loader = torch.utils.data.DataLoader(remaining, batch_size=batch, shuffle=False, num_workers=ds["num_workers"])
+    batches = iter(loader)  # draws the loader's base seed from the global RNG, as the uninterrupted job did
+    if done:
+        checkpoint.set_rng_state(done[-1]["rng"], generator)
+        log.info("attack %s seed %d: resuming after %d of %d batches (%s)", model, seed, len(done), n_batches,
+                 partial)
+    for index, (images, labels) in enumerate(tqdm(batches, desc=f"attack {model}", unit="batch",
+                                                  initial=len(done), total=n_batches, mininterval=5.0), len(done)):
         x, y = images.to(dev).clamp(0, 1), labels.to(dev)
+        hits = {}
         with torch.no_grad():
-            hits["clean_acc"].append(fn(x).argmax(1) == y)
+            hits["clean_acc"] = fn(x).argmax(1) == y
         x_pgd = projected_gradient_descent(fn, x, eps, step, at["pgd_iters"], np.inf, clip_min=0.0, clip_max=1.0,
                                            y=y, rand_init=at["pgd_rand_init"], sanity_checks=False)
         x_spsa = spsa(fn, x, y, eps, at["spsa_iters"], learning_rate=at["spsa_lr"], delta=at["spsa_delta"],
                       spsa_samples=at["spsa_samples"], eval_batch_size=at["eval_batch_size"],
                       early_stop_loss_threshold=0.0 if at["spsa_early_stop"] else None, generator=generator)
         with torch.no_grad():
-            hits["pgd_acc"].append(fn(x_pgd).argmax(1) == y)
-            hits["spsa_acc"].append(fn(x_spsa).argmax(1) == y)
+            hits["pgd_acc"] = fn(x_pgd).argmax(1) == y
+            hits["spsa_acc"] = fn(x_spsa).argmax(1) == y
+        state = {"key": key, "hits": {m: v.cpu() for m, v in hits.items()},
+                 "rng": checkpoint.rng_state(generator)}
+        torch_save(state, partial / f"batch{index:06d}.pt")
+        done.append(state)
     size = ds["image_size"]
-    rows = [{"metric": m, "value": torch.cat(v).float().mean().item(), "n_images": int(torch.cat(v).numel())}
-            for m, v in hits.items()]
+    hits = {m: torch.cat([d["hits"][m] for d in done]) for m in ("clean_acc", "pgd_acc", "spsa_acc")}
+    rows = [{"metric": m, "value": v.float().mean().item(), "n_images": int(v.numel())} for m, v in hits.items()]
     base = {"experiment": "robustness", "dataset": ds["name"], "split": "test" if ds["name"] == "digits" else "val",
             "model": model, "policy": model if model in _GLIMPSE_MODELS else "full_image", "seed": seed,
             "resolution": size, "num_glimpses": at["num_glimpses"] if model in _GLIMPSE_MODELS else 0,
             "config_hash": results.config_hash(config), "code_version": results.code_version()}
     frame = results.rows(base, rows)
     results.save(frame, out)
+    import shutil
+
+    shutil.rmtree(partial, ignore_errors=True)  # the parquet holds everything now
     log.info("wrote %s: %s", out, {r["metric"]: round(r["value"], 4) for r in rows})
     return frame
 

@@ -23,6 +23,7 @@ from torch import nn
 
 from baselines.resnet_v2 import ResNetV2
 from saccader.errors import UserError
+from saccader.models.precision import float32, widen
 
 __all__ = ["DRAM", "TFLSTMCell", "position_channels"]
 
@@ -150,14 +151,21 @@ class DRAM(nn.Module):
         return logits, out1, (state0, state1)
 
     def _emit(self, out1, scale: float, sample: bool, generator):
-        """Location mean tanh(W h) * scale; in training a Gaussian sample (sigma), clipped, without gradient."""
-        mean = torch.tanh(self.emission(out1)) * scale
-        if not sample:
-            return mean, mean, torch.zeros_like(mean[:, 0])
-        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        loc = (mean + self.sampling_stddev * noise).clamp(-scale, scale).detach()
-        log_prob = torch.distributions.Normal(mean, self.sampling_stddev).log_prob(loc).sum(dim=1)
-        return loc, mean, log_prob
+        """Location mean tanh(W h) * scale; in training a Gaussian sample (sigma), clipped, without gradient.
+
+        The mean, noise, location and log-probability are float32 under autocast (``saccader.models.precision``):
+        in bf16 a location has about 2-3 significant digits and its log-probability's rounding enters REINFORCE.
+        """
+        with float32(out1):
+            mean = torch.tanh(self.emission(widen(out1))) * scale
+            if not sample:
+                return mean, mean, torch.zeros_like(mean[:, 0])
+            noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+            loc = (mean + self.sampling_stddev * noise).clamp(-scale, scale).detach()
+            # validate_args=False: validation checks loc, scale and the sample with bool(tensor.all()), three host
+            # waits per glimpse on a GPU; the arguments are finite by construction (tanh, a positive constant).
+            normal = torch.distributions.Normal(mean, self.sampling_stddev, validate_args=False)
+            return loc, mean, normal.log_prob(loc).sum(dim=1)
 
     def forward(self, images: torch.Tensor, num_glimpses: int, sample: bool = False,
                 generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:

@@ -106,13 +106,14 @@ def nasnet_a_large(num_classes: int = 1001, stem_size: int = 96, num_features: i
                    num_features=num_features, channel_multiplier=channel_multiplier, drop_rate=drop_rate)
 
 
-def crop_boxes(images: torch.Tensor, boxes: torch.Tensor, size: int | None = None) -> torch.Tensor:
-    """Crop equal-sized boxes (N, T, 4) from images (N, C, H, W) -> (N*T, C, s, s), optionally resized to ``size``.
+def crop_boxes(images: torch.Tensor, boxes: torch.Tensor, side: int, size: int | None = None) -> torch.Tensor:
+    """Crop boxes (N, T, 4) of side ``side`` from images (N, C, H, W) -> (N*T, C, s, s), optionally resized to
+    ``size``.
 
-    Pure indexing (no interpolation), so a crop holds exactly the pixels of its box.
+    Pure indexing (no interpolation), so a crop holds exactly the pixels of its box. ``side`` is a Python int
+    given by the caller (the geometry knows it): reading it from ``boxes`` would make the host wait for the GPU.
     """
     n, t = boxes.shape[:2]
-    side = int((boxes[..., 2] - boxes[..., 0]).max())
     offsets = torch.arange(side, device=images.device)
     rows = (boxes[..., 0, None] + offsets).clamp(max=images.shape[-2] - 1)  # (N, T, s)
     cols = (boxes[..., 1, None] + offsets).clamp(max=images.shape[-1] - 1)
@@ -148,9 +149,9 @@ class SaccaderNASNet(nn.Module):
         base = images.shape[-1]
         source = images if images_high_res is None else images_high_res
         grid_w = self.saccader.grid_size(base)[1]
-        boxes = location_boxes(locations, grid_w, self.saccader.receptive_field, self.saccader.stride, base,
-                               source.shape[-1])
-        return crop_boxes(source, boxes, self.patch_size)
+        q, stride, target = self.saccader.receptive_field, self.saccader.stride, source.shape[-1]
+        boxes = location_boxes(locations, grid_w, q, stride, base, target)
+        return crop_boxes(source, boxes, (q * target) // base, self.patch_size)  # location_boxes' side
 
     def forward(self, images: torch.Tensor, num_glimpses: int, images_high_res: torch.Tensor | None = None):
         """(logits (N, C) = mean NASNet logits over the T crops, locations (N, T), policy (N, T, h*w)).

@@ -108,14 +108,15 @@ def random_policy(n: int, grid: tuple[int, int], k: int, generator: torch.Genera
     The paper says locations are "picked uniformly from the image". The official cell samples a continuous
     location and rounds it to the grid, which halves the probability of edge cells and allows repeats; we
     follow the paper and the issue (uniform over cells, no repeats), so T glimpses always cover T distinct cells
-    like every other policy. A random permutation per image gives this for every T at once.
+    like every other policy. A random permutation per image gives this for every T at once. The scores are drawn
+    on ``device`` from ``generator``, which must be a generator of that device (no draw on the host and copy).
     """
     cells = grid[0] * grid[1]
     if k > cells:
         raise UserError(f"cannot pick {k} distinct glimpses from a grid of {cells} locations",
                         "lower evaluate.max_glimpses")
-    noise = torch.rand(n, cells, generator=generator)
-    return noise.argsort(dim=1)[:, :k].to(device)
+    noise = torch.rand(n, cells, generator=generator, device=device)
+    return noise.argsort(dim=1)[:, :k]
 
 
 def choose(policy: str, k: int, *, logits2d: torch.Tensor, images: torch.Tensor, patch: int, stride: int,

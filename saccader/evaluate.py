@@ -31,7 +31,8 @@ from saccader.io import atomic_path, ensure_writable, torch_load
 
 log = logging.getLogger(__name__)
 
-__all__ = ["JOBS", "required_runs", "examples_path", "load_run", "image_logits", "policy_outputs", "occlude", "evaluate", "register"]
+__all__ = ["JOBS", "required_runs", "examples_path", "load_run", "ckpt_file", "image_logits", "policy_outputs", "occlude",
+           "glimpses_batch", "full_image_batch", "occlusion_batch", "nasnet_batch", "evaluate", "register"]
 
 SACCADERS = ("saccader", "saccader_no_pretrain", "saccader_no_attention")
 JOBS: dict[str, list[str]] = {
@@ -161,18 +162,30 @@ def _topk_hits(logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tens
 
 
 class _Tally:
-    """Sums of per-image values keyed by (policy, resolution, T, metric); means give the result rows."""
+    """Sums of per-image values keyed by (policy, resolution, T, metric); means give the result rows.
+
+    Per-batch sums stay on the device until ``rows``: reading each one (``float``) made the host wait for the GPU
+    several times per glimpse count and batch. ``rows`` adds them as Python floats in batch order, the same
+    arithmetic as reading them one by one.
+    """
 
     def __init__(self):
         self.sums, self.counts = {}, {}
 
     def add(self, key, values: torch.Tensor):
-        self.sums[key] = self.sums.get(key, 0.0) + float(values.sum())
+        self.sums.setdefault(key, []).append(values.sum())
         self.counts[key] = self.counts.get(key, 0) + int(values.numel())
 
     def rows(self) -> list[dict]:
-        return [{"policy": p, "resolution": r, "num_glimpses": t, "metric": m, "value": self.sums[key] / n,
-                 "n_images": n} for key, n in self.counts.items() for p, r, t, m in [key]]
+        rows = []
+        for key, n in self.counts.items():
+            total = 0.0
+            for value in torch.stack(self.sums[key]).tolist():  # one wait per key, not per batch
+                total += value
+            p, r, t, m = key
+            rows.append({"policy": p, "resolution": r, "num_glimpses": t, "metric": m, "value": total / n,
+                         "n_images": n})
+        return rows
 
 
 def _loader(config: dict, resolution: int | None = None, normalize: bool = True):
@@ -196,24 +209,32 @@ def _glimpses(config, model_name, ckpts, dev, generator, tally):
     ev, size = config["evaluate"], config["dataset"]["image_size"]
     models = {model_name: load_run(config, model_name, ckpts, dev)}
     for images, labels in _progress(_loader(config), f"glimpses {model_name}"):
-        images, labels = images.to(dev), labels.to(dev)
-        for policy, (boxes, logits) in policy_outputs(models, images, ev["max_glimpses"], ev["policies"],
-                                                      generator, size).items():
-            for t in range(1, ev["max_glimpses"] + 1):
-                tally.add((policy, size, t, "top1"), _topk_hits(logits[:, t - 1], labels, 1))
-                tally.add((policy, size, t, "top5"), _topk_hits(logits[:, t - 1], labels, 5))
-                tally.add((policy, size, t, "area"), geometry.area_covered(boxes[:, :t], size, size))
+        glimpses_batch(models, images.to(dev), labels.to(dev), ev, generator, size, tally)
     return models
+
+
+def glimpses_batch(models, images, labels, ev: dict, generator, size: int, tally) -> None:
+    """One batch of the ``glimpses`` job (device work only: no host wait)."""
+    for policy, (boxes, logits) in policy_outputs(models, images, ev["max_glimpses"], ev["policies"],
+                                                  generator, size).items():
+        for t in range(1, ev["max_glimpses"] + 1):
+            tally.add((policy, size, t, "top1"), _topk_hits(logits[:, t - 1], labels, 1))
+            tally.add((policy, size, t, "top5"), _topk_hits(logits[:, t - 1], labels, 5))
+            tally.add((policy, size, t, "area"), geometry.area_covered(boxes[:, :t], size, size))
 
 
 def _full_image(config, model_name, ckpts, dev, tally):
     size = config["dataset"]["image_size"]
     model = load_run(config, model_name, ckpts, dev)
     for images, labels in _progress(_loader(config), f"full image {model_name}"):
-        logits = image_logits(model, images.to(dev))
-        labels = labels.to(dev)
-        tally.add(("full_image", size, 0, "top1"), _topk_hits(logits, labels, 1))
-        tally.add(("full_image", size, 0, "top5"), _topk_hits(logits, labels, 5))
+        full_image_batch(model, images.to(dev), labels.to(dev), size, tally)
+
+
+def full_image_batch(model, images, labels, size: int, tally) -> None:
+    """One batch of the ``full_image`` job (device work only)."""
+    logits = image_logits(model, images)
+    tally.add(("full_image", size, 0, "top1"), _topk_hits(logits, labels, 1))
+    tally.add(("full_image", size, 0, "top5"), _topk_hits(logits, labels, 5))
 
 
 def _occlusion(config, ckpts, dev, generator, tally):
@@ -225,14 +246,18 @@ def _occlusion(config, ckpts, dev, generator, tally):
     # standardised: 0 in the model's input space (the official patches_masks x input); pixel: black in [0, 1].
     fill = torch.zeros(3) if ev["occlusion_space"] == "standardized" else -mean / std
     for images, labels in _progress(_loader(config), "occlusion"):
-        images, labels = images.to(dev), labels.to(dev)
-        for policy, (boxes, _) in policy_outputs(sources, images, ev["max_glimpses"], ev["policies"],
-                                                 generator, size).items():
-            for t in range(1, ev["max_glimpses"] + 1):
-                logits = image_logits(classifier, occlude(images, boxes[:, :t], fill))
-                tally.add((policy, size, t, "occluded_top1"), _topk_hits(logits, labels, 1))
-                tally.add((policy, size, t, "occluded_top5"), _topk_hits(logits, labels, 5))
-                tally.add((policy, size, t, "area"), geometry.area_covered(boxes[:, :t], size, size))
+        occlusion_batch(classifier, sources, images.to(dev), labels.to(dev), ev, fill, generator, size, tally)
+
+
+def occlusion_batch(classifier, sources, images, labels, ev: dict, fill, generator, size: int, tally) -> None:
+    """One batch of the ``occlusion`` job (device work only)."""
+    for policy, (boxes, _) in policy_outputs(sources, images, ev["max_glimpses"], ev["policies"],
+                                             generator, size).items():
+        for t in range(1, ev["max_glimpses"] + 1):
+            logits = image_logits(classifier, occlude(images, boxes[:, :t], fill))
+            tally.add((policy, size, t, "occluded_top1"), _topk_hits(logits, labels, 1))
+            tally.add((policy, size, t, "occluded_top5"), _topk_hits(logits, labels, 5))
+            tally.add((policy, size, t, "area"), geometry.area_covered(boxes[:, :t], size, size))
 
 
 def _nasnet(config, ckpts, dev, tally):
@@ -240,29 +265,34 @@ def _nasnet(config, ckpts, dev, tally):
     crops classifies the patches cut from the same image (run nasnet_77) or from the high_res_size image (run
     nasnet_113, patches int(331/224 * 77) = 113 px). Prediction after t glimpses = mean NASNet logits of the first t
     crops, exactly the T = t forward (the argmax Saccader is a causal recurrence)."""
-    from baselines import policies as engineered
     from saccader import models
 
     ev, ds = config["evaluate"], config["dataset"]
     low, high, t_max = ds["image_size"], ds["high_res_size"], ev["max_glimpses"]
     for resolution, nasnet_run in ((low, "nasnet_77"), (high, "nasnet_113")):
         model = models.from_config("saccader_nasnet", config)
-        model.saccader.load_state_dict(torch_load(_ckpt_file(ckpts, "saccader")))
-        _load_part(model, "nasnet", torch_load(_ckpt_file(ckpts, nasnet_run)), nasnet_run)
+        model.saccader.load_state_dict(torch_load(ckpt_file(ckpts, "saccader")))
+        _load_part(model, "nasnet", torch_load(ckpt_file(ckpts, nasnet_run)), nasnet_run)
         model = model.to(dev).eval()
         loaders = [_loader(config)] + ([_loader(config, resolution=high)] if resolution == high else [])
         for batch in _progress(zip(*loaders), f"saccader-nasnet {resolution}"):
             images, labels = batch[0][0].to(dev), batch[0][1].to(dev)
             high_res = batch[1][0].to(dev) if resolution == high else None
-            _, locations, _ = model.saccader(images, t_max)
-            crop_logits = image_logits(model.nasnet, model.crops(images, locations, high_res))
-            logits = engineered.cumulative_logits(crop_logits.view(len(images), t_max, -1))
-            boxes = grid_boxes(model.saccader, locations, low, resolution)
-            for t in range(1, t_max + 1):
-                tally.add(("saccader", resolution, t, "top1"), _topk_hits(logits[:, t - 1], labels, 1))
-                tally.add(("saccader", resolution, t, "top5"), _topk_hits(logits[:, t - 1], labels, 5))
-                tally.add(("saccader", resolution, t, "area"),
-                          geometry.area_covered(boxes[:, :t], resolution, resolution))
+            nasnet_batch(model, images, labels, high_res, t_max, low, resolution, tally)
+
+
+def nasnet_batch(model, images, labels, high_res, t_max: int, low: int, resolution: int, tally) -> None:
+    """One batch of the ``nasnet`` job at one resolution (device work only)."""
+    from baselines import policies as engineered
+
+    _, locations, _ = model.saccader(images, t_max)
+    crop_logits = image_logits(model.nasnet, model.crops(images, locations, high_res))
+    logits = engineered.cumulative_logits(crop_logits.view(len(images), t_max, -1))
+    boxes = grid_boxes(model.saccader, locations, low, resolution)
+    for t in range(1, t_max + 1):
+        tally.add(("saccader", resolution, t, "top1"), _topk_hits(logits[:, t - 1], labels, 1))
+        tally.add(("saccader", resolution, t, "top5"), _topk_hits(logits[:, t - 1], labels, 5))
+        tally.add(("saccader", resolution, t, "area"), geometry.area_covered(boxes[:, :t], resolution, resolution))
 
 
 def _load_part(model, part: str, state: dict, run: str) -> None:
@@ -277,7 +307,7 @@ def _load_part(model, part: str, state: dict, run: str) -> None:
                         f"({str(exc).splitlines()[0]})", "evaluate with the config the run was trained with") from None
 
 
-def _ckpt_file(ckpts: dict[str, Path], run: str) -> Path:
+def ckpt_file(ckpts: dict[str, Path], run: str) -> Path:
     if run not in ckpts:
         raise UserError(f"no checkpoint given for run {run}", f"pass --ckpt {run}=DIR (DIR holds model.pt)")
     return ckpts[run] / "model.pt" if ckpts[run].is_dir() else ckpts[run]
@@ -329,7 +359,7 @@ def evaluate(config: dict, kind: str, model: str, seed: int, ckpts: dict[str, Pa
     ensure_writable(Path(out).parent)  # fail now, not after the evaluation
     dev = device()
     torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(config["evaluate"]["random_seed"] + seed)
+    generator = torch.Generator(device=dev).manual_seed(config["evaluate"]["random_seed"] + seed)  # random policy
     tally = _Tally()
     with torch.no_grad():
         if kind == "glimpses":
@@ -347,8 +377,8 @@ def evaluate(config: dict, kind: str, model: str, seed: int, ckpts: dict[str, Pa
     frame = results.rows(base, tally.rows())
     results.save(frame, out)
     if kind == "glimpses":
-        save_examples(config, models, torch.Generator().manual_seed(config["evaluate"]["random_seed"] + seed),
-                      examples_path(out), dev)
+        examples_generator = torch.Generator(device=dev).manual_seed(config["evaluate"]["random_seed"] + seed)
+        save_examples(config, models, examples_generator, examples_path(out), dev)
     log.info("wrote %s (%d rows)", out, len(frame))
     return frame
 

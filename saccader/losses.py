@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from saccader.models.precision import widen
+
 __all__ = ["mean_logits", "classification_loss", "ordered_logits_targets", "location_pretraining_loss",
            "correct", "reinforce_loss", "saccader_loss", "dram_hybrid_loss"]
 
@@ -38,7 +40,8 @@ def ordered_logits_targets(logits2d: torch.Tensor, num_glimpses: int) -> torch.T
     """Target locations of eq 5: the ``num_glimpses`` cells in descending order of logit (N, T) flat indices.
 
     As the official ``engineered_policies(..., "ordered_logits")``, a cell is ranked by the logit of the image-level
-    predicted class (argmax of the mean logits), each cell used once.
+    predicted class (argmax of the mean logits), each cell used once. Ranked in float32: under bf16 autocast the
+    logits of neighbouring cells tie, and top-k would order them by index, not by evidence.
     """
     h, w = logits2d.shape[-2:]
     if not 1 <= num_glimpses <= h * w:  # topk would fail with "selected index k out of range"
@@ -46,6 +49,7 @@ def ordered_logits_targets(logits2d: torch.Tensor, num_glimpses: int) -> torch.T
 
         raise UserError(f"num_glimpses = {num_glimpses} is outside 1..{h * w} (the {h}x{w} location grid)",
                         "ask for at most one glimpse per location")
+    logits2d = widen(logits2d)
     pred = mean_logits(logits2d).argmax(dim=1)
     score = logits2d[torch.arange(len(pred), device=pred.device), pred].flatten(1)  # (N, h*w)
     return score.topk(num_glimpses, dim=1, sorted=True).indices

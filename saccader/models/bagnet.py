@@ -24,6 +24,8 @@ import math
 import torch
 from torch import nn
 
+from saccader.models.precision import float32, widen
+
 __all__ = ["BagNet", "Bottleneck"]
 
 BN_EPS = 1e-5
@@ -122,6 +124,9 @@ class BagNet(nn.Module):
             self.lowd = nn.Sequential(nn.Conv2d(channels, lowd_dim, 1, bias=False), bn(lowd_dim), nn.ReLU(inplace=True))
             self.what_dim = lowd_dim
         self.classifier = nn.Conv2d(self.what_dim, num_classes, 1, bias=True)
+        # The Saccader ranks cells by these logits (eq 5 targets, rewards): it asks for them in float32 under autocast,
+        # where bf16 rounding ties neighbouring cells (saccader.models.precision). A BagNet alone needs no such thing.
+        self.float32_logits = False
         init_tf_(self)
 
     @property
@@ -151,7 +156,10 @@ class BagNet(nn.Module):
         """features (N, 2048, h, w); what (N, 512, h, w) = the lowD features (= features without lowD); logits2d."""
         features = self.groups(self.stem(x))
         what = features if self.lowd is None else self.lowd(features)
-        return {"features": features, "what": what, "logits2d": self.classifier(what)}
+        if not self.float32_logits:
+            return {"features": features, "what": what, "logits2d": self.classifier(what)}
+        with float32(what):
+            return {"features": features, "what": what, "logits2d": self.classifier(widen(what))}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)["logits2d"]

@@ -28,6 +28,7 @@ from torch import nn
 
 from saccader.errors import UserError
 from saccader.models.bagnet import BagNet, bn, init_tf_
+from saccader.models.precision import float32, widen
 
 __all__ = ["Saccader", "AttentionNetwork"]
 
@@ -69,6 +70,7 @@ class Saccader(nn.Module):
         super().__init__()
         self.representation = BagNet(num_classes, blocks, planes, expansion, strides, kernel3, stem_channels, lowd_dim)
         rep = self.representation
+        rep.float32_logits = True  # cells are ranked by logits2d: no bf16 ties (saccader.models.precision)
         if attention:
             self.attention = AttentionNetwork(rep.num_features, attention_groups, attention_layers_per_group)
             mix_in = self.attention.out_channels + rep.what_dim
@@ -128,6 +130,10 @@ class Saccader(nn.Module):
             flat indices into the h x w grid, policy_logits (N, T, h*w) = the masked R, and log_probs (N, T) of the
             chosen cells under softmax(R).
         """
+        with float32(mixed):  # the cell, its samples, argmaxes and log-probs in float32 (precision.py)
+            return self._rollout(widen(mixed), widen(logits2d), num_glimpses, sample, generator, targets)
+
+    def _rollout(self, mixed, logits2d, num_glimpses, sample, generator, targets):
         n, d, h, w = mixed.shape
         cells = h * w
         if targets is not None and tuple(targets.shape) != (n, num_glimpses):
