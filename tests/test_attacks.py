@@ -124,3 +124,63 @@ def test_attack_job_writes_clean_pgd_spsa(tiny_setup):  # noqa: F811
         assert (frame["n_images"] == 6).all() and set(frame["experiment"]) == {"robustness"}
         assert set(frame["num_glimpses"]) == {2}
     assert attacks.required_runs("bagnet77_lowd") == ["bagnet77_lowd"]
+
+
+def test_attack_job_resumes_after_the_finished_batches(tiny_setup, monkeypatch):  # noqa: F811
+    """A job killed after some batches and started again writes the parquet an uninterrupted job writes, without
+    attacking the finished batches again (the random streams continue where they were), and removes its partial
+    results."""
+    config, ckpts, tmp_path = tiny_setup
+    config["attack"].update(subset_size=6, batch_size=2, pgd_iters=2, spsa_samples=4, spsa_iters=2, num_glimpses=2)
+    real_spsa, real_pgd = attacks.spsa, attacks.projected_gradient_descent
+    adversarial = []
+
+    def record(fn, die_at=None):
+        def wrapped(*args, **kwargs):
+            if len(adversarial) == die_at:
+                raise KeyboardInterrupt  # a requeue's SIGTERM or a kill, in the middle of a batch
+            adversarial.append(fn(*args, **kwargs))
+            return adversarial[-1]
+        return wrapped
+
+    monkeypatch.setattr(attacks, "spsa", record(real_spsa))
+    monkeypatch.setattr(attacks, "projected_gradient_descent", record(real_pgd))
+    whole = attacks.attack(config, "saccader", 0, ckpts, tmp_path / "whole.parquet")
+    uninterrupted, adversarial[:] = list(adversarial), []
+    out = tmp_path / "resumed.parquet"
+    monkeypatch.setattr(attacks, "spsa", record(real_spsa, die_at=5))  # PGD and SPSA of batches 1-2, PGD of 3
+    with pytest.raises(KeyboardInterrupt):
+        attacks.attack(config, "saccader", 0, ckpts, out)
+    assert sorted(p.name for p in attacks.partial_dir(out).iterdir()) == ["batch000000.pt", "batch000001.pt"]
+    adversarial[:] = []
+    monkeypatch.setattr(attacks, "spsa", record(real_spsa))
+    resumed = attacks.attack(config, "saccader", 0, ckpts, out)
+    assert len(adversarial) == 2  # only batch 3 was attacked again, with the draws of the uninterrupted job
+    assert torch.equal(adversarial[0], uninterrupted[4]) and torch.equal(adversarial[1], uninterrupted[5])
+    assert resumed.drop(columns="code_version").equals(whole.drop(columns="code_version"))
+    assert results.load(out)["value"].tolist() == results.load(tmp_path / "whole.parquet")["value"].tolist()
+    assert not attacks.partial_dir(out).exists()
+
+
+def test_attack_partial_results_of_other_weights_are_not_reused(tiny_setup):  # noqa: F811
+    config, ckpts, tmp_path = tiny_setup
+    config["attack"].update(subset_size=2, batch_size=2, pgd_iters=1, spsa_samples=2, spsa_iters=1, num_glimpses=2)
+    out = tmp_path / "a.parquet"
+    folder = attacks.partial_dir(out)
+    folder.mkdir()
+    torch.save({"key": "another job", "hits": {}, "rng": {}}, folder / "batch000000.pt")
+    frame = attacks.attack(config, "saccader", 0, ckpts, out)
+    assert (frame["n_images"] == 2).all() and not folder.exists()
+
+
+def test_attacked_function_gives_float32_logits_and_gradients_under_bf16():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    fn = attacks.Standardized(net, [0.5] * 3, [0.25] * 3, bf16=True)
+    x = torch.rand(2, 3, 8, 8, requires_grad=True)
+    logits = fn(x)
+    assert logits.dtype == torch.float32
+    assert net[0](x).dtype == torch.float32  # autocast only inside the attacked function
+    nn.functional.cross_entropy(logits, torch.tensor([0, 1])).backward()
+    assert x.grad.dtype == torch.float32 and x.grad.abs().sum() > 0
+    assert not torch.equal(logits, attacks.Standardized(net, [0.5] * 3, [0.25] * 3)(x))  # bf16 was on
