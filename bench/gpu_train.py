@@ -1,25 +1,43 @@
-"""GPU training throughput (bf16 autocast + channels_last, optional torch.compile) and the paper-scale projection.
+"""GPU training throughput: the real training loop and the synthetic step, and the paper-scale projection.
 
-    python bench/gpu_train.py [--config config.yaml] [--runs bagnet77_lowd resnet_v2_50] [--batch 128] [--compile]
-                              [--all-runs] [--out FILE.json]
+    python bench/gpu_train.py [--config config.yaml] [--runs bagnet77_lowd resnet_v2_50] [--batch 128] [--steps 30]
+                              [--all-runs] [--compile] [--attacks] [--out FILE.json] [--json results/benchmarks/gpu_train.json]
 
-For each training run (default: BagNet-77-lowD and ResNet-v2-50; ``--all-runs``: every run of the config) one
-training step of that run's objective (``saccader.train.step_loss``: same model, stage, resolution as ``train()``)
-is timed on random images of the run's resolution (224 or 331 at paper scale), in fp32 and in bf16 autocast with
-channels_last (the set-up ``train()`` uses on CUDA); images/s per GPU after warm-up. The projection of the
-paper-scale cost of ``all``: for each run, epochs x training images (ImageNet train minus the dev split) x seeds /
-its measured bf16 images/s, in GPU-hours; runs not measured take the images/s of the measured run with the same
-model, else of BagNet-77-lowD (marked ``assumed``). Evaluation and attacks are listed apart: attack cost =
-subset x (PGD iterations x forward+backward + SPSA iterations x samples forwards, no early stop: an upper bound).
+For each training run (default: BagNet-77-lowD and ResNet-v2-50; ``--all-runs``: every run of the config):
+
+- the real loop: ``saccader.train.train`` itself (data loader and its workers, host waits, checkpoint and the dev
+  evaluation), one epoch cut to its first ``--steps`` batches of ``--batch`` images, random weights (``init_from``
+  dropped), in the run's precision and memory format; images/s from the step after ``--warmup`` to the end of the
+  loop, and the dev evaluation's images/s. It needs the config's dataset (ImageNet at paper scale).
+- the synthetic step: one training step of that run's objective (``saccader.train.step_loss``) on random images of
+  the run's resolution already on the device, in fp32 and in bf16 autocast with channels_last; no data, no waits.
+  The loop's rate over the synthetic one is the share of the GPU the loop keeps busy.
+
+Nothing here sets a backend flag: the real loop runs first and sets what training sets (cudnn, TF32: train()'s
+choices), and the synthetic steps after it run under the same settings. ``--json`` (default
+``results/benchmarks/gpu_train.json``) gets the measured images/s per (run, precision, resolution) for
+``saccader plan``: the real loop's where measured, else the synthetic step's.
+
+The projection of the paper-scale cost of ``all``: for each run, epochs x training images (ImageNet train minus the
+dev split) x seeds / its measured bf16 images/s, in GPU-hours; runs not measured take the images/s of the measured
+run with the same model, else of BagNet-77-lowD (marked ``assumed``). Evaluation and attacks are listed apart: attack
+cost = subset x (PGD iterations x forward+backward + SPSA iterations x samples forwards, no early stop: an upper
+bound).
 
 Needs CUDA; without it the script says so and exits with status 2. ``--device cpu`` runs the same code on the CPU,
-for the tests (tiny configs only).
+for the tests (tiny configs only): ``python bench/gpu_train.py --device cpu --config config/smoke.yaml --steps 2``.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import inspect
+import json
+import tempfile
 import time
+from contextlib import contextmanager
+from pathlib import Path
 
 import common  # noqa: F401
 import torch
@@ -83,6 +101,67 @@ def train_rate(config: dict, run: str, batch: int, device: torch.device, amp: bo
     return batch * steps / (time.perf_counter() - tick)
 
 
+@contextmanager
+def _patched(module, **replacements):
+    saved = {name: getattr(module, name) for name in replacements}
+    try:
+        for name, value in replacements.items():
+            setattr(module, name, value)
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(module, name, value)
+
+
+def loop_rate(config: dict, run: str, batch: int, device: torch.device, steps: int = 30, warmup: int = 5,
+              micro_batch: int = 0) -> dict:
+    """The real training loop of ``run`` (``saccader.train.train``) for ``steps`` batches of ``batch`` images.
+
+    Only the length of the epoch is changed, by cutting ``epoch_order`` to ``steps`` batches (the loop, its loader,
+    its waits and its dev evaluation are train()'s own), and the step boundaries are read by wrapping
+    ``_train_mode``, which the loop calls at the start of every step. Returns images/s of the loop after ``warmup``
+    steps (to the end of its last step, which train() waits for before evaluating), the dev evaluation's images/s,
+    and the seconds before the first step (model, data set, workers).
+    """
+    from saccader import train as T
+
+    config = copy.deepcopy(config)
+    rec = config["train"][run]
+    rec.update(batch_size=batch, epochs=1, init_from=[], eval_every=1, checkpoint_every=0)
+    rec.setdefault("eval_batch_size", batch)
+    warmup = min(warmup, steps - 1)
+    marks, evals = [], []
+    train_mode, order, evaluate = T._train_mode, T.epoch_order, T.evaluate
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def mark(model):
+        marks.append(time.perf_counter())
+        train_mode(model)
+
+    def timed_evaluate(model, rec_, loader, *args, **kwargs):
+        sync()
+        tick = time.perf_counter()
+        out = evaluate(model, rec_, loader, *args, **kwargs)
+        sync()
+        evals.append((tick, time.perf_counter(), len(loader.dataset)))
+        return out
+
+    kwargs = {"micro_batch": micro_batch} if "micro_batch" in inspect.signature(T.train).parameters else {}
+    if micro_batch and not kwargs:
+        raise SystemExit("error: this saccader.train has no micro-batching; fix: run without --micro-batch")
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="gpu_train_") as out, \
+            _patched(T, _train_mode=mark, evaluate=timed_evaluate,
+                     epoch_order=lambda n, seed, epoch: order(n, seed, epoch)[:steps * batch]):
+        T.train(config, run, 0, out, device=str(device), **kwargs)
+    if len(marks) < steps or not evals:
+        raise RuntimeError(f"{run}: the loop ran {len(marks)} of {steps} steps (fewer training images than "
+                           f"steps x batch?)")
+    loop_end, eval_end, dev_images = evals[-1]
+    return {"loop_img_s": batch * (steps - warmup) / (loop_end - marks[warmup]),
+            "dev_eval_img_s": dev_images / (eval_end - loop_end), "startup_s": marks[0] - started}
+
+
 def forward_rate(config: dict, model_name: str, batch: int, device: torch.device, steps: int = 10,
                  backward: bool = False) -> float:
     """Images/s of the attacked function (bf16, channels_last): a forward, or a forward + backward to the input."""
@@ -141,6 +220,40 @@ def attack_hours(config: dict, fwd: dict[str, float], fwd_bwd: dict[str, float])
     return rows
 
 
+def contract_runs(config: dict, rows: list[dict], batch: int, micro_batch: int, device: torch.device) -> list[dict]:
+    """The ``runs`` of gpu_train.json: images/s per GPU by (run, precision, resolution), the real loop's where it
+    was measured (in the recipe's precision), else the synthetic step's."""
+    from saccader.train import _resolution, use_bf16
+
+    out = {}
+    for row in rows:
+        run = row.get("run")
+        if run not in config["train"]:
+            continue
+        rec, res = config["train"][run], _resolution(config, config["train"][run])
+        entry = {"run": run, "micro_batch": batch, "resolution": res}
+        if "fp32_img_s" in row:
+            out[(run, "fp32")] = {**entry, "precision": "fp32", "images_per_s": row["fp32_img_s"],
+                                  "source": "synthetic_step"}
+        if "bf16_cl_img_s" in row:
+            out[(run, "bf16")] = {**entry, "precision": "bf16", "images_per_s": row["bf16_cl_img_s"],
+                                  "source": "synthetic_step"}
+        if "loop_img_s" in row:
+            precision = "bf16" if use_bf16(rec, device) else "fp32"
+            out[(run, precision)] = {**entry, "micro_batch": micro_batch or batch, "precision": precision,
+                                     "images_per_s": row["loop_img_s"], "source": "train_loop"}
+    return list(out.values())
+
+
+def write_json(path: str | Path, runs: list[dict], rows: list[dict], device: torch.device) -> None:
+    from saccader.io import write_text
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else common.machine()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, json.dumps({"device": name, "torch": torch.__version__, "runs": runs, "rows": rows},
+                                indent=1, default=float) + "\n")
+
+
 def main(argv=None) -> int:
     from saccader.config import load
 
@@ -149,36 +262,48 @@ def main(argv=None) -> int:
     p.add_argument("--runs", nargs="+", default=list(DEFAULT_RUNS))
     p.add_argument("--all-runs", action="store_true", help="time every training run of the config")
     p.add_argument("--batch", type=int, default=128, help="images per GPU and step")
-    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--micro-batch", type=int, default=0, help="the real loop's micro-batch (0: the whole --batch)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps (the real loop: after --warmup more)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--no-loop", action="store_true", help="synthetic steps only (no data set on this machine)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile of the step's loss")
     p.add_argument("--attacks", action="store_true", help="also time the attacked models for the attack cost")
     p.add_argument("--device", default="cuda", help="cuda (default), or cpu for the tests")
-    p.add_argument("--out", default=None)
+    p.add_argument("--out", default=None, help="all rows as JSON (bench/common.report)")
+    p.add_argument("--json", default=str(ROOT / "results" / "benchmarks" / "gpu_train.json"),
+                   help="measured images/s for `saccader plan` (default: results/benchmarks/gpu_train.json)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("error: no CUDA device on this machine; GPU throughput is not measured. Run this script on a GPU node "
               "(e.g. srun --gres=gpu:1 python bench/gpu_train.py); fix: nothing to fix on a CPU-only machine")
         return 2
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
     config = load(args.config)
     runs = list(config["train"]) if args.all_runs else args.runs
     rows, rates = [], {}
     for run in runs:
         row = {"run": run, "model": config["train"][run]["model"], "batch": args.batch}
         try:  # one run out of memory (NASNet at 331) must not lose the others' figures
+            if not args.no_loop:  # first: it sets the backends as training does for the synthetic steps too
+                loop = loop_rate(config, run, args.batch, device, args.warmup + args.steps, args.warmup,
+                                 args.micro_batch)
+                row.update(loop)
             row["fp32_img_s"] = train_rate(config, run, args.batch, device, amp=False, channels_last=False,
-                                           steps=args.steps)
+                                           steps=args.steps, warmup=args.warmup)
             row["bf16_cl_img_s"] = rates[run] = train_rate(config, run, args.batch, device, amp=True,
-                                                           channels_last=True, steps=args.steps)
+                                                           channels_last=True, steps=args.steps, warmup=args.warmup)
             row["bf16_cl/fp32"] = row["bf16_cl_img_s"] / row["fp32_img_s"]
+            if "loop_img_s" in row:
+                from saccader.train import use_bf16
+
+                synthetic = row["bf16_cl_img_s"] if use_bf16(config["train"][run], device) else row["fp32_img_s"]
+                row["loop/synthetic"] = row["loop_img_s"] / synthetic
         except torch.cuda.OutOfMemoryError:
             row["error"] = f"out of memory at batch {args.batch}; rerun with --runs {run} --batch {args.batch // 2}"
         if args.compile and run in rates:
             try:
                 row["compiled_img_s"] = train_rate(config, run, args.batch, device, amp=True, channels_last=True,
-                                                   compile_=True, steps=args.steps)
+                                                   compile_=True, steps=args.steps, warmup=args.warmup)
                 row["compiled/bf16_cl"] = row["compiled_img_s"] / row["bf16_cl_img_s"]
             except Exception as exc:  # torch.compile failures are many and varied; the eager figures stand
                 row["compile_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
@@ -189,6 +314,7 @@ def main(argv=None) -> int:
     if not rates:
         print("error: no run could be timed (see the rows above)")
         return 1
+    measured = contract_runs(config, rows, args.batch, args.micro_batch, device)
     plan = projection(config, rates)
     rows += plan
     rows.append({"total_train_gpu_hours": sum(r["gpu_hours"] for r in plan), "config": args.config})
@@ -199,6 +325,8 @@ def main(argv=None) -> int:
         fwd_bwd = {m: forward_rate(config, m, args.batch, device, args.steps, backward=True) for m in MODELS}
         rows += attack_hours(config, fwd, fwd_bwd)
     report("GPU training throughput and paper-scale projection", rows, args.out)
+    write_json(args.json, measured, rows, device)
+    print(f"wrote {args.json} ({len(measured)} measured rates for saccader plan)")
     return 0
 
 

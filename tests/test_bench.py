@@ -162,3 +162,43 @@ def test_malloc_times_both_allocator_settings_in_child_processes(capsys):
                  "--config", "config/smoke.yaml"])
     out = capsys.readouterr().out
     assert out.count("run=resnet_v2_50") == 1 and "speedup=" in out and "peak_rss_ratio=" in out
+
+
+def test_gpu_script_times_the_real_loop_and_writes_the_plan_contract(tiny_dataset, tmp_path, capsys):
+    """`--device cpu` on a tiny config: train()'s own loop (loader, waits, dev evaluation) beside the synthetic step,
+    and gpu_train.json in the format `saccader plan` reads."""
+    import json
+
+    import yaml
+
+    config_path = tmp_path / "tiny.yaml"
+    config_path.write_text(yaml.safe_dump(tiny_dataset))
+    out = tmp_path / "bench" / "gpu_train.json"
+    runs = ["bagnet77_lowd", "saccader"]
+    assert gpu_train.main(["--device", "cpu", "--config", str(config_path), "--runs", *runs, "--batch", "4",
+                           "--steps", "2", "--warmup", "1", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["torch"] == torch.__version__ and data["device"]
+    by_key = {(r["run"], r["precision"]): r for r in data["runs"]}
+    assert set(by_key) == {(r, p) for r in runs for p in ("fp32", "bf16")}
+    for (run, precision), r in by_key.items():
+        assert set(r) >= {"run", "micro_batch", "precision", "images_per_s", "resolution"}
+        assert r["images_per_s"] > 0 and r["micro_batch"] == 4 and r["resolution"] == 64
+        # the tiny recipes train in fp32 on CPU: that rate is the real loop's, bf16 the synthetic step's
+        assert r["source"] == ("train_loop" if precision == "fp32" else "synthetic_step")
+    rows = {r["run"]: r for r in data["rows"] if "loop_img_s" in r}
+    assert set(rows) == set(runs)
+    for row in rows.values():
+        assert row["dev_eval_img_s"] > 0 and row["startup_s"] > 0 and row["loop/synthetic"] > 0
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_gpu_loop_rate_runs_the_requested_steps_of_train(tiny_dataset, monkeypatch):
+    from saccader import train as T
+
+    steps = []
+    real = T.step_loss
+    monkeypatch.setattr(T, "step_loss", lambda *a, **k: (steps.append(1), real(*a, **k))[1])
+    row = gpu_train.loop_rate(copy.deepcopy(tiny_dataset), "bagnet77_lowd", 4, torch.device("cpu"), steps=3, warmup=1)
+    assert len(steps) == 3 and row["loop_img_s"] > 0
+    assert T.epoch_order(10, 0, 0).numel() == 10  # the cut epoch is gone after the call
