@@ -197,7 +197,7 @@ def attack(config: dict, model: str, seed: int, ckpts: dict[str, Path], out: Pat
     Precision: the recipe's bf16 autocast on CUDA (``saccader.train.use_bf16``), logits and losses in float32
     (``Standardized``). PGD stays sound: the input gradient is float32, bf16 keeps float32's exponent range (no
     underflow, no loss scaling), and PGD uses only its sign. SPSA's queries differ by delta / std (about 0.04 in
-    the network's input space), some ten times bf16's rounding of inputs of magnitude up to 2, and its estimate
+    the network's input space), 5-10 times bf16's rounding of standardised inputs (|x| < 4), and its estimate
     averages ``spsa_samples`` such differences. On a CPU the attack stays fp32 even where the recipe trains in bf16:
     that choice was measured for training steps (bench/cpu_bf16.py), not for attacks, and keeps the embedded
     run's attack results.
