@@ -1,7 +1,7 @@
 """GPU training throughput: the real training loop and the synthetic step, and the paper-scale projection.
 
-    python bench/gpu_train.py [--config config.yaml] [--runs bagnet77_lowd resnet_v2_50] [--batch 128] [--steps 30]
-                              [--all-runs] [--compile] [--attacks] [--out FILE.json] [--json results/benchmarks/gpu_train.json]
+    python bench/gpu_train.py [--config config.yaml] [--runs bagnet77_lowd resnet_v2_50] [--batch 128] [--steps 10]
+                              [--all-runs] [--compile] [--attacks] [--out FILE.json] [--json PATH]
 
 For each training run (default: BagNet-77-lowD and ResNet-v2-50; ``--all-runs``: every run of the config):
 

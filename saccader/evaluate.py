@@ -31,8 +31,8 @@ from saccader.io import atomic_path, ensure_writable, torch_load
 
 log = logging.getLogger(__name__)
 
-__all__ = ["JOBS", "required_runs", "examples_path", "load_run", "ckpt_file", "image_logits", "policy_outputs", "occlude",
-           "glimpses_batch", "full_image_batch", "occlusion_batch", "nasnet_batch", "evaluate", "register"]
+__all__ = ["JOBS", "required_runs", "examples_path", "load_run", "ckpt_file", "image_logits", "policy_outputs",
+           "occlude", "glimpses_batch", "full_image_batch", "occlusion_batch", "nasnet_batch", "evaluate", "register"]
 
 SACCADERS = ("saccader", "saccader_no_pretrain", "saccader_no_attention")
 JOBS: dict[str, list[str]] = {
