@@ -219,3 +219,19 @@ def test_eq5_targets_rank_float32_logits_of_the_representation(smoke):
     top = logits2d.mean((2, 3)).argmax(1)
     score = logits2d[torch.arange(8), top].flatten(1).topk(13, dim=1).values
     assert (score[:, 1:] != score[:, :-1]).all()  # bf16 logits tie here (37 of 384 neighbours in one draw)
+
+
+@pytest.mark.parametrize("run", ["saccader", "dram", "saccader_pretrain"])
+def test_micro_batched_step_has_no_host_wait_and_draws_on_the_device(smoke, run):
+    """The micro-batched step (gradient accumulation, with the sampling stages' global baseline pre-pass)."""
+    if not hasattr(T, "accumulate_gradients"):
+        pytest.skip("this saccader.train has no micro-batching")
+    rec, model, optimizer, images, labels = _meta_run(smoke, run)
+    images, labels = torch.cat([images] * 2), torch.cat([labels] * 2)
+    T._train_mode(model)
+    gen, guard = meta_generator()
+    with guard:
+        optimizer.zero_grad(set_to_none=True)
+        loss, right = T.accumulate_gradients(model, rec, images, labels, gen, micro_batch=N)
+        optimizer.step()
+    assert loss.device == META and right.shape == (2 * N,)
