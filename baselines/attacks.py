@@ -159,16 +159,17 @@ def partial_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.partial"
 
 
-def _job_key(config: dict, model: str, seed: int, ckpt: Path) -> str:
-    """What decides an attack's batches: the config, model, seed and the attacked weights' bytes. A partial result
-    under another key is stale (the workflow reran the job because one of these changed)."""
+def _job_key(config: dict, model: str, seed: int, ckpt: Path, dev: torch.device) -> str:
+    """What decides an attack's batches: the config, model, seed, the attacked weights' bytes and the device type (its
+    random streams and precision). A partial result under another key is stale (the workflow reran the job because
+    one of these changed, or a requeue landed on another kind of machine)."""
     import hashlib
 
     digest = hashlib.sha256()
     with open(ckpt, "rb") as f:
         for block in iter(lambda: f.read(1 << 24), b""):
             digest.update(block)
-    return f"{results.config_hash(config)}:{model}:{seed}:{digest.hexdigest()[:16]}"
+    return f"{results.config_hash(config)}:{model}:{seed}:{digest.hexdigest()[:16]}:{dev.type}"
 
 
 def _load_partials(folder: Path, key: str) -> list[dict]:
@@ -228,7 +229,7 @@ def attack(config: dict, model: str, seed: int, ckpts: dict[str, Path], out: Pat
     generator = torch.Generator(device=dev).manual_seed(seed)
     subset = _subset(config)
     batch = at["batch_size"]
-    partial, key = partial_dir(out), _job_key(config, model, seed, ckpt_file(ckpts, runs[0]))
+    partial, key = partial_dir(out), _job_key(config, model, seed, ckpt_file(ckpts, runs[0]), dev)
     partial.mkdir(exist_ok=True)
     done = _load_partials(partial, key)
     n_batches = -(-len(subset) // batch)
