@@ -2,7 +2,8 @@
 
 It holds everything that decides the rest of the run (model, optimizer, scheduler, EMA, every RNG, the position in
 the epoch and the epoch's running sums), so that a run killed at any moment and started again ends with bitwise the
-same weights as an uninterrupted one (on CPU). Written through ``saccader.io.torch_save`` (temporary file, then
+same weights as an uninterrupted one (on CPU). With several processes, every rank's RNG state is kept (``rng_ranks``)
+and each rank resumes its own stream: the replicas sample different glimpses and drop paths, as before the kill. Written through ``saccader.io.torch_save`` (temporary file, then
 rename, like timm's ``CheckpointSaver``), so a kill during the write keeps the previous checkpoint.
 """
 
@@ -18,7 +19,7 @@ import torch
 from saccader import io
 from saccader.errors import UserError
 
-__all__ = ["rng_state", "set_rng_state", "save", "load"]
+__all__ = ["rng_state", "set_rng_state", "rank_rng_state", "save", "load"]
 VERSION = 1
 
 
@@ -47,6 +48,16 @@ def set_rng_state(state: dict, generator: torch.Generator | None = None) -> None
         torch.cuda.set_rng_state_all(state["cuda"])
     if generator is not None and "generator" in state:
         generator.set_state(state["generator"])
+
+
+def rank_rng_state(state: dict, rank: int, world: int) -> dict | None:
+    """The RNG state that ``rank`` of ``world`` processes resumes from: its own, saved in ``rng_ranks``; rank 0's
+    ``rng`` for one process. None when the checkpoint was written by another number of processes (then the ranks
+    other than 0 keep their fresh, seed-derived streams: the run goes on, not bitwise as an uninterrupted one)."""
+    ranks = state.get("rng_ranks") or [state["rng"]]
+    if len(ranks) == world:
+        return ranks[rank]
+    return state["rng"] if rank == 0 else None
 
 
 def save(path: str | Path, **state) -> None:

@@ -2,12 +2,16 @@
 
 Each replica takes an equal, contiguous slice of every *global* minibatch, computes the mean loss over its slice and
 the gradients are averaged across replicas: the update equals the single-process update on the global batch (up to
-floating-point summation order). Gradients are all-reduced by hand rather than through ``DistributedDataParallel``
-because the Saccader is driven through several methods (``backbone``, ``rollout``) and DDP only hooks ``forward``.
-Batch-norm statistics stay per replica, as with per-core batch norm on the TPUs of the paper.
+floating-point summation order). Gradients are all-reduced by hand, once per optimizer step (after the last
+micro-batch), rather than through ``DistributedDataParallel``: the Saccader is driven through several methods
+(``backbone``, ``rollout``, ``pretrain_forward``) and DDP's reducer only arms its gradient hooks in a call of the
+wrapped module's ``forward``; some stages also leave parameters without a gradient in a step, which DDP only allows
+with ``find_unused_parameters`` (a graph walk each step). The price: the all-reduce does not overlap the backward
+pass. Batch-norm statistics stay per replica (per micro-batch), as with per-core batch norm on the TPUs of the paper.
 
-Ranks come from the usual ``RANK`` / ``WORLD_SIZE`` / ``MASTER_ADDR`` / ``MASTER_PORT`` variables, which
-``torchrun`` sets and which :func:`init` exports from submitit's job environment inside a submitit task.
+Ranks come from the usual ``RANK`` / ``LOCAL_RANK`` / ``WORLD_SIZE`` / ``MASTER_ADDR`` / ``MASTER_PORT`` variables,
+which ``torchrun`` sets and which :func:`init` exports from submitit's job environment inside a submitit task (one
+task per GPU, on one or several nodes). Every task sees every GPU of its node; it takes ``cuda:LOCAL_RANK``.
 """
 
 from __future__ import annotations
@@ -18,14 +22,33 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["init", "is_distributed", "rank", "world_size", "is_main", "shard", "all_reduce_mean",
-           "average_gradients", "broadcast_module", "barrier", "shutdown"]
+__all__ = ["init", "is_distributed", "rank", "local_rank", "world_size", "is_main", "shard", "all_reduce_mean",
+           "all_reduce_sum", "all_gather_object", "average_gradients", "broadcast_module", "barrier", "shutdown"]
 
 
-def init(device: torch.device) -> None:
-    """Join the process group when launched with several tasks (submitit or torchrun); no-op for one process."""
-    if dist.is_initialized():
-        return
+def init(device: str | torch.device | None = None) -> torch.device:
+    """Join the process group when launched with several tasks (submitit or torchrun) and return this task's device.
+
+    ``device`` None means CUDA when available, else CPU. A CUDA device without an index becomes ``cuda:LOCAL_RANK``
+    (made the current device, and the process group is bound to it), so the tasks of a node use one GPU each.
+    One process: no process group, and ``cuda`` is ``cuda:0``.
+    """
+    _export_submitit_environment()
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dev.type == "cuda":
+        if dev.index is None:
+            dev = torch.device("cuda", local_rank())
+        torch.cuda.set_device(dev)
+    if dist.is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return dev
+    backend = "nccl" if dev.type == "cuda" else "gloo"
+    dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30),
+                            device_id=dev if dev.type == "cuda" else None)
+    return dev
+
+
+def _export_submitit_environment() -> None:
+    """RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR/PORT from submitit's job environment (several tasks only)."""
     if "WORLD_SIZE" not in os.environ and "SUBMITIT_EXECUTOR" in os.environ:
         try:
             import submitit
@@ -34,10 +57,6 @@ def init(device: torch.device) -> None:
                 submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         except RuntimeError:  # not inside a submitit job after all
             pass
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
 
 
 def is_distributed() -> bool:
@@ -46,6 +65,11 @@ def is_distributed() -> bool:
 
 def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
+
+
+def local_rank() -> int:
+    """This task's index on its node (which GPU it uses)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def world_size() -> int:
@@ -79,6 +103,15 @@ def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
         return value
     out = value.detach().clone()
     dist.all_reduce(out)
+    return out
+
+
+def all_gather_object(obj) -> list:
+    """``[obj of rank 0, obj of rank 1, ...]`` (``[obj]`` for one process)."""
+    if not is_distributed():
+        return [obj]
+    out = [None] * world_size()
+    dist.all_gather_object(out, obj)
     return out
 
 

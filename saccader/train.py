@@ -20,6 +20,13 @@ the location weights, as SGD weight decay (the gradient of lambda/2 |theta|^2). 
 
 writes ``checkpoint.pt`` (resumable), ``train_log.parquet`` (per epoch) and, last, ``model.pt`` (final weights).
 Rerunning the same command after a kill resumes from ``checkpoint.pt``.
+
+A recipe's ``batch_size`` is the paper's global minibatch. How it is cut is an execution fact (never in the run's
+fingerprint): over the world's ranks (``batch_size / world`` images each), and with ``--micro-batch M`` into
+``batch_size / (world * M)`` micro-batches whose gradients are accumulated before the one optimizer step, so that
+the update is the one of the whole minibatch (:func:`accumulate_gradients`). What the paper defines on the minibatch
+stays on the global batch: the learning rate, the REINFORCE baseline b, the logged minibatch accuracy. Batch-norm
+statistics are those of each micro-batch, as per-core batch norm on the paper's TPUs.
 """
 
 from __future__ import annotations
@@ -45,11 +52,15 @@ from saccader.data.folder import LOADING_KEYS
 from saccader.errors import UserError
 from saccader.schedule import build_scheduler
 
-__all__ = ["STAGES", "recipe", "init_runs", "train", "register"]
+__all__ = ["STAGES", "recipe", "init_runs", "step_loss", "accumulate_gradients", "predict", "train", "register"]
 
 log = logging.getLogger("saccader.train")
 STAGES = ("classify", "location_pretrain", "reinforce", "dram_pretrain", "dram", "glimpse_finetune")
 MOMENTUM = 0.9  # Nesterov momentum of every run (Section 3.2, Appendix C)
+# The training step never waits for the GPU; the host reads the loss (finite?) at checkpoints, at the end of an
+# epoch and every SYNC_EVERY steps, so a non-finite loss stops the run at most that many steps late.
+SYNC_EVERY = 100
+SAMPLING_STAGES = ("reinforce", "dram")  # objectives whose baseline b depends on the sampled trajectories
 
 
 # --------------------------------------------------------------------------------------------------- recipes
@@ -159,8 +170,13 @@ def _logits(out) -> torch.Tensor:
 
 
 def step_loss(model: nn.Module, rec: dict, images: torch.Tensor, labels: torch.Tensor,
-              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """The loss of one minibatch under the run's objective, and the per-image correctness used for the log."""
+              generator: torch.Generator, baseline: torch.Tensor | float | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss of one minibatch under the run's objective, and the per-image correctness used for the log.
+
+    ``baseline``: b of eq 6 / DRAM's REINFORCE term; by default the accuracy of the sampled trajectories over the
+    global minibatch, all-reduced over the ranks (:func:`accumulate_gradients` passes the one of the whole global
+    batch when it is cut into micro-batches)."""
     stage = rec["stage"]
     if stage == "classify":
         logits = _logits(model(images))
@@ -181,7 +197,7 @@ def step_loss(model: nn.Module, rec: dict, images: torch.Tensor, labels: torch.T
         out = model.backbone(images)
         rolls = [model.rollout(out["mixed"], out["logits2d"], rec["num_glimpses"], sample=True, generator=generator)
                  for _ in range(rec.get("mc_samples", 2))]
-        return _monte_carlo(rolls, labels, losses.saccader_loss, rec.get("reinforce_weight", 1.0))
+        return _monte_carlo(rolls, labels, losses.saccader_loss, rec.get("reinforce_weight", 1.0), baseline)
     if stage == "glimpse_finetune":  # NASNet-77 / -113 on the Saccader's patches (Tables Supp.2-3)
         logits = _logits(model(*_base_and_high_res(images, model, rec)))
         return losses.classification_loss(logits, labels, rec.get("label_smoothing", 0.0)), losses.correct(logits,
@@ -194,18 +210,83 @@ def step_loss(model: nn.Module, rec: dict, images: torch.Tensor, labels: torch.T
         s = rec.get("mc_samples", 2)
         out = model(torch.cat([images] * s), rec["num_glimpses"], sample=True, generator=generator)
         outs = [{"logits": lg, "log_probs": lp} for lg, lp in zip(out["logits"].chunk(s), out["log_probs"].chunk(s))]
-        return _monte_carlo(outs, labels, losses.dram_hybrid_loss, rec.get("reinforce_weight", 0.1))
+        return _monte_carlo(outs, labels, losses.dram_hybrid_loss, rec.get("reinforce_weight", 0.1), baseline)
     raise UserError(f"unknown stage {stage!r}", f"use one of {', '.join(STAGES)}")
 
 
-def _monte_carlo(outs: list[dict], labels: torch.Tensor, loss_fn, reinforce_weight: float):
+def _monte_carlo(outs: list[dict], labels: torch.Tensor, loss_fn, reinforce_weight: float, baseline=None):
     """Eq 6 / the DRAM hybrid loss over S sampled trajectories: stacked logits and log-probs, baseline b = the
-    accuracy over the global minibatch; returns (loss, per-image mean reward)."""
+    accuracy over the global minibatch (unless given); returns (loss, per-image mean reward)."""
     logits = torch.stack([o["logits"] for o in outs])
     log_probs = torch.stack([o["log_probs"] for o in outs])
-    baseline = distributed.all_reduce_mean(losses.correct(logits, labels.expand(len(outs), -1)).mean())
+    if baseline is None:
+        baseline = distributed.all_reduce_mean(losses.correct(logits, labels.expand(len(outs), -1)).mean())
     loss, rewards = loss_fn(logits, log_probs, labels, baseline, reinforce_weight)
     return loss, rewards.mean(dim=0)
+
+
+def _split(images, size: int) -> list:
+    """A batch (tensor, or dict of tensors for cached features) cut into consecutive chunks of ``size`` images."""
+    if isinstance(images, dict):
+        parts = {k: v.split(size) for k, v in images.items()}
+        return [dict(zip(parts, chunk)) for chunk in zip(*parts.values())]
+    return list(images.split(size))
+
+
+def accumulate_gradients(model: nn.Module, rec: dict, images, labels: torch.Tensor, generator: torch.Generator,
+                         micro_batch: int = 0, autocast=contextlib.nullcontext) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward and backward of this rank's share of the global minibatch, adding its gradient to ``.grad``; returns
+    the rank's mean loss (detached, float) and the per-image correctness.
+
+    ``micro_batch`` 0 (or the whole share): one forward and one backward. Otherwise the share is cut into k chunks of
+    ``micro_batch`` images, run one after the other, each loss scaled by 1/k: every objective is a mean over equal
+    chunks, so the accumulated gradient is the one of the whole share (to float rounding). The sampling objectives'
+    baseline b (eq 6; DRAM's hybrid loss) is the accuracy over the global minibatch, known only once every chunk has
+    sampled its trajectories: a no-grad pass over the chunks computes it first (:func:`_global_baseline`), and the
+    chunks then draw the same samples again. Batch-norm statistics are per chunk (per-core BN on the paper's TPUs).
+    """
+    n = len(labels)
+    if not micro_batch or micro_batch >= n:
+        with autocast():
+            loss, right = step_loss(model, rec, images, labels, generator)
+        loss.backward()
+        return loss.detach().float(), right
+    chunks, targets = _split(images, micro_batch), labels.split(micro_batch)
+    k = len(chunks)
+    baseline = (_global_baseline(model, rec, chunks, targets, generator, autocast)
+                if rec["stage"] in SAMPLING_STAGES else None)
+    total, rights = 0.0, []
+    for x, y in zip(chunks, targets):
+        with autocast():
+            loss, right = step_loss(model, rec, x, y, generator, baseline)
+        (loss / k).backward()
+        total = total + loss.detach().float()
+        rights.append(right)
+    return total / k, torch.cat(rights)
+
+
+@torch.no_grad()
+def _global_baseline(model: nn.Module, rec: dict, chunks: list, targets: list, generator: torch.Generator,
+                     autocast) -> torch.Tensor:
+    """b over the global minibatch for micro-batched sampling stages: the chunks' rewards from a no-grad forward,
+    summed over the chunks and the ranks. The generator and the global RNGs are rewound and the batch-norm buffers
+    restored afterwards, so the training pass draws the same trajectories and updates the statistics once. Costs
+    one forward without backward per step, only when the share is cut into micro-batches."""
+    state, cpu = generator.get_state(), torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state(generator.device) if generator.device.type == "cuda" else None
+    buffers = [b.clone() for b in model.buffers()]
+    hits = 0.0
+    for x, y in zip(chunks, targets):
+        with autocast():
+            _, right = step_loss(model, rec, x, y, generator, baseline=0.0)
+        hits = hits + right.float().sum()
+    generator.set_state(state)
+    torch.set_rng_state(cpu)
+    if cuda is not None:
+        torch.cuda.set_rng_state(cuda, generator.device)
+    for b, saved in zip(model.buffers(), buffers):
+        b.copy_(saved)
+    return distributed.all_reduce_sum(hits) / (sum(len(y) for y in targets) * distributed.world_size())
 
 
 @torch.no_grad()
@@ -236,20 +317,23 @@ def _base_and_high_res(images: torch.Tensor, model: nn.Module, rec: dict):
     return base, rec["num_glimpses"], images
 
 
-def evaluate(model: nn.Module, rec: dict, loader, device, autocast) -> tuple[float, float]:
-    """Top-1 and top-5 accuracy on the dev split."""
+def evaluate(model: nn.Module, rec: dict, loader, device, autocast, standardize=None) -> tuple[float, float]:
+    """Top-1 and top-5 accuracy on the dev split. With several ranks each evaluates the shard its ``loader`` holds
+    and the counts are summed over the ranks (every rank gets the accuracy of the whole split). The counts stay on
+    the device until the end (no wait per batch)."""
     model.eval()
-    top1 = top5 = n = 0
+    counts = torch.zeros(3, dtype=torch.int64, device=device)  # top-1, top-5, images
     channels_last = use_channels_last(rec, device)
     for images, labels in loader:
-        images, labels = _to(images, device, channels_last), labels.to(device)
+        images, labels = _to(images, device, channels_last, standardize), labels.to(device, non_blocking=True)
         with autocast():
             logits = predict(model, rec, images).float()
         k = min(5, logits.shape[1])
         top = logits.topk(k, dim=1).indices
-        top1 += (top[:, 0] == labels).sum().item()
-        top5 += (top == labels[:, None]).any(dim=1).sum().item()
-        n += len(labels)
+        counts[0] += (top[:, 0] == labels).sum()
+        counts[1] += (top == labels[:, None]).any(dim=1).sum()
+        counts[2] += len(labels)
+    top1, top5, n = distributed.all_reduce_sum(counts).tolist()
     return top1 / max(n, 1), top5 / max(n, 1)
 
 
@@ -301,20 +385,39 @@ class _CachedFeatures(torch.utils.data.Dataset):
 
 class _SeededItems(torch.utils.data.Dataset):
     """Draws each item's augmentation from a seed of (run seed, epoch, index) so the crops do not depend on loader
-    workers or on where a resumed run restarted. The dataset provides ``get(index, generator)``, as
-    ``FolderDataset`` does."""
+    workers or on where a resumed run restarted. Items are asked for as ``(epoch, index)`` (what
+    :class:`_EpochSampler` yields), so persistent workers need no per-epoch state. The dataset provides
+    ``get(index, generator)``, as ``FolderDataset`` does."""
 
     def __init__(self, dataset, seed: int):
-        self.dataset, self.seed, self.epoch = dataset, seed, 0
+        self.dataset, self.seed = dataset, seed
 
     def __len__(self):
         return len(self.dataset)
 
-    def __getitem__(self, index):
+    def __getitem__(self, key):
+        epoch, index = key
         # A generator of its own, seeded like the global CPU generator was (the same draws, bitwise the same crops):
         # forking and reseeding the global one cost more than the crop itself (bench/data_path.py).
-        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(index))
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + int(index))
         return self.dataset.get(index, generator)
+
+
+class _EpochSampler(torch.utils.data.Sampler):
+    """The keys of the items one epoch reads, set before each epoch: the loader and its persistent workers are made
+    once per run."""
+
+    def __init__(self):
+        self.keys = []
+
+    def set_epoch(self, dataset, epoch: int, indices: list[int]) -> None:
+        self.keys = [(epoch, i) for i in indices] if isinstance(dataset, _SeededItems) else indices
+
+    def __iter__(self):
+        return iter(self.keys)
+
+    def __len__(self):
+        return len(self.keys)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -322,20 +425,23 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
 
 
-def _loader(dataset, indices, batch_size, workers, pin_memory=False):
-    # Built anew each epoch: persistent workers would keep a stale _SeededItems.epoch (wrong augmentation seeds);
-    # restarting them costs seconds per ImageNet epoch. Pinned memory makes the non_blocking copy to the GPU async.
-    # Its own generator: a loader's iterator otherwise draws its base seed from the global RNG, one draw more in a
-    # run resumed mid-epoch than in an uninterrupted one, and the global RNG drives dropout (NASNet) -> not bitwise.
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=workers,
-                                       persistent_workers=False, drop_last=False, pin_memory=pin_memory,
+def _loader(dataset, sampler, batch_size, workers, pin_memory=False):
+    # One per run, its workers persistent (restarting them cost seconds per ImageNet epoch); the sampler holds each
+    # epoch's keys. Pinned memory makes the non_blocking copy to the GPU async. Its own generator: a loader's
+    # iterator otherwise draws its base seed from the global RNG, one draw more in a run resumed mid-epoch than in an
+    # uninterrupted one, and the global RNG drives dropout (NASNet) -> not bitwise.
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                                       persistent_workers=workers > 0, drop_last=False, pin_memory=pin_memory,
                                        generator=torch.Generator())
 
 
-def _to(images, device: torch.device, channels_last: bool = False):
+def _to(images, device: torch.device, channels_last: bool = False, standardize=None):
+    """Images to ``device``; uint8 images (what the loaders send: a quarter of the bytes) are standardised there."""
     if isinstance(images, dict):
         return {k: v.to(device, non_blocking=True) for k, v in images.items()}
     images = images.to(device, non_blocking=True)
+    if standardize is not None and images.dtype == torch.uint8:
+        images = standardize(images)
     return images.contiguous(memory_format=torch.channels_last) if channels_last else images
 
 
@@ -374,13 +480,46 @@ def _autocast(enabled: bool, device: torch.device):
 
 # --------------------------------------------------------------------------------------------------- the loop
 
-def _check_recipe(run: str, rec: dict, world: int) -> None:
+def _check_recipe(run: str, rec: dict, world: int, micro_batch: int = 0) -> None:
     missing = [k for k in ("model", "stage", "lr", "batch_size", "epochs") if k not in rec]
     if missing:
         raise UserError(f"train.{run} is missing {', '.join(missing)}", "add them to the run's recipe in the config")
-    if rec["batch_size"] % world:
-        raise UserError(f"train.{run}.batch_size = {rec['batch_size']} does not divide among {world} processes",
-                        "use a global batch size that is a multiple of the number of tasks")
+    problem = split_problem(rec["batch_size"], world, micro_batch)
+    if problem:
+        raise UserError(f"train.{run}: {problem[0]}", problem[1])
+
+
+def split_problem(batch: int, world: int, micro_batch: int = 0) -> tuple[str, str] | None:
+    """Why the global ``batch`` cannot be cut over ``world`` ranks and micro-batches of ``micro_batch`` images (the
+    problem and its fix), or None. Also what the workflow checks before it submits a job."""
+    if micro_batch < 0:
+        return f"micro-batch {micro_batch} is negative", "use 0 (no accumulation) or a positive number of images"
+    if batch % world:
+        return (f"batch_size = {batch} does not divide among {world} processes (nodes x GPUs)",
+                "use a number of nodes x GPUs that divides the global batch (the batch is the paper's)")
+    share = batch // world
+    if micro_batch and share % micro_batch:
+        return (f"micro-batch {micro_batch} does not divide the {share} images of each of the {world} processes "
+                f"(batch_size {batch})", f"use a micro-batch that divides {share} (or 0 for no accumulation)")
+    return None
+
+
+class _Health:
+    """The first non-finite mean loss of the epoch and its step, kept on the device (the step never waits for the
+    GPU to know it); :meth:`check` reads it, at checkpoints, at the end of the epoch and every SYNC_EVERY steps."""
+
+    def __init__(self, device: torch.device):
+        self.step = torch.zeros((), dtype=torch.int64, device=device)  # 0: none yet (steps count from 1)
+        self.value = torch.zeros((), device=device)
+
+    def update(self, mean_loss: torch.Tensor, step: int) -> None:
+        first = ~torch.isfinite(mean_loss) & (self.step == 0)
+        self.step = torch.where(first, step, self.step)
+        self.value = torch.where(first, mean_loss, self.value)
+
+    def first_bad(self) -> tuple[int, float] | None:
+        step = int(self.step)
+        return (step, float(self.value)) if step else None
 
 
 # Recipe and dataset keys that never change the weights a run ends with: changing them keeps its checkpoint valid.
@@ -425,7 +564,7 @@ def _set_aside(path: Path, fingerprint: str) -> Path:
 
 
 def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, str] | None = None,
-          device: str | None = None, stale: str = "error") -> Path:
+          device: str | None = None, stale: str = "error", micro_batch: int = 0) -> Path:
     """Train run ``run`` with ``seed`` into ``out`` (resuming from ``out/checkpoint.pt``); returns ``out/model.pt``.
 
     Args:
@@ -434,9 +573,12 @@ def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, st
         seed: the training seed (one of ``config['seeds']``).
         out: output folder.
         init: run name -> output folder of each run listed in the recipe's ``init_from``.
-        device: torch device; CUDA when available.
+        device: torch device; CUDA when available (``cuda:LOCAL_RANK`` with several tasks).
         stale: a ``checkpoint.pt`` of this run written under another config: ``error`` (default) or ``restart``
             from scratch, keeping it as ``checkpoint.<its fingerprint>.pt``.
+        micro_batch: images per forward and backward on each rank (0: the rank's whole share of the global batch);
+            gradients of ``batch_size / (world * micro_batch)`` micro-batches are accumulated into one step. An
+            execution fact: it never enters the fingerprint, and a run may resume with another value.
     """
     rec = {**recipe(config, run), "base_size": config["dataset"]["image_size"]}
     init = dict(init or {})
@@ -445,10 +587,9 @@ def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, st
         raise UserError(f"run {run} starts from {', '.join(missing)} but no --init was given for it",
                         f"pass --init {missing[0]}=DIR with the output folder of that run")
     out = io.ensure_writable(out)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    distributed.init(dev)
-    world, main = distributed.world_size(), distributed.is_main()
-    _check_recipe(run, rec, world)
+    dev = distributed.init(device)
+    world, rank, main = distributed.world_size(), distributed.rank(), distributed.is_main()
+    _check_recipe(run, rec, world, micro_batch)
     started = time.perf_counter()
 
     torch.manual_seed(seed)
@@ -467,9 +608,10 @@ def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, st
     params = [p for g in groups for p in g["params"]]
     optimizer = torch.optim.SGD(groups, lr=rec["lr"], momentum=MOMENTUM, nesterov=True)
 
-    from saccader.data.folder import build_dataset
+    from saccader.data.folder import Standardize, build_dataset
 
     res = _resolution(config, rec)
+    standardize = Standardize(config["dataset"]["mean"], config["dataset"]["std"])
     if rec.get("cache_features") and rec["stage"] == "location_pretrain":
         tick = time.perf_counter()
         train_set = _CachedFeatures(model, build_dataset(config, "train", train=False, resolution=res),
@@ -477,9 +619,10 @@ def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, st
         log.info("%s: cached the frozen representation of %d images in %.1f s", run, len(train_set),
                  time.perf_counter() - tick)
     else:
-        train_set = _SeededItems(build_dataset(config, "train", train=True, resolution=res), seed)
-    dev_set = build_dataset(config, "dev", train=False, resolution=res)
+        train_set = _SeededItems(build_dataset(config, "train", train=True, resolution=res, uint8=True), seed)
+    dev_set = build_dataset(config, "dev", train=False, resolution=res, uint8=True)
     batch = rec["batch_size"]
+    share = batch // world
     steps_per_epoch = len(train_set) // batch
     if steps_per_epoch == 0:
         raise UserError(f"train.{run}.batch_size = {batch} exceeds the {len(train_set)} training images",
@@ -490,14 +633,19 @@ def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, st
         from timm.utils import ModelEmaV3
 
         ema = ModelEmaV3(model, decay=rec["ema_decay"])
-    generator = torch.Generator(device=dev).manual_seed(seed + 1_000_003 * (1 + distributed.rank()))
+    generator = torch.Generator(device=dev).manual_seed(seed + 1_000_003 * (1 + rank))
     autocast = _autocast(use_bf16(rec, dev), dev)
     workers = config["dataset"].get("num_workers", 0)
+    pin = dev.type == "cuda"
     # Reused every epoch (bench/data_path). Its own generator: a DataLoader draws a base seed from the global RNG at
     # every pass, which dropout and drop path also use, so without it eval_every would change the trained weights.
-    dev_loader = torch.utils.data.DataLoader(dev_set, batch_size=rec.get("eval_batch_size", batch),
-                                             num_workers=workers, pin_memory=dev.type == "cuda",
-                                             persistent_workers=workers > 0, generator=torch.Generator())
+    # Each rank evaluates its shard of the dev split, eval_batch_size images at a time (default: a training forward's).
+    dev_loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(dev_set, range(rank, len(dev_set), world)),
+        batch_size=rec.get("eval_batch_size", micro_batch or share), num_workers=workers, pin_memory=pin,
+        persistent_workers=workers > 0, generator=torch.Generator())
+    sampler = _EpochSampler()
+    loader = _loader(train_set, sampler, share, workers, pin_memory=pin)
 
     ckpt_path = out / "checkpoint.pt"
     every = rec.get("checkpoint_every", 0) or steps_per_epoch
@@ -525,34 +673,54 @@ def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, st
             raise UserError(f"checkpoint {ckpt_path} does not fit run {run} (model {rec['model']}): "
                             f"{str(exc).splitlines()[0][:200]}",
                             f"restore the config it was trained with, or delete {ckpt_path} to restart") from None
-        checkpoint.set_rng_state(state["rng"], generator)
+        rng = checkpoint.rank_rng_state(state, rank, world)
+        if rng is not None:
+            checkpoint.set_rng_state(rng, generator)
+        else:
+            log.warning("%s seed %d: %s was written by another number of processes; rank %d starts a fresh random "
+                        "stream", run, seed, ckpt_path, rank)
         epoch, step, rows, sums = state["epoch"], state["step"], state["log"], state["sums"]
         log.info("%s seed %d: resuming from %s at epoch %d step %d", run, seed, ckpt_path, epoch, step)
     else:
         log.info("%s seed %d: training %s (stage %s) for %d epochs of %d steps, batch %d, lr %g (paper %s at batch "
                  "%s), %d process(es), on %s -> %s", run, seed, rec["model"], rec["stage"], rec["epochs"],
                  steps_per_epoch, batch, rec["lr"], rec.get("paper_lr"), rec.get("paper_batch_size"), world, dev, out)
+    if micro_batch and micro_batch < share:
+        log.info("%s: %d images per process in %d micro-batches of %d (gradients accumulated)", run, share,
+                 share // micro_batch, micro_batch)
+    health = _Health(dev)
+
+    def check_finite():
+        bad = health.first_bad()
+        if bad is not None:
+            raise UserError(f"run {run} seed {seed}: loss is {bad[1]} at epoch {epoch + 1} step {bad[0]}; the last "
+                            f"good checkpoint {ckpt_path} is kept",
+                            f"lower train.{run}.lr or check the data and the init_from weights")
+
+    def host_sums() -> dict:
+        return {k: v.item() if isinstance(v, torch.Tensor) else v for k, v in sums.items()}
 
     def save_checkpoint():
+        check_finite()
         # A finite loss can still step into non-finite weights; never let those replace the last good checkpoint.
         if not all(torch.isfinite(p).all() for p in params):
             raise UserError(f"run {run} seed {seed}: weights became non-finite by epoch {epoch + 1} step {step}; the "
                             f"last good checkpoint {ckpt_path} is kept",
                             f"lower train.{run}.lr or check the data and the init_from weights")
+        rng = checkpoint.rng_state(generator)
+        ranks = distributed.all_gather_object(rng) if world > 1 else None  # each rank resumes its own stream
         if main:
             checkpoint.save(ckpt_path, run=run, model_name=rec["model"], fingerprint=fp,
                             model=model.state_dict(), optimizer=optimizer.state_dict(),
                             scheduler=scheduler.state_dict(), ema=ema.state_dict() if ema is not None else {},
-                            rng=checkpoint.rng_state(generator), epoch=epoch, step=step, log=rows, sums=sums)
+                            rng=rng, epoch=epoch, step=step, log=rows, sums=host_sums(),
+                            **({"rng_ranks": ranks} if ranks else {}))
         distributed.barrier()
 
     while epoch < rec["epochs"]:
-        if isinstance(train_set, _SeededItems):
-            train_set.epoch = epoch
         order = epoch_order(len(train_set), seed, epoch)
         shards = [distributed.shard(order[s * batch:(s + 1) * batch]) for s in range(step, steps_per_epoch)]
-        loader = _loader(train_set, torch.cat(shards).tolist() if shards else [], batch // world, workers,
-                         pin_memory=dev.type == "cuda")
+        sampler.set_epoch(train_set, epoch, torch.cat(shards).tolist() if shards else [])
         bar = tqdm(total=steps_per_epoch, initial=step, desc=f"{run} seed{seed} epoch {epoch + 1}/{rec['epochs']}",
                    disable=not main, leave=False, dynamic_ncols=True,
                    mininterval=1.0 if sys.stderr.isatty() else 30.0)  # keep job logs short
@@ -561,37 +729,42 @@ def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, st
             _train_mode(model)
             if rec.get("drop_path_epochs"):  # NASNet's scheduled drop path: a function of the step, so resumable
                 set_drop_path_progress(model, (epoch + step / steps_per_epoch) / rec["drop_path_epochs"])
-            images, labels = _to(images, dev, channels_last), labels.to(dev)
-            with autocast():
-                loss, right = step_loss(model, rec, images, labels, generator)
-            mean_loss = distributed.all_reduce_mean(loss.detach().float())
-            if not torch.isfinite(mean_loss):
-                raise UserError(f"run {run} seed {seed}: loss is {mean_loss.item()} at epoch {epoch + 1} step "
-                                f"{step + 1}; the last good checkpoint {ckpt_path} is kept",
-                                f"lower train.{run}.lr or check the data and the init_from weights")
+            images = _to(images, dev, channels_last, standardize)
+            labels = labels.to(dev, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            try:
+                loss, right = accumulate_gradients(model, rec, images, labels, generator, micro_batch, autocast)
+            except RuntimeError:  # e.g. sampling from the NaN probabilities of weights a NaN loss already broke
+                check_finite()
+                raise
+            mean_loss = distributed.all_reduce_mean(loss)
+            health.update(mean_loss, step + 1)
             distributed.average_gradients(params)
             optimizer.step()
             scheduler.step()
             if ema is not None:
                 ema.update(model)
             step += 1
-            sums["loss"] += mean_loss.item() * batch
-            sums["correct"] += distributed.all_reduce_sum(right.sum().float()).item()
+            # Kept on the device in float64: the same sums as Python floats of the per-step values, without a wait.
+            sums["loss"] += mean_loss.double() * batch
+            sums["correct"] += distributed.all_reduce_sum(right.sum().float()).double()
             sums["images"] += batch
             bar.update(1)
+            if step % SYNC_EVERY == 0:
+                check_finite()
             if step < steps_per_epoch and step % every == 0:
                 sums["seconds"] += time.perf_counter() - tick
                 tick = time.perf_counter()
                 save_checkpoint()
         bar.close()
+        check_finite()
+        sums = host_sums()
         sums["seconds"] += time.perf_counter() - tick
         final = ema.module if ema is not None else model
         last = epoch + 1 == rec["epochs"]
         top1 = top5 = float("nan")
-        if main and (last or (epoch + 1) % rec.get("eval_every", 1) == 0):
-            top1, top5 = evaluate(final, rec, dev_loader, dev, autocast)
+        if last or (epoch + 1) % rec.get("eval_every", 1) == 0:  # every rank evaluates its shard
+            top1, top5 = evaluate(final, rec, dev_loader, dev, autocast, standardize)
         rows.append({"run": run, "seed": seed, "epoch": epoch + 1, "loss": sums["loss"] / max(sums["images"], 1),
                      "train_top1": sums["correct"] / max(sums["images"], 1), "dev_top1": top1, "dev_top5": top5,
                      "lr": optimizer.param_groups[0]["lr"], "images_per_s": sums["images"] / max(sums["seconds"], 1e-9),
@@ -600,6 +773,7 @@ def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, st
             log.info("%s seed %d epoch %d: loss %.4f train %.3f dev top-1 %.3f top-5 %.3f (%.0f img/s)", run, seed,
                      epoch + 1, rows[-1]["loss"], rows[-1]["train_top1"], top1, top5, rows[-1]["images_per_s"])
         epoch, step, sums = epoch + 1, 0, {"loss": 0.0, "correct": 0.0, "images": 0, "seconds": 0.0}
+        health = _Health(dev)
         save_checkpoint()
 
     final = ema.module if ema is not None else model
@@ -612,6 +786,7 @@ def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, st
     return out / "model.pt"
 
 
+
 # --------------------------------------------------------------------------------------------------- CLI
 
 def _run(args) -> int:
@@ -619,7 +794,7 @@ def _run(args) -> int:
     if args.seed not in config["seeds"]:
         log.warning("seed %d is not one of the config's seeds %s", args.seed, config["seeds"])
     train(config, args.run, args.seed, args.out, parse_run_dirs(args.init, "--init"), args.device,
-          args.stale_checkpoint)
+          args.stale_checkpoint, args.micro_batch)
     return 0
 
 
@@ -632,7 +807,11 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="output folder (checkpoint.pt, train_log.parquet, model.pt)")
     p.add_argument("--init", action="append", default=[], metavar="RUN=DIR",
                    help="output folder of a run listed in the recipe's init_from (repeatable)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--device", default=None,
+                   help="torch device (default: cuda if available, else cpu; cuda means cuda:LOCAL_RANK)")
+    p.add_argument("--micro-batch", type=int, default=0, metavar="M",
+                   help="images per forward/backward on each process; the gradients of batch_size / (processes x M) "
+                        "micro-batches are accumulated into one step (default 0: no accumulation)")
     p.add_argument("--stale-checkpoint", choices=STALE_CHOICES, default="error",
                    help="a DIR/checkpoint.pt of this run written under another config: stop with an error (default) "
                         "or restart from scratch, keeping it as checkpoint.<fingerprint>.pt (the workflow's choice)")

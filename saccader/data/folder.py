@@ -85,12 +85,34 @@ def list_split(config: dict, split: str) -> tuple[list[tuple[str, int]], list[st
     return [(str(root / p), y) for p, y in rel], classes
 
 
-def build_transform(config: dict, train: bool, resolution: int | None = None, normalize: bool = True):
-    """Appendix C preprocessing: an image (PIL or uint8 (3, H, W) tensor) -> float tensor (3, size, size)."""
+def build_transform(config: dict, train: bool, resolution: int | None = None, normalize: bool = True,
+                    uint8: bool = False):
+    """Appendix C preprocessing: an image (PIL or uint8 (3, H, W) tensor) -> float tensor (3, size, size), or the
+    cropped and resized uint8 tensor when ``uint8`` (standardised later, on the device, by :class:`Standardize`)."""
     ds = config["dataset"]
     return AppendixC(resolution or ds["image_size"], train, tuple(ds["train_crop_scale"]), ds["hflip"],
                      1.0 / (1.0 + ds["crop_padding_fraction"]),  # 224 / (224 + 22) in the official code
-                     (ds["mean"], ds["std"]) if normalize else None)
+                     (ds["mean"], ds["std"]) if normalize else None, uint8=uint8)
+
+
+class Standardize:
+    """The last two steps of :class:`AppendixC` on a uint8 batch (N, 3, H, W), on the batch's device: [0, 1] floats,
+    then ``(x - mean) / std``. The same float32 operations in the same order, so bitwise the transform's output.
+    Loaders send uint8 (a quarter of the bytes of float32 through the workers' queues and the host-to-GPU copy)."""
+
+    def __init__(self, mean, std):
+        import torch
+
+        self._mean_std = tuple(torch.tensor(v).view(-1, 1, 1) for v in (mean, std))
+        self._device = {}
+
+    def __call__(self, images):
+        import torch
+
+        if images.device not in self._device:
+            self._device[images.device] = tuple(v.to(images.device) for v in self._mean_std)
+        mean, std = self._device[images.device]
+        return images.to(torch.float32).mul_(1.0 / 255).sub_(mean).div_(std)
 
 
 class AppendixC:
@@ -106,10 +128,10 @@ class AppendixC:
     """
 
     def __init__(self, size: int, train: bool, crop_scale=(0.08, 1.0), hflip: bool = True,
-                 eval_fraction: float = 1.0, mean_std: tuple | None = None):
+                 eval_fraction: float = 1.0, mean_std: tuple | None = None, uint8: bool = False):
         import torch
 
-        self.size, self.train, self.crop_scale, self.hflip = size, train, crop_scale, hflip
+        self.size, self.train, self.crop_scale, self.hflip, self.uint8 = size, train, crop_scale, hflip, uint8
         self.eval_fraction, self.mean_std = eval_fraction, mean_std
         self._center = _CenterFraction(eval_fraction)
         self._log_ratio = torch.log(torch.tensor((3 / 4, 4 / 3))).tolist()  # get_params' float32 bounds
@@ -131,6 +153,8 @@ class AppendixC:
         else:
             img = F.resize_image(self._center(img), [self.size, self.size],
                                  interpolation=InterpolationMode.BICUBIC, antialias=True)
+        if self.uint8:
+            return img
         img = img.to(torch.float32).mul_(1.0 / 255)  # v2.ToDtype(float32, scale=True)
         if self._mean_std is None:
             return img
@@ -289,14 +313,15 @@ def _files_digest(paths) -> str:
 
 
 def build_dataset(config: dict, split: str, train: bool = False, resolution: int | None = None,
-                  normalize: bool = True) -> FolderDataset:
+                  normalize: bool = True, uint8: bool = False) -> FolderDataset:
     """The dataset of ``split`` (train / dev / test) with training or evaluation preprocessing.
 
     ``resolution`` defaults to ``dataset.image_size``; pass ``dataset.high_res_size`` for the 331 experiments.
-    ``normalize=False`` keeps pixels in [0, 1] (the attacks standardise inside the attacked model).
+    ``normalize=False`` keeps pixels in [0, 1] (the attacks standardise inside the attacked model); ``uint8=True``
+    gives the uint8 images before that step (:class:`Standardize` completes it on the device).
     """
     samples, _ = list_split(config, split)
-    return FolderDataset(samples, build_transform(config, train, resolution, normalize),
+    return FolderDataset(samples, build_transform(config, train, resolution, normalize, uint8),
                          cache=config["dataset"].get("cache_images", False),
                          pack=Path(config["dataset"]["root"]) / f".decoded-{split}.pt")
 
