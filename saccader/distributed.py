@@ -23,7 +23,8 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["init", "is_distributed", "rank", "local_rank", "world_size", "is_main", "shard", "all_reduce_mean",
-           "all_reduce_sum", "all_gather_object", "average_gradients", "broadcast_module", "barrier", "shutdown"]
+           "all_reduce_sum", "all_gather_object", "average_gradients", "broadcast_module", "broadcast_buffers",
+           "barrier", "shutdown"]
 
 
 def init(device: str | torch.device | None = None) -> torch.device:
@@ -136,6 +137,15 @@ def broadcast_module(module: torch.nn.Module) -> None:
     if not is_distributed():
         return
     for tensor in list(module.parameters()) + list(module.buffers()):
+        dist.broadcast(tensor.data, src=0)
+
+
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Copy rank 0's buffers (batch-norm running statistics, per replica while training) to every replica, so that
+    every rank evaluates the model that rank 0 saves."""
+    if not is_distributed():
+        return
+    for tensor in module.buffers():
         dist.broadcast(tensor.data, src=0)
 
 

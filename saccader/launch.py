@@ -1,12 +1,13 @@
 """Run one ``saccader`` subcommand as a submitit job and wait for it: the launcher of every heavy Snakemake rule.
 
     python -m saccader.launch --folder results/logs/submitit/train/saccader/seed0 --cluster slurm \\
-        --partition gpu --gpus 1 --cpus 8 --mem-mb 64000 --time-min 4320 \\
-        -- train --config results/config.yaml --run saccader --seed 0 --out results/runs/saccader/seed0
+        --partition gpu --nodes 2 --gpus 8 --cpus 8 --mem-mb 480000 --time-min 2880 \\
+        -- train --config results/config.yaml --run saccader --seed 0 --out results/runs/saccader/seed0 --micro-batch 16
 
 Where a job runs and what it may use come from Snakemake's resources (set per rule in the profiles, never
 hard-coded here): ``--cluster local`` runs it in a subprocess on this machine (the embedded default), ``slurm``
-submits it with sbatch, ``debug`` runs it in this process. The job is checkpointable in the submitit sense (as
+submits it with sbatch, ``debug`` runs it in this process. A job has ``--nodes`` nodes of ``--gpus`` GPUs, one task
+per GPU; ``saccader.distributed`` joins every task of every node into one process group. The job is checkpointable in the submitit sense (as
 ``run_with_submitit.py`` of DINO): when SLURM preempts it or its time limit is near, submitit requeues a fresh copy
 of the same command, and the command resumes from its ``checkpoint.pt``; a plain ``scontrol requeue`` restarts the
 same pickled command the same way. The launcher waits for the final outcome, so Snakemake sees one job that either
@@ -67,7 +68,8 @@ def build_executor(args) -> submitit.AutoExecutor:
                                      slurm_max_num_timeout=args.max_requeues, **extra)
     params = dict(name=args.name or args.command[0], timeout_min=args.time_min, cpus_per_task=args.cpus,
                   # one task per GPU, as DINO's launcher: saccader.distributed joins them into one process group
-                  gpus_per_node=args.gpus, tasks_per_node=max(1, args.gpus), nodes=1, mem_gb=args.mem_mb / 1024,
+                  gpus_per_node=args.gpus, tasks_per_node=max(1, args.gpus), nodes=args.nodes,
+                  mem_gb=args.mem_mb / 1024,
                   slurm_signal_delay_s=args.signal_delay_s)
     if args.partition:
         params["slurm_partition"] = args.partition
@@ -115,9 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", default="", help="job name (default: the subcommand)")
     parser.add_argument("--partition", default="", help="SLURM partition (Snakemake resource slurm_partition)")
     parser.add_argument("--account", default="", help="SLURM account (Snakemake resource slurm_account)")
-    parser.add_argument("--gpus", type=int, default=0, help="GPUs of the job, one task each (resource gpu)")
+    parser.add_argument("--nodes", type=int, default=1, help="nodes of the job (resource nodes)")
+    parser.add_argument("--gpus", type=int, default=0,
+                        help="GPUs per node, one task each (resource gpu)")
     parser.add_argument("--cpus", type=int, default=1, help="CPU cores per task (resource cpus_per_task)")
-    parser.add_argument("--mem-mb", type=int, default=4000, help="memory in MB (resource mem_mb)")
+    parser.add_argument("--mem-mb", type=int, default=4000, help="memory per node in MB (resource mem_mb)")
     parser.add_argument("--time-min", type=int, default=60, help="time limit in minutes (resource runtime)")
     parser.add_argument("--signal-delay-s", type=int, default=None,
                         help="seconds between the preemption/time-out signal and the kill (time to checkpoint); "
@@ -165,10 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.command:
             raise UserError("no saccader subcommand given", "append -- train|evaluate|attack ... to the launcher")
-        for flag in ("gpus", "cpus", "mem_mb", "time_min", "max_requeues"):
+        for flag in ("nodes", "gpus", "cpus", "mem_mb", "time_min", "max_requeues"):
             if getattr(args, flag) < (0 if flag in ("gpus", "max_requeues") else 1):
                 raise UserError(f"--{flag.replace('_', '-')} = {getattr(args, flag)} is out of range",
                                 "set the rule's Snakemake resource to a positive number in the profile")
+        if args.nodes > 1 and args.cluster != "slurm":
+            raise UserError(f"--nodes = {args.nodes} needs --cluster slurm (a {args.cluster} job runs on this machine)",
+                            "set the rule's nodes resource to 1, or submitit_cluster to slurm, in the profile")
         return run(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

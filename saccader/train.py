@@ -764,6 +764,7 @@ def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, st
         last = epoch + 1 == rec["epochs"]
         top1 = top5 = float("nan")
         if last or (epoch + 1) % rec.get("eval_every", 1) == 0:  # every rank evaluates its shard
+            distributed.broadcast_buffers(final)  # of the model rank 0 saves (BN statistics are per replica)
             top1, top5 = evaluate(final, rec, dev_loader, dev, autocast, standardize)
         rows.append({"run": run, "seed": seed, "epoch": epoch + 1, "loss": sums["loss"] / max(sums["images"], 1),
                      "train_top1": sums["correct"] / max(sums["images"], 1), "dev_top1": top1, "dev_top5": top5,
