@@ -2,9 +2,10 @@
 
 It holds everything that decides the rest of the run (model, optimizer, scheduler, EMA, every RNG, the position in
 the epoch and the epoch's running sums), so that a run killed at any moment and started again ends with bitwise the
-same weights as an uninterrupted one (on CPU). With several processes, every rank's RNG state is kept (``rng_ranks``)
-and each rank resumes its own stream: the replicas sample different glimpses and drop paths, as before the kill. Written through ``saccader.io.torch_save`` (temporary file, then
-rename, like timm's ``CheckpointSaver``), so a kill during the write keeps the previous checkpoint.
+same weights as an uninterrupted one (on CPU). With several processes, every rank's RNG state is kept
+(``rng_ranks``) and each rank resumes its own stream: the replicas sample different glimpses and drop paths, as
+before the kill. Written through ``saccader.io.torch_save`` (temporary file, then rename, like timm's
+``CheckpointSaver``), so a kill during the write keeps the previous checkpoint.
 """
 
 from __future__ import annotations

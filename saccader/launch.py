@@ -4,14 +4,14 @@
         --partition gpu --nodes 2 --gpus 8 --cpus 8 --mem-mb 480000 --time-min 2880 \\
         -- train --config results/config.yaml --run saccader --seed 0 --out results/runs/saccader/seed0 --micro-batch 16
 
-Where a job runs and what it may use come from Snakemake's resources (set per rule in the profiles, never
-hard-coded here): ``--cluster local`` runs it in a subprocess on this machine (the embedded default), ``slurm``
-submits it with sbatch, ``debug`` runs it in this process. A job has ``--nodes`` nodes of ``--gpus`` GPUs, one task
-per GPU; ``saccader.distributed`` joins every task of every node into one process group. The job is checkpointable in the submitit sense (as
-``run_with_submitit.py`` of DINO): when SLURM preempts it or its time limit is near, submitit requeues a fresh copy
-of the same command, and the command resumes from its ``checkpoint.pt``; a plain ``scontrol requeue`` restarts the
-same pickled command the same way. The launcher waits for the final outcome, so Snakemake sees one job that either
-succeeded or failed; on failure it prints the tail of the job's stderr and exits 1.
+Where a job runs and what it may use come from Snakemake's resources (set per rule in the profiles, never hard-coded
+here): ``--cluster local`` runs it in a subprocess on this machine (the embedded default), ``slurm`` submits it with
+sbatch, ``debug`` runs it in this process. A job has ``--nodes`` nodes of ``--gpus`` GPUs, one task per GPU;
+``saccader.distributed`` joins every task of every node into one process group. The job is checkpointable in the
+submitit sense (as ``run_with_submitit.py`` of DINO): when SLURM preempts it or its time limit is near, submitit
+requeues a fresh copy of the same command, and the command resumes from its ``checkpoint.pt``; a plain ``scontrol
+requeue`` restarts the same pickled command the same way. The launcher waits for the final outcome, so Snakemake
+sees one job that either succeeded or failed; on failure it prints the tail of the job's stderr and exits 1.
 """
 
 from __future__ import annotations

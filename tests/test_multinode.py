@@ -36,7 +36,8 @@ def test_profile_nodes_and_micro_batch_reach_the_launcher_and_the_trainer(tmp_pa
 
 
 @pytest.mark.parametrize("resources,message", [
-    (("train:gpu=8", "train:micro_batch=48"), r"micro-batch 48 does not divide the \d+ images of each of the 8 processes"),
+    (("train:gpu=8", "train:micro_batch=48"),
+     r"micro-batch 48 does not divide the \d+ images of each of the 8 processes"),
     (("train:gpu=8", "train:nodes=3"), r"batch_size = \d+ does not divide among 24 processes"),
 ])
 def test_a_profile_that_cannot_cut_the_batch_fails_before_any_job(tmp_path, resources, message):

@@ -33,8 +33,8 @@ def _host_reads(monkeypatch, config, out):
 def test_a_training_step_never_waits_for_the_device(data, tmp_path, monkeypatch):
     """Two runs that differ only in their number of steps per epoch (5 or 10) read tensors on the host equally often:
     the reads are per epoch (checkpoint, log, dev evaluation), none per step."""
-    reads = [_host_reads(monkeypatch, tiny_config(data, bagnet77_lowd=recipe(epochs=1, batch_size=b)), tmp_path / str(b))
-             for b in (8, 4)]
+    reads = [_host_reads(monkeypatch, tiny_config(data, bagnet77_lowd=recipe(epochs=1, batch_size=b)),
+                         tmp_path / str(b)) for b in (8, 4)]
     assert reads[0] == reads[1] and reads[0] > 0
 
 
