@@ -504,6 +504,22 @@ def split_problem(batch: int, world: int, micro_batch: int = 0) -> tuple[str, st
     return None
 
 
+def check_layout(config: dict, resources: dict) -> None:
+    """Every run's global batch cuts into the ``train`` rule's profile resources ``nodes`` x ``gpu`` tasks and
+    ``micro_batch`` images (values or ``snakemake.resources.Resource``); else a UserError naming the run, the numbers
+    and the fix. The workflow calls it while parsing, before any job is submitted."""
+    value = lambda key: int(getattr(resources[key], "value", resources[key]))  # noqa: E731
+    nodes, gpus, micro = value("nodes"), value("gpu"), value("micro_batch")
+    where = f"profile resources of rule train: nodes={nodes}, gpu={gpus}, micro_batch={micro}"
+    if nodes < 1:
+        raise UserError(f"{where}: nodes must be at least 1", "set nodes to 1 or more under set-resources: train:")
+    for run, rec in sorted((config.get("train") or {}).items()):
+        problem = split_problem(rec["batch_size"], nodes * max(1, gpus), micro)
+        if problem:
+            raise UserError(f"rule train, run {run}: {problem[0]} ({where})",
+                            f"{problem[1]}: under set-resources: train: in the profile")
+
+
 class _Health:
     """The first non-finite mean loss of the epoch and its step, kept on the device (the step never waits for the
     GPU to know it); :meth:`check` reads it, at checkpoints, at the end of the epoch and every SYNC_EVERY steps."""
