@@ -24,6 +24,7 @@ COMMANDS = {
     "evaluate": "saccader.evaluate",
     "attack": "baselines.attacks",
     "params": "saccader.params",
+    "plan": "saccader.plan",
 }
 COMMAND_MODULES = tuple(dict.fromkeys(COMMANDS.values()))
 

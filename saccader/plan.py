@@ -1,0 +1,1132 @@
+"""``saccader plan``: what every job of an experiment needs and costs, before it is submitted.
+
+    saccader plan --config config.yaml [--profile slurm] [--gpu H100-80GB-SXM] [--mfu 0.3]
+
+For every job of the config's DAG (the jobs come from the functions the workflow uses: ``saccader.train.init_runs``,
+``saccader.evaluate.JOBS`` / ``required_runs``, ``baselines.attacks.MODELS`` / ``required_runs``):
+
+- FLOPs per image of the forward and of a training step, counted by ``torch.utils.flop_counter`` on the real model
+  at its real resolution, built and run on fake tensors (``FakeTensorMode``: shapes only, no compute), so that
+  NASNet-A Large at 331 costs no real arithmetic. torch's formula for the weight gradient of a grouped convolution
+  ignores the groups (it counts a depthwise convolution's weight gradient C times over); ``_conv_backward_flop``
+  counts it right.
+- Parameter, gradient, optimizer (SGD momentum) and EMA bytes; activation memory per training image at the recipe's
+  precision (bf16 autocast where the recipe asks): the bytes of the unique storages autograd saves for the backward
+  (saved-tensor hooks) at two batch sizes, whose slope is the per-image cost and intercept the bf16 weight copies.
+  Validated against measured peak memory of CPU training steps (tests/test_plan.py, bench/plan_validation.py).
+- Attack jobs: model queries per image (clean, PGD steps with an input gradient, SPSA samples x iterations).
+- The micro-batch that fits the GPU (``GPUS`` or the profile's ``gpu_name``), the accumulation steps, wall time and
+  GPU-hours from a throughput model (``mfu`` x the GPU's dense peak), replaced by measured images/s of
+  ``results/benchmarks/gpu_train.json`` (bench/gpu_train.py) where present.
+- The input pipeline: images/s each training job needs per GPU against the measured images/s per CPU core of the
+  Appendix C transform on ImageNet-sized JPEGs, times the workers a task has.
+- Checks against the SLURM profile (time with requeues, GPU and host memory, GPUs) with one line and fix per
+  problem, and GPU-hours of ``all`` and of each analysis target.
+
+Writes ``<results_dir>/plan.md`` and ``plan.json``; counts are cached in ``<results_dir>/.plan_cache.json`` keyed by
+what decides them (models section, recipe, dataset sizes, torch version). Imports nothing that needs a GPU.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from saccader.config import add_config_argument, load
+from saccader.errors import UserError
+
+log = logging.getLogger("saccader.plan")
+ROOT = Path(__file__).resolve().parents[1]
+GIB = 1024 ** 3
+
+# Data-centre GPUs: memory (GiB as the driver reports, about) and dense peak FLOP/s, no structured sparsity.
+# fp32 is the rate an fp32 recipe gets: cuDNN convolutions use TF32 tensor cores by default on Ampere and later
+# (torch.backends.cudnn.allow_tf32 = True), and convolutions are nearly all of these models' FLOPs.
+# Sources (vendor datasheets): NVIDIA V100 (SXM2: 15.7 TFLOPS fp32, no bf16), A100 (19.5 fp32, 156 TF32,
+# 312 bf16), H100 SXM (494.7 TF32, 989.5 bf16; the datasheet's 989 / 1,979 are with sparsity), H100 PCIe (378 TF32,
+# 756 bf16), H200 SXM (as H100 SXM, 141 GB), L40S (183 TF32, 362 bf16 dense), AMD Instinct MI250X (95.7 fp32 matrix,
+# 383 bf16), MI300X (163.4 TF32, 1,307.4 bf16).
+@dataclass(frozen=True)
+class GPU:
+    memory_gib: float
+    bf16_tflops: float | None  # None: no bf16 arithmetic (a bf16 recipe runs at the fp32 rate)
+    fp32_tflops: float
+
+
+GPUS = {
+    "V100-32GB": GPU(32, None, 15.7),
+    "A100-40GB": GPU(40, 312, 156),
+    "A100-80GB": GPU(80, 312, 156),
+    "H100-80GB-SXM": GPU(80, 989.5, 494.7),
+    "H100-80GB-PCIe": GPU(80, 756, 378),
+    "H200-141GB": GPU(141, 989.5, 494.7),
+    "L40S-48GB": GPU(48, 362, 183),
+    "MI250X-128GB": GPU(128, 383, 95.7),
+    "MI300X-192GB": GPU(192, 1307.4, 163.4),
+}
+DEFAULT_GPU = "H100-80GB-SXM"
+MFU = 0.3              # assumed model-FLOPs utilisation of a GPU training step (bf16 or TF32 convolutions)
+USABLE_MEMORY = 0.9    # fraction of GPU memory the caching allocator can use (fragmentation)
+CUDA_CONTEXT_GIB = 1.0  # CUDA context and cuDNN workspaces, outside torch's accounting
+HOST_BASE_GIB = 4.0    # host memory of one training process (torch, CUDA libraries, a state dict on save)
+PREFETCH = 2           # DataLoader prefetch_factor: batches in flight per worker
+IMAGENET_TRAIN, IMAGENET_VAL = 1_281_167, 50_000
+GPU_RULES = ("train", "evaluate", "evaluate_glimpses", "attack")
+_BATCH = 2             # counted batch size (and twice it for the activation slope)
+
+
+# --------------------------------------------------------------------------------------------------- counting
+
+def _conv_backward_flop(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+                        _output_padding, groups, output_mask, out_shape, **kwargs) -> int:
+    """torch's convolution_backward formula with the weight gradient divided by ``groups``: torch counts it as a
+    dense conv(input^T, grad_out^T), C_in * C_out products per pixel where a grouped convolution has C_in *
+    C_out / groups (a depthwise one C times fewer)."""
+    from torch.utils.flop_counter import conv_flop_count
+
+    def t(shape):
+        return [shape[1], shape[0]] + list(shape[2:])
+
+    flops = 0
+    if output_mask[0]:
+        flops += conv_flop_count(grad_out_shape, w_shape, list(out_shape[0].shape), not transposed)
+    if output_mask[1]:
+        gw = list(out_shape[1].shape)
+        a, b = (t(grad_out_shape), t(x_shape)) if transposed else (t(x_shape), t(grad_out_shape))
+        flops += conv_flop_count(a, b, t(gw), transposed=False) // groups
+    return flops
+
+
+class Counter:
+    """FLOPs of everything run inside it, and the bytes autograd saves for the backward inside ``saving()``."""
+
+    def __init__(self):
+        import torch
+        from torch.utils.flop_counter import FlopCounterMode
+
+        self.flops = FlopCounterMode(display=False, custom_mapping={
+            torch.ops.aten.convolution_backward: _raw_conv_backward})
+        self.saved: dict[int, int] = {}
+
+    def _pack(self, x):
+        storage = x.untyped_storage()  # views share it: each storage counts once
+        self.saved[storage._cdata] = storage.nbytes()
+        return x
+
+    def saving(self):
+        import torch
+
+        return torch.autograd.graph.saved_tensors_hooks(self._pack, lambda x: x)
+
+    def total(self) -> int:
+        return self.flops.get_total_flops()
+
+    def __enter__(self):
+        self.flops.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.flops.__exit__(*exc)
+
+    def saved_bytes(self, exclude=()) -> int:
+        skip = {p.untyped_storage()._cdata for p in exclude}
+        return sum(n for k, n in self.saved.items() if k not in skip)
+
+
+class LivePeak:
+    """Peak bytes of the tensors that ops create and that are still referenced (a no-grad forward's working set):
+    each storage counts from the op that makes it until its last tensor is collected."""
+
+    def __init__(self):
+        self.refs: dict[int, int] = {}
+        self.now = self.peak = 0
+
+    def __enter__(self):
+        import torch
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        peak = self
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                for t in torch.utils._pytree.tree_leaves(out):
+                    if isinstance(t, torch.Tensor):
+                        peak._track(t)
+                return out
+
+        self._mode = _Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._mode.__exit__(*exc)
+
+    def _track(self, t) -> None:
+        import weakref
+
+        storage = t.untyped_storage()
+        sid, size = storage._cdata, storage.nbytes()
+        if sid not in self.refs:
+            self.refs[sid] = 0
+            self.now += size
+            self.peak = max(self.peak, self.now)
+        self.refs[sid] += 1
+        weakref.finalize(t, self._drop, sid, size)
+
+    def _drop(self, sid: int, size: int) -> None:
+        self.refs[sid] -= 1
+        if not self.refs[sid]:
+            del self.refs[sid]
+            self.now -= size
+
+
+def _raw_conv_backward(*args, out_val=None, **kwargs):
+    # custom_mapping formulas get shapes for inputs and the raw outputs (the flop counter's shape_wrapper)
+    from torch.utils.flop_counter import get_shape
+
+    shapes = [get_shape(a) for a in args]
+    return _conv_backward_flop(*shapes, out_shape=out_val)
+
+
+_raw_conv_backward._get_raw = True
+
+
+def _fake_mode():
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    # Distribution argument checks read values (.item()): none exist on fake tensors.
+    torch.distributions.Distribution.set_default_validate_args(False)
+    return FakeTensorMode(allow_non_fake_inputs=True)
+
+
+def _per_image(run_batch) -> dict:
+    """Per-image figures of ``run_batch(b, full)`` -> {name: count}: FLOPs from one full pass at batch B (FLOPs are
+    linear in the batch), saved bytes as the slope between it and a forward-only pass at 2B (the intercept is what
+    does not grow with the batch: the bf16 copies of the weights under autocast)."""
+    b = _BATCH
+    one = run_batch(b, True)
+    out = {k: v / b for k, v in one.items() if k != "saved"}
+    if "saved" in one:
+        two = run_batch(2 * b, False)
+        out["act_bytes"] = (two["saved"] - one["saved"]) / b
+        out["act_const_bytes"] = max(0.0, one["saved"] - b * out["act_bytes"])
+    return out
+
+
+def _images(b: int, res: int):
+    import torch
+
+    return torch.zeros(b, 3, res, res), torch.zeros(b, dtype=torch.long)
+
+
+def _param_counts(model) -> dict:
+    params = list(model.parameters())
+    return {"params": sum(p.numel() for p in params) + sum(b.numel() for b in model.buffers()),
+            "trainable": sum(p.numel() for p in params if p.requires_grad)}
+
+
+def count_train(config: dict, run: str) -> dict:
+    """Per-image FLOPs of the training forward and step, saved bytes per image, and parameter counts of ``run``."""
+    import torch
+
+    from saccader import train as T
+    from saccader.models import from_config
+
+    rec = {**T.recipe(config, run), "base_size": config["dataset"]["image_size"]}
+    res = T._resolution(config, rec)
+    bf16 = bool(rec.get("bf16", True))  # on a GPU the recipe's bf16 defaults to on (saccader.train.use_bf16)
+    with _fake_mode():
+        model = from_config(rec["model"], config)
+        T.param_groups(model, rec)
+        T._train_mode(model)
+        counts = _param_counts(model)
+        params = list(model.parameters())
+
+        def run_batch(b, full):
+            x, y = _images(b, res)
+            with Counter() as c:
+                with c.saving(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    if rec["stage"] == "glimpse_finetune":
+                        loss = _glimpse_finetune(model, rec, x, y, config)
+                    else:
+                        loss, _ = T.step_loss(model, rec, x, y, None)
+                fwd = c.total()
+                if full:
+                    loss.float().backward()
+            return {"fwd_flops": fwd, "step_flops": c.total(), "saved": c.saved_bytes(params)}
+
+        out = _per_image(run_batch)
+        if rec.get("cache_features") and rec["stage"] == "location_pretrain":
+            out.update(_cached_stage(model, rec, res))
+    return {**out, **counts, "resolution": res, "precision": "bf16" if bf16 else "fp32"}
+
+
+def _glimpse_finetune(model, rec, x, y, config):
+    """NASNet-77/-113's step on fake tensors: the crops' pixel positions are data (``crop_boxes`` reads them), so
+    the frozen Saccader's forward is counted as is and the NASNet is fed crops of the box size the model cuts."""
+    import torch
+
+    from saccader import geometry, losses
+
+    t = rec["num_glimpses"]
+    high = rec.get("resolution") == "high_res"
+    base = rec["base_size"]
+    with torch.no_grad():
+        xs = torch.nn.functional.interpolate(x, size=(base, base), mode="bicubic", antialias=True) if high else x
+        model.saccader(xs, t)
+    sac = model.saccader
+    box = geometry.location_boxes(torch.zeros(1, dtype=torch.long, device="cpu"), 1, sac.receptive_field, sac.stride,
+                                  base, x.shape[-1] if high else base)
+    side = int(box[0, 2] - box[0, 0]) if not _is_fake(box) else _box_side(sac, base, x.shape[-1] if high else base)
+    crops = torch.zeros(len(x) * t, 3, side, side)
+    logits = model.nasnet(crops).view(len(x), t, -1).mean(dim=1)
+    return losses.classification_loss(logits, y, rec.get("label_smoothing", 0.0))
+
+
+def _is_fake(t) -> bool:
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    return isinstance(t, FakeTensor)
+
+
+def _box_side(sac, base: int, target: int) -> int:
+    """The side of a location's box at ``target`` px, computed outside the fake mode (plain integers)."""
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+    from saccader import geometry
+
+    with unset_fake_temporarily():
+        import torch
+
+        box = geometry.location_boxes(torch.zeros(1, dtype=torch.long), 1, sac.receptive_field, sac.stride, base,
+                                      target)
+        return int(box[0, 2] - box[0, 0])
+
+
+def _cached_stage(model, rec, res) -> dict:
+    """``cache_features``: the frozen representation runs once per training image (eval transform); the step then
+    runs on its outputs. Returns the step's FLOPs per image on cached features and the one-off forward's."""
+    import torch
+
+    from saccader import train as T
+
+    def run_batch(b, full):
+        x, y = _images(b, res)
+        with torch.no_grad(), Counter() as c0:
+            cached = model.representation.forward_features(x)
+        cached = {k: cached[k].detach() for k in ("features", "what", "logits2d")}
+        with Counter() as c:
+            with c.saving():
+                loss, _ = T.step_loss(model, rec, cached, y, None)
+            if full:
+                loss.backward()
+        return {"step_flops": c.total(), "cache_flops": c0.total(), "saved": c.saved_bytes(model.parameters())}
+
+    out = _per_image(run_batch)
+    return {"step_flops": out["step_flops"], "cache_flops": out["cache_flops"], "act_bytes": out["act_bytes"]}
+
+
+def _loaded(config: dict, run: str):
+    """A model of training run ``run`` in eval mode (fake tensors)."""
+    from saccader import train as T
+    from saccader.models import from_config
+
+    return from_config(T.recipe(config, run)["model"], config).eval()
+
+
+def count_eval(config: dict, kind: str, model_name: str) -> dict:
+    """Per-image forward FLOPs of an evaluation job (saccader.evaluate), and saved bytes per image of the same
+    forward with gradients on (an upper bound of its activation memory without them)."""
+    import torch
+
+    from saccader import evaluate as E
+
+    ev, ds = config["evaluate"], config["dataset"]
+    size, t_max = ds["image_size"], ev["max_glimpses"]
+    with _fake_mode():
+        runs = E.required_runs(kind, model_name)
+        if kind == "nasnet":
+            from saccader.models import from_config
+
+            models = {"saccader_nasnet": from_config("saccader_nasnet", config).eval()}
+        else:
+            models = {r: _loaded(config, r) for r in runs}
+        params = sum(_param_counts(m)["params"] for m in models.values())
+
+        def run_batch(b, full):
+            x, _ = _images(b, size)
+            gen = torch.Generator()
+            with torch.no_grad(), Counter() as c, LivePeak() as live:
+                if kind == "glimpses":
+                    E.policy_outputs(models, x, t_max, ev["policies"], gen, size)
+                elif kind == "full_image":
+                    E.image_logits(models[model_name], x)
+                elif kind == "occlusion":
+                    sources = {r: m for r, m in models.items() if r != "resnet_v2_50"}
+                    E.policy_outputs(sources, x, t_max, ev["policies"], gen, size)
+                    for _ in range(t_max):  # one occluded image per T, each classified by the ResNet
+                        E.image_logits(models["resnet_v2_50"], x)
+                else:
+                    _count_saccader_nasnet(models["saccader_nasnet"], config, x, t_max)
+            return {"fwd_flops": c.total(), "saved": live.peak}
+
+        out = _per_image(run_batch)
+    return {**out, "params": params, "resolution": ds["high_res_size"] if kind == "nasnet" else size,
+            "precision": "fp32"}
+
+
+def _count_saccader_nasnet(model, config, x, t_max):
+    """evaluate._nasnet on fake tensors: for each resolution, the Saccader at the base image, then the NASNet on
+    T crops of the box size (NASNet-77 on the base image, NASNet-113 on the high-resolution one)."""
+    import torch
+
+    base, high = config["dataset"]["image_size"], config["dataset"]["high_res_size"]
+    for target in (base, high):
+        model.saccader(x, t_max)
+        side = _box_side(model.saccader, base, target)
+        model.nasnet(torch.zeros(len(x) * t_max, 3, side, side))
+
+
+def count_attack(config: dict, model_name: str) -> dict:
+    """FLOPs per query of the attacked function: a forward, and a forward + input gradient (a PGD step)."""
+    import torch
+
+    from baselines import attacks as A
+
+    at, ds = config["attack"], config["dataset"]
+    size = ds["image_size"]
+    with _fake_mode():
+        net = _loaded(config, A.required_runs(model_name)[0])
+        if hasattr(net, "glimpse_gradient"):
+            net.glimpse_gradient = True
+        net.requires_grad_(False)
+        params = _param_counts(net)["params"]
+        fn = A.Standardized(net, ds["mean"], ds["std"], at["num_glimpses"] if model_name in A._GLIMPSE_MODELS
+                            else None)
+
+        def run_batch(b, full):
+            x, y = _images(b, size)
+            with torch.no_grad(), LivePeak() as live:  # SPSA's queries
+                fn(x)
+            x.requires_grad_(True)
+            with Counter() as c:
+                with c.saving():
+                    loss = torch.nn.functional.cross_entropy(fn(x), y)
+                fwd = c.total()
+                loss.backward()
+            return {"fwd_flops": fwd, "grad_flops": c.total(), "grad_bytes": c.saved_bytes(), "saved": live.peak}
+
+        out = _per_image(run_batch)
+    return {**out, "params": params, "resolution": size, "precision": "fp32"}
+
+
+# --------------------------------------------------------------------------------------------------- cache
+
+def _cache_key(config: dict, what: tuple) -> str:
+    import torch
+
+    part = {"what": what, "models": config.get("models") or {}, "torch": torch.__version__,
+            "dataset": {k: config["dataset"][k] for k in ("num_classes", "image_size", "high_res_size")},
+            "train": config.get("train"), "evaluate": config.get("evaluate"), "attack": config.get("attack"),
+            "code": _code_digest()}
+    return hashlib.sha256(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _code_digest() -> str:
+    """Hash of the model and training code the counts come from: editing it invalidates the cache."""
+    h = hashlib.sha256()
+    for folder in ("saccader/models", "baselines"):
+        for path in sorted((ROOT / folder).glob("*.py")):
+            h.update(path.read_bytes())
+    for path in ("saccader/train.py", "saccader/evaluate.py", "saccader/plan.py", "saccader/losses.py"):
+        h.update((ROOT / path).read_bytes())
+    return h.hexdigest()[:16]
+
+
+class Cache:
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.data = {}
+        if path is not None and path.is_file():
+            try:
+                self.data = json.loads(path.read_text())
+            except (OSError, ValueError):
+                self.data = {}
+        self.dirty = False
+
+    def get(self, key: str, compute):
+        if key not in self.data:
+            self.data[key] = compute()
+            self.dirty = True
+        return self.data[key]
+
+    def save(self):
+        if self.path is not None and self.dirty:
+            from saccader.io import write_text
+
+            write_text(self.path, json.dumps(self.data, indent=1, sort_keys=True) + "\n")
+
+
+# --------------------------------------------------------------------------------------------------- input pipeline
+
+def write_jpegs(folder: Path, n: int, seed: int = 0) -> list[Path]:
+    """``n`` ImageNet-sized JPEGs (quality 90, alternating 500 x 375 and 400 x 350, smooth content plus noise:
+    ImageNet's typical sizes; noise keeps the decoder's work realistic)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        w, h = ((500, 375), (400, 350))[i % 2]
+        yy, xx = np.mgrid[0:h, 0:w]
+        phase = rng.uniform(0, 6.28, 3)
+        base = np.stack([128 + 100 * np.sin(xx / (20 + 10 * k) + yy / 37 + phase[k]) for k in range(3)], -1)
+        pixels = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+        paths.append(folder / f"img{i:04d}.JPEG")
+        Image.fromarray(pixels).save(paths[-1], quality=90)
+    return paths
+
+
+def transform_rate(config: dict, resolution: int, train: bool = True, images: int = 24, rounds: int = 2) -> float:
+    """Images/s on one core of decode + the Appendix C transform (``FolderDataset``'s path: PIL decode, then
+    ``build_transform``) at ``resolution`` on generated ImageNet-sized JPEGs; the best of ``rounds`` passes (a pass
+    a neighbour slowed is dropped)."""
+    import torch
+
+    from saccader.data.folder import _load_rgb, build_transform
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a loader worker runs one thread
+    try:
+        transform = build_transform(config, train=train, resolution=resolution)
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = write_jpegs(Path(tmp), images)
+            generator = torch.Generator().manual_seed(0)
+            best = 0.0
+            for _ in range(rounds):
+                tick = time.perf_counter()
+                for p in paths:
+                    transform(_load_rgb(str(p)), generator)
+                best = max(best, len(paths) / (time.perf_counter() - tick))
+    finally:
+        torch.set_num_threads(threads)
+    return best
+
+
+def machine() -> str:
+    cpu = platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+# --------------------------------------------------------------------------------------------------- jobs
+
+@dataclass
+class Job:
+    """One job of the DAG (per seed), its cost and what the profile gives it."""
+    rule: str                 # train | evaluate | evaluate_glimpses | attack
+    name: str                 # train/<run>, eval/<kind>/<model>, attack/<model>
+    runs: list                # training runs whose model.pt it reads
+    outputs: list             # output paths relative to results_dir, with {seed}
+    resolution: int
+    precision: str
+    flops: float              # per seed job
+    images: float             # images through the data loader per seed job (the ones it must decode)
+    fwd_flops_per_image: float = 0.0
+    step_flops_per_image: float = 0.0
+    act_bytes_per_image: float = 0.0
+    static_bytes: float = 0.0  # parameters, gradients, optimizer state, EMA, bf16 weight copies
+    params: int = 0
+    batch: int = 0             # global batch (train) or the job's batch
+    notes: list = field(default_factory=list)
+    # filled by the planner
+    gpu: str = ""
+    world: int = 1
+    micro_batch: int = 0
+    micro_fit: int = 0
+    accumulation: int = 1
+    images_per_s_gpu: float = 0.0
+    rate_source: str = ""
+    data_images_per_s: float = 0.0
+    data_wait: float = 1.0
+    hours: float = 0.0
+    gpu_hours: float = 0.0
+    problems: list = field(default_factory=list)
+    queries: dict = field(default_factory=dict)
+
+
+def dataset_sizes(config: dict) -> dict:
+    """Images of the train (less dev), dev and test splits the jobs read."""
+    ds = config["dataset"]
+    if ds["name"] == "digits":
+        d = ds["digits"]
+        train, test = d["train_images"] - ds["dev_size"], d["val_images"]
+    else:
+        train, test = IMAGENET_TRAIN - ds["dev_size"], IMAGENET_VAL
+    if config["evaluate"].get("max_images") is not None:
+        test_eval = min(test, config["evaluate"]["max_images"])
+    else:
+        test_eval = test
+    return {"train": train, "dev": ds["dev_size"], "test": test_eval, "attack": min(test, config["attack"]["subset_size"])}
+
+
+def _count_key(config: dict, run: str) -> tuple:
+    """What decides a training run's counts (not its lr, epochs, ...): runs that share it share one count."""
+    rec = config["train"][run]
+    keep = ("model", "stage", "num_glimpses", "mc_samples", "resolution", "bf16", "freeze", "cache_features",
+            "glimpse_size", "label_smoothing", "location_modules", "eval_glimpses")
+    return ("train",) + tuple((k, json.dumps(rec.get(k), sort_keys=True)) for k in keep)
+
+
+def _spsa_active_fraction(config: dict, results_dir: Path, model: str) -> tuple[float, str]:
+    """Fraction of SPSA queries an image makes with early stopping, and where the figure comes from."""
+    at = config["attack"]
+    if not at.get("spsa_early_stop"):
+        return 1.0, "early stop off"
+    accs = []
+    for path in sorted((results_dir / "attack" / model).glob("seed*.parquet")):
+        import pandas as pd
+
+        frame = pd.read_parquet(path)
+        acc = frame.loc[frame["metric"] == "spsa_acc", "value"]
+        if len(acc):
+            accs.append(float(acc.iloc[0]))
+    if not accs:
+        return 1.0, "no attack results yet: no early-stop saving assumed (an upper bound)"
+    robust = sum(accs) / len(accs)
+    # an image SPSA never fools runs every iteration; one it fools stops at an unknown step: half the run assumed
+    return robust + (1 - robust) / 2, (f"SPSA accuracy {robust:.2f} measured in {results_dir}/attack/{model}: "
+                                       "fooled images assumed to stop halfway")
+
+
+def _counts(config: dict) -> dict:
+    """Cache key -> (counting function, its arguments) of every count the DAG's jobs need."""
+    from baselines import attacks
+    from saccader import evaluate
+
+    tasks = {_cache_key(config, _count_key(config, run)): ("count_train", (run,)) for run in sorted(config["train"])}
+    for kind, models in evaluate.JOBS.items():
+        for model in models:
+            tasks[_cache_key(config, ("eval", kind, model))] = ("count_eval", (kind, model))
+    for model in attacks.MODELS:
+        tasks[_cache_key(config, ("attack", model))] = ("count_attack", (model,))
+    return tasks
+
+
+def _count_task(config: dict, name: str, args: tuple) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    return globals()[name](config, *args)
+
+
+def fill_cache(config: dict, cache: Cache, workers: int = 2) -> None:
+    """Compute the counts the cache lacks, in ``workers`` processes (NASNet's first: they take longest)."""
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+
+    todo = {k: v for k, v in _counts(config).items() if k not in cache.data}
+    if not todo:
+        return
+    order = sorted(todo, key=lambda k: "nasnet" not in json.dumps(todo[k]) + json.dumps(config["train"].get(
+        todo[k][1][0], {})))
+    log.info("counting FLOPs and memory of %d model configurations on fake tensors (%d processes)", len(todo),
+             workers)
+    if workers <= 1:
+        for k in order:
+            cache.data[k] = _count_task(config, *todo[k])
+    else:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {k: pool.submit(_count_task, config, *todo[k]) for k in order}
+            for k, f in futures.items():
+                cache.data[k] = f.result()
+    cache.dirty = True
+
+
+def build_jobs(config: dict, cache: Cache, results_dir: Path) -> list[Job]:
+    """Every GPU job of the DAG with its per-seed cost (counts from ``cache`` or computed)."""
+    from baselines import attacks
+    from saccader import evaluate
+    from saccader import train as T
+
+    sizes = dataset_sizes(config)
+    jobs = []
+    for run in sorted(config["train"]):
+        rec = config["train"][run]
+        c = cache.get(_cache_key(config, _count_key(config, run)), lambda run=run: count_train(config, run))
+        steps = sizes["train"] // rec["batch_size"]
+        images = rec["epochs"] * steps * rec["batch_size"]
+        evals = sum(1 for e in range(1, int(math.ceil(rec["epochs"])) + 1)
+                    if e == math.ceil(rec["epochs"]) or e % rec.get("eval_every", 1) == 0)
+        flops = images * c["step_flops"] + evals * sizes["dev"] * c["fwd_flops"]
+        notes = []
+        if "cache_flops" in c:
+            flops += sizes["train"] * c["cache_flops"]
+            notes.append("frozen representation computed once (cache_features)")
+        static = 4 * (c["params"] + 2 * c["trainable"]) + c["act_const_bytes"]
+        if rec.get("ema_decay"):
+            static += 4 * c["params"]
+        jobs.append(Job("train", f"train/{run}", T.init_runs(run, config),
+                        [f"runs/{run}/seed{{seed}}/model.pt", f"runs/{run}/seed{{seed}}/train_log.parquet"],
+                        c["resolution"], c["precision"], flops, images + evals * sizes["dev"]
+                        + (sizes["train"] if "cache_flops" in c else 0),
+                        c["fwd_flops"], c["step_flops"], c["act_bytes"], static, c["params"], rec["batch_size"],
+                        notes))
+    for kind, models in evaluate.JOBS.items():
+        for model in models:
+            c = cache.get(_cache_key(config, ("eval", kind, model)), lambda k=kind, m=model: count_eval(config, k, m))
+            rule = "evaluate_glimpses" if kind == "glimpses" else "evaluate"
+            outs = [f"eval/{kind}/{model}/seed{{seed}}.parquet"]
+            if kind == "glimpses":
+                outs.append(outs[0] + ".examples.npz")
+            passes = 2 if kind == "nasnet" else 1  # the nasnet job reads the test set at both resolutions
+            jobs.append(Job(rule, f"eval/{kind}/{model}", evaluate.required_runs(kind, model), outs,
+                            c["resolution"], c["precision"], sizes["test"] * c["fwd_flops"], passes * sizes["test"],
+                            c["fwd_flops"], 0.0, c["act_bytes"], c["act_const_bytes"] + 4 * c["params"],
+                            c["params"], batch=config["evaluate"]["batch_size"]))
+    at = config["attack"]
+    for model in attacks.MODELS:
+        c = cache.get(_cache_key(config, ("attack", model)), lambda m=model: count_attack(config, m))
+        active, source = _spsa_active_fraction(config, results_dir, model)
+        spsa = at["spsa_iters"] * (at["spsa_samples"] + 1) * active  # samples + the early-stop check per step
+        forwards = 1 + 1 + 1 + spsa  # clean, PGD result, SPSA result, SPSA queries
+        per_image = forwards * c["fwd_flops"] + at["pgd_iters"] * c["grad_flops"]
+        job = Job("attack", f"attack/{model}", attacks.required_runs(model), [f"attack/{model}/seed{{seed}}.parquet"],
+                  c["resolution"], c["precision"], sizes["attack"] * per_image, sizes["attack"], c["fwd_flops"],
+                  c["grad_flops"], max(c["act_bytes"] * at["eval_batch_size"], c["grad_bytes"] * at["batch_size"])
+                  / at["batch_size"], 4 * c["params"] + c["act_const_bytes"], c["params"], batch=at["batch_size"],
+                  notes=[f"{forwards:.0f} forwards + {at['pgd_iters']} PGD gradient steps per image ({source})"])
+        job.queries = {"forwards_per_image": forwards, "pgd_gradients_per_image": at["pgd_iters"],
+                       "spsa_active_fraction": active}
+        jobs.append(job)
+    return jobs
+
+
+# --------------------------------------------------------------------------------------------------- profile
+
+def load_profile(profile: str | None) -> tuple[dict, str]:
+    """``set-resources`` of a Snakemake profile (a name under the repository, a folder or its config.yaml), and
+    where it came from; no profile: the local defaults of workflow/rules/common.smk (no GPU)."""
+    if profile is None:
+        local = dict(gpu=0, cpus_per_task=1, mem_mb=4000, runtime=24 * 60)
+        return {rule: dict(local) for rule in GPU_RULES}, "local defaults (workflow/rules/common.smk)"
+    path = Path(profile)
+    for candidate in (path, ROOT / profile):
+        if candidate.is_dir():
+            candidate = candidate / "config.yaml"
+        if candidate.is_file():
+            data = yaml.safe_load(candidate.read_text()) or {}
+            return data.get("set-resources") or {}, str(candidate)
+    raise UserError(f"profile {profile} not found", "pass --profile slurm or the folder of your profile")
+
+
+def _resource(profile: dict, rule: str, key: str, default):
+    value = (profile.get(rule) or {}).get(key, default)
+    return default if value is None else value
+
+
+def gpu_spec(name: str) -> GPU:
+    if name not in GPUS:
+        raise UserError(f"unknown GPU {name!r}", f"use one of {', '.join(GPUS)} (or set gpu_name in the profile)")
+    return GPUS[name]
+
+
+def load_measured(results_dir: Path) -> dict:
+    """Measured images/s per GPU of bench/gpu_train.py, keyed by (run, precision, resolution)."""
+    path = results_dir / "benchmarks" / "gpu_train.json"
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    return {(r["run"], r["precision"], int(r["resolution"])): {**r, "device": data.get("device", "?")}
+            for r in data.get("runs", [])}
+
+
+# --------------------------------------------------------------------------------------------------- planning
+
+@dataclass
+class Settings:
+    gpu: str | None = None        # --gpu: overrides the profile's gpu_name
+    mfu: float = MFU
+    cpu_rates: dict | None = None  # {"bf16": FLOP/s, "fp32": FLOP/s}: plan for this CPU instead of GPUs
+    transform_rates: dict = field(default_factory=dict)  # {(resolution, train): images/s per core}
+
+
+def _divisor_at_most(n: int, limit: int) -> int:
+    return max((d for d in range(1, n + 1) if n % d == 0 and d <= limit), default=0)
+
+
+def plan_job(job: Job, config: dict, profile: dict, settings: Settings, measured: dict) -> None:
+    """Fill the job's GPU, micro-batch, throughput, data and time figures, and its problems against the profile."""
+    rule, run = job.rule, job.name.split("/", 1)[1]
+    gpus = int(_resource(profile, rule, "gpu", 0))
+    nodes = int(_resource(profile, rule, "nodes", 1)) if rule == "train" else 1
+    cpus = int(_resource(profile, rule, "cpus_per_task", 1))
+    runtime = float(_resource(profile, rule, "runtime", 24 * 60))
+    mem_mb = float(_resource(profile, rule, "mem_mb", 4000))
+    job.world = max(1, gpus) * nodes
+    if settings.cpu_rates is not None:
+        job.gpu = "cpu"
+        rate = settings.cpu_rates[job.precision if job.precision in settings.cpu_rates else "fp32"]
+        job.rate_source = f"{rate / 1e9:.1f} GFLOP/s measured on this CPU"
+    else:
+        job.gpu = settings.gpu or _resource(profile, rule, "gpu_name", DEFAULT_GPU)
+        spec = gpu_spec(job.gpu)
+        peak = spec.bf16_tflops if job.precision == "bf16" and spec.bf16_tflops else spec.fp32_tflops
+        rate = settings.mfu * peak * 1e12
+        job.rate_source = f"MFU {settings.mfu:g} x {peak:g} TFLOP/s ({job.precision})"
+        if gpus == 0:
+            job.problems.append(f"{job.name}: the profile gives rule {rule} no GPU; fix: set-resources.{rule}.gpu: 1"
+                                f" (or more for train)")
+        _fit(job, spec, gpus, nodes, int(_resource(profile, rule, "micro_batch", 0) or 0))
+    per_image = job.step_flops_per_image if rule == "train" else job.flops / max(job.images, 1)
+    job.images_per_s_gpu = rate / per_image if per_image else 0.0
+    seconds = job.flops / (rate * job.world)
+    key = (run, job.precision, job.resolution)
+    if rule == "train" and key in measured and settings.cpu_rates is None:
+        m = measured[key]
+        seconds *= job.images_per_s_gpu / m["images_per_s"]
+        job.images_per_s_gpu = m["images_per_s"]
+        job.rate_source = f"measured {m['images_per_s']:.0f} img/s at micro-batch {m['micro_batch']} ({m['device']})"
+    _data(job, config, cpus, settings)
+    job.hours = seconds * job.data_wait / 3600
+    job.gpu_hours = job.hours * job.world if settings.cpu_rates is None else 0.0
+    _check_time(job, config, rule, runtime)
+    if rule == "train" and settings.cpu_rates is None:
+        _check_host_memory(job, config, gpus, mem_mb)
+
+
+def _fit(job: Job, spec: GPU, gpus: int, nodes: int, micro: int) -> None:
+    """The largest micro-batch that fits the GPU and divides the per-GPU batch; the profile's, checked."""
+    usable = spec.memory_gib * GIB * USABLE_MEMORY - CUDA_CONTEXT_GIB * GIB
+    free = usable - job.static_bytes
+    job.micro_fit = int(free // job.act_bytes_per_image) if job.act_bytes_per_image > 0 else job.batch
+    if job.rule != "train":
+        if job.micro_fit < job.batch:
+            job.problems.append(f"{job.name}: batch {job.batch} needs about "
+                                f"{(job.static_bytes + job.batch * job.act_bytes_per_image) / GIB:.0f} GiB on a "
+                                f"{job.gpu}; fix: lower its batch_size to {job.micro_fit} or use a larger GPU")
+        job.micro_batch = job.batch
+        return
+    world = max(1, gpus) * nodes
+    if job.batch % world:
+        job.problems.append(f"{job.name}: batch {job.batch} does not divide among {world} GPUs; fix: set nodes x gpu "
+                            f"to a divisor of {job.batch}")
+        return
+    per_rank = job.batch // world
+    if job.micro_fit < 1:
+        job.problems.append(f"{job.name}: one image needs {job.act_bytes_per_image / GIB:.1f} GiB beyond "
+                            f"{job.static_bytes / GIB:.1f} GiB of weights and optimizer state; fix: a GPU with "
+                            f"more memory")
+        return
+    if micro:
+        if per_rank % micro:
+            job.problems.append(f"{job.name}: micro_batch {micro} does not divide the per-GPU batch {per_rank}; fix: "
+                                f"set-resources.train.micro_batch: {_divisor_at_most(per_rank, job.micro_fit)}")
+        elif micro > job.micro_fit:
+            job.problems.append(f"{job.name}: micro_batch {micro} does not fit a {job.gpu} (at most "
+                                f"{job.micro_fit}); fix: set-resources.train.micro_batch: "
+                                f"{_divisor_at_most(per_rank, job.micro_fit)}")
+        job.micro_batch = micro
+    else:
+        job.micro_batch = per_rank
+        if per_rank > job.micro_fit:
+            job.problems.append(f"{job.name}: the per-GPU batch {per_rank} does not fit a {job.gpu} (at most "
+                                f"{job.micro_fit} images); fix: set-resources.train.micro_batch: "
+                                f"{_divisor_at_most(per_rank, job.micro_fit)} (accumulation), or more GPUs")
+            job.micro_batch = _divisor_at_most(per_rank, job.micro_fit)
+    job.accumulation = per_rank // job.micro_batch if job.micro_batch else 0
+
+
+def _data(job: Job, config: dict, cpus: int, settings: Settings) -> None:
+    """Images/s the loader workers of one GPU's process deliver against what its GPU consumes (JPEG datasets)."""
+    if config["dataset"]["name"] == "digits" or job.rule == "attack":
+        return
+    train = job.rule == "train" and "cache_features" not in " ".join(job.notes)
+    core = settings.transform_rates.get((job.resolution, train))
+    if not core:
+        return
+    workers = min(config["dataset"]["num_workers"], cpus) or 1
+    job.data_images_per_s = core * workers
+    need = job.images_per_s_gpu  # images one GPU consumes per second
+    job.data_wait = max(1.0, need / job.data_images_per_s)
+    if config["dataset"]["num_workers"] == 0:  # decoding in the training process adds to the step, never overlaps
+        job.data_wait = 1.0 + need / job.data_images_per_s
+    if job.data_wait > 1.05:
+        want = math.ceil(need / core)
+        job.problems.append(f"{job.name}: waits on data ({need:.0f} img/s needed per GPU, {job.data_images_per_s:.0f}"
+                            f" from {workers} loader workers at {core:.0f} img/s a core): {job.data_wait:.1f}x "
+                            f"longer; fix: cpus_per_task and dataset.num_workers >= {want}")
+
+
+def _check_time(job: Job, config: dict, rule: str, runtime: float) -> None:
+    requeues = config["executor"]["max_requeues"] if rule == "train" else 0  # only training resumes
+    limit = runtime * (1 + requeues) / 60
+    if job.hours > limit:
+        if rule == "train":
+            need = math.ceil(job.hours * 60 / runtime) - 1
+            job.problems.append(f"{job.name}: {job.hours:.1f} h projected, the profile allows {runtime / 60:.0f} h x "
+                                f"{1 + requeues} allocations; fix: executor.max_requeues >= {need} or a longer "
+                                f"set-resources.train.runtime, or more GPUs")
+        else:
+            job.problems.append(f"{job.name}: {job.hours:.1f} h projected, over its {runtime / 60:.0f} h limit (it "
+                                f"restarts from scratch when requeued); fix: set-resources.{rule}.runtime >= "
+                                f"{math.ceil(job.hours * 60 * 1.2)}")
+
+
+def _check_host_memory(job: Job, config: dict, gpus: int, mem_mb: float) -> None:
+    """Host memory of one node: a process per GPU (libraries, a state dict) plus the loader batches in flight."""
+    per_rank = job.batch // max(1, job.world)
+    batch_bytes = per_rank * 3 * job.resolution ** 2 * 4
+    workers = config["dataset"]["num_workers"]
+    need = max(1, gpus) * (HOST_BASE_GIB * GIB + 4 * job.params + batch_bytes * (workers * PREFETCH + 2))
+    if need > mem_mb * 2 ** 20:
+        job.problems.append(f"{job.name}: about {need / GIB:.0f} GiB of host memory per node needed, mem_mb gives "
+                            f"{mem_mb / 1024:.0f} GiB; fix: set-resources.train.mem_mb >= {math.ceil(need / 2 ** 20)}")
+
+
+# --------------------------------------------------------------------------------------------------- totals
+
+def target_jobs(jobs: list[Job]) -> dict[str, set]:
+    """analysis.TARGETS -> the names of the jobs it needs (the producers of its inputs and their training runs)."""
+    import analysis
+
+    producers = {}
+    for job in jobs:
+        for out in job.outputs:
+            producers[out.replace("{seed}", "*")] = job.name
+    by_run = {j.name.split("/", 1)[1]: j for j in jobs if j.rule == "train"}
+
+    def upstream(names: set) -> set:
+        todo, seen = list(names), set(names)
+        while todo:
+            name = todo.pop()
+            job = next(j for j in jobs if j.name == name)
+            for run in job.runs:
+                name = f"train/{run}"
+                if run in by_run and name not in seen:
+                    seen.add(name)
+                    todo.append(name)
+        return seen
+
+    out = {}
+    for name, target in analysis.TARGETS.items():
+        direct = {job for pattern, job in producers.items()
+                  for inp in target.inputs if fnmatch.fnmatch(pattern.replace("*", "0"), inp)}
+        for other, t in analysis.TARGETS.items():  # a target that reads another target's outputs (the index)
+            if other != name and any(fnmatch.fnmatch(o, inp) for o in t.outputs for inp in target.inputs):
+                direct |= out.get(other, set())
+        out[name] = upstream(direct)
+    return out
+
+
+def plan(config: dict, profile: str | None = None, settings: Settings | None = None,
+         cache_path: Path | None = None, workers: int = 2) -> dict:
+    """The plan of every job of ``config`` under ``profile``: a JSON-ready dict (see ``format_markdown``)."""
+    settings = settings or Settings()
+    results_dir = Path(config["results_dir"])
+    resources, profile_source = load_profile(profile)
+    cache = Cache(cache_path)
+    if config["dataset"]["name"] != "digits" and not settings.transform_rates:
+        for res in sorted({config["dataset"]["image_size"], config["dataset"]["high_res_size"]}):
+            for train in (True, False):
+                key = _cache_key(config, ("transform", res, train, machine()))
+                rate = cache.get(key, lambda r=res, t=train: transform_rate(config, r, t))
+                settings.transform_rates[(res, train)] = rate
+    fill_cache(config, cache, workers)
+    jobs = build_jobs(config, cache, results_dir)
+    cache.save()
+    measured = load_measured(results_dir)
+    for job in jobs:
+        plan_job(job, config, resources, settings, measured)
+    seeds = len(config["seeds"])
+    by_name = {j.name: j for j in jobs}
+    targets = {name: {"gpu_hours": seeds * sum(by_name[n].gpu_hours for n in names),
+                      "hours_serial": seeds * sum(by_name[n].hours for n in names), "jobs": sorted(names)}
+               for name, names in target_jobs(jobs).items()}
+    return {
+        "config": config.get("_source", ""), "results_dir": str(results_dir), "profile": profile_source,
+        "seeds": seeds, "machine": machine(), "mfu": settings.mfu,
+        "cpu_rates": settings.cpu_rates,
+        "transform_rates": {f"{r}px {'train' if t else 'eval'}": v for (r, t), v in settings.transform_rates.items()},
+        "measured": bool(measured),
+        "assumptions": assumptions(settings, bool(measured)),
+        "jobs": [asdict(j) for j in jobs],
+        "totals": {"all": {"gpu_hours": seeds * sum(j.gpu_hours for j in jobs),
+                           "hours_serial": seeds * sum(j.hours for j in jobs), "jobs": len(jobs) * seeds},
+                   "targets": targets},
+        "problems": [p for j in jobs for p in j.problems],
+    }
+
+
+def assumptions(settings: Settings, measured: bool) -> list[str]:
+    lines = []
+    if settings.cpu_rates is None:
+        lines.append(f"throughput: {settings.mfu:g} of the GPU's dense peak (MFU) at the recipe's precision, "
+                     "ideal data-parallel scaling"
+                     + ("; measured images/s of results/benchmarks/gpu_train.json where a run has them" if measured
+                        else "; no results/benchmarks/gpu_train.json yet (bench/gpu_train.py on a GPU replaces it)"))
+        lines.append(f"GPU memory: {USABLE_MEMORY:g} of it usable, {CUDA_CONTEXT_GIB:g} GiB CUDA context; activations "
+                     "= bytes autograd saves for the backward (fake tensors), parameters + gradients + SGD momentum "
+                     "(+ EMA) in fp32")
+    else:
+        lines.append("throughput: FLOP rate of a real training step measured on this CPU (one rate per precision)")
+    lines.append("evaluation memory: peak of the tensors alive in a no-grad forward; attack: the larger of PGD's "
+                 "saved bytes x attack.batch_size and SPSA's no-grad peak x attack.eval_batch_size")
+    lines.append("data: loader workers = min(dataset.num_workers, cpus_per_task), each one core at the measured "
+                 "Appendix C transform rate; digits datasets are not modelled")
+    lines.append("time limits: training resumes across executor.max_requeues requeues; evaluation and attack jobs "
+                 "must finish in one allocation")
+    return lines
+
+
+# --------------------------------------------------------------------------------------------------- output
+
+COLUMNS = ("job", "GPUs", "prec", "res", "GFLOP/img fwd", "GFLOP/img step", "act MiB/img", "static GiB",
+           "micro (fit)", "accum", "img/s/GPU", "data img/s", "h/seed", "GPU-h all seeds")
+
+
+def rows(result: dict) -> list[list[str]]:
+    seeds = result["seeds"]
+    out = []
+    for j in result["jobs"]:
+        out.append([
+            j["name"], f"{j['world']}x{j['gpu']}", j["precision"], str(j["resolution"]),
+            f"{j['fwd_flops_per_image'] / 1e9:.2f}", f"{j['step_flops_per_image'] / 1e9:.2f}" if j["step_flops_per_image"]
+            else "-", f"{j['act_bytes_per_image'] / 2 ** 20:.1f}", f"{j['static_bytes'] / GIB:.2f}",
+            f"{j['micro_batch']} ({j['micro_fit']})" if j["micro_fit"] else "-", str(j["accumulation"]),
+            f"{j['images_per_s_gpu']:.0f}", f"{j['data_images_per_s']:.0f}" if j["data_images_per_s"] else "-",
+            f"{j['hours']:.2f}", f"{seeds * j['gpu_hours']:.0f}"])
+    return out
+
+
+def format_table(result: dict) -> str:
+    table = [list(COLUMNS)] + rows(result)
+    widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in table)
+
+
+def format_markdown(result: dict) -> str:
+    lines = [f"# Plan of {result['config']} ({result['seeds']} seeds)", "",
+             f"Profile: {result['profile']}. Counted on {result['machine']}.", ""]
+    lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows(result)]
+    t = result["totals"]
+    lines += ["", f"**All**: {t['all']['gpu_hours']:.0f} GPU-hours, {t['all']['jobs']} jobs.", "",
+              "| target | GPU-hours | jobs |", "|---|---|---|"]
+    lines += [f"| {n} | {v['gpu_hours']:.0f} | {len(v['jobs'])} |" for n, v in t["targets"].items()]
+    lines += ["", "## Problems", ""] + ([f"- {p}" for p in result["problems"]] or ["None."])
+    lines += ["", "## Assumptions", ""] + [f"- {a}" for a in result["assumptions"]]
+    if result["transform_rates"]:
+        lines.append("- Appendix C transform on ImageNet-sized JPEGs, images/s per core on this machine: "
+                     + ", ".join(f"{k} {v:.0f}" for k, v in result["transform_rates"].items()))
+    return "\n".join(lines) + "\n"
+
+
+def write(result: dict, results_dir: Path) -> list[Path]:
+    from saccader.io import write_text
+
+    md, js = results_dir / "plan.md", results_dir / "plan.json"
+    write_text(md, format_markdown(result))
+    write_text(js, json.dumps(result, indent=1, default=str) + "\n")
+    return [md, js]
+
+
+# --------------------------------------------------------------------------------------------------- CPU rate
+
+def measure_cpu_rate(config: dict, run: str, precision: str, steps: int = 3) -> float:
+    """FLOP/s of real training steps of ``run`` on this CPU (its recipe's batch, channels_last, one thread per
+    core as the local jobs run): counted step FLOPs x images / seconds, the best of ``steps`` steps."""
+    import torch
+
+    from saccader import train as T
+    from saccader.models import from_config
+
+    rec = {**T.recipe(config, run), "base_size": config["dataset"]["image_size"]}
+    res = T._resolution(config, rec)
+    counts = count_train({**config, "train": {**config["train"], run: {**rec, "bf16": precision == "bf16"}}}, run)
+    torch.manual_seed(0)
+    model = from_config(rec["model"], config)
+    cl = T.use_channels_last(rec, torch.device("cpu"))
+    if cl:
+        model = model.to(memory_format=torch.channels_last)
+    groups = T.param_groups(model, rec)
+    opt = torch.optim.SGD(groups, lr=1e-6, momentum=0.9, nesterov=True)
+    x = torch.randn(rec["batch_size"], 3, res, res)
+    x = x.contiguous(memory_format=torch.channels_last) if cl else x
+    y = torch.randint(0, config["dataset"]["num_classes"], (rec["batch_size"],))
+    gen = torch.Generator().manual_seed(0)
+    best = math.inf
+    for _ in range(steps + 1):  # the first step warms oneDNN up
+        tick = time.perf_counter()
+        T._train_mode(model)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss, _ = T.step_loss(model, rec, x, y, gen)
+        opt.zero_grad()
+        loss.float().backward()
+        opt.step()
+        best = min(best, time.perf_counter() - tick)
+    return counts["step_flops"] * rec["batch_size"] / best
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+
+def _run(args) -> int:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    config = load(args.config)
+    config["_source"] = args.config
+    if args.results:
+        config["results_dir"] = args.results
+    results_dir = Path(config["results_dir"])
+    settings = Settings(gpu=args.gpu, mfu=args.mfu)
+    if args.gpu:
+        gpu_spec(args.gpu)
+    if args.cpu_rate_run:
+        settings.cpu_rates = {p: measure_cpu_rate(config, args.cpu_rate_run, p) for p in ("fp32", "bf16")}
+        log.info("CPU FLOP rate of %s training steps: %s", args.cpu_rate_run,
+                 {k: f"{v / 1e9:.1f} GFLOP/s" for k, v in settings.cpu_rates.items()})
+    tick = time.perf_counter()
+    result = plan(config, args.profile, settings, results_dir / ".plan_cache.json")
+    paths = write(result, results_dir)
+    print(format_table(result))
+    t = result["totals"]
+    print(f"\nall: {t['all']['gpu_hours']:.0f} GPU-hours over {t['all']['jobs']} jobs; "
+          + ", ".join(f"{n} {v['gpu_hours']:.0f}" for n, v in t["targets"].items()))
+    for p in result["problems"]:
+        print(f"problem: {p}")
+    for a in result["assumptions"]:
+        print(f"assumed: {a}")
+    log.info("plan written to %s and %s in %.1f s", *paths, time.perf_counter() - tick)
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("plan", help="what every job needs and costs: FLOPs, memory, micro-batch, GPU-hours",
+                              description=__doc__.splitlines()[0])
+    add_config_argument(p)
+    p.add_argument("--profile", default=None, help="Snakemake profile whose set-resources to check (e.g. slurm)")
+    p.add_argument("--gpu", default=None, help=f"GPU to plan for, overriding the profile's gpu_name: {', '.join(GPUS)}")
+    p.add_argument("--mfu", type=float, default=MFU, help="assumed model-FLOPs utilisation (default %(default)s)")
+    p.add_argument("--results", default=None, help="results folder (default: the config's results_dir)")
+    p.add_argument("--cpu-rate-run", default=None, metavar="RUN",
+                   help="plan for this CPU instead: FLOP rate measured on real training steps of RUN")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.set_defaults(func=_run)
