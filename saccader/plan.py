@@ -11,9 +11,10 @@ For every job of the config's DAG (the jobs come from the functions the workflow
   ignores the groups (it counts a depthwise convolution's weight gradient C times over); ``_conv_backward_flop``
   counts it right.
 - Parameter, gradient, optimizer (SGD momentum) and EMA bytes; activation memory per training image at the recipe's
-  precision (bf16 autocast where the recipe asks): the bytes of the unique storages autograd saves for the backward
-  (saved-tensor hooks) at two batch sizes, whose slope is the per-image cost and intercept the bf16 weight copies.
-  Validated against measured peak memory of CPU training steps (tests/test_plan.py, bench/plan_validation.py).
+  precision (bf16 autocast where the recipe asks): the peak bytes of the tensors alive during a training step's
+  forward and backward on fake tensors (``LivePeak``), as the slope between two batch sizes; the bf16 weight copies
+  are the intercept of the bytes autograd saves (saved-tensor hooks). Validated against torch's measured live memory
+  in real CPU training steps (bench/plan_memory.py, tests/test_plan.py).
 - Attack jobs: model queries per image (clean, PGD steps with an input gradient, SPSA samples x iterations).
 - The micro-batch that fits the GPU (``GPUS`` or the profile's ``gpu_name``), the accumulation steps, wall time and
   GPU-hours from a throughput model (``mfu`` x the GPU's dense peak), replaced by measured images/s of
@@ -214,15 +215,17 @@ def _fake_mode():
 
 def _per_image(run_batch) -> dict:
     """Per-image figures of ``run_batch(b, full)`` -> {name: count}: FLOPs from one full pass at batch B (FLOPs are
-    linear in the batch), saved bytes as the slope between it and a forward-only pass at 2B (the intercept is what
-    does not grow with the batch: the bf16 copies of the weights under autocast)."""
+    linear in the batch); activation bytes per image as the slope of the ``peak`` bytes between it and a pass at 2B,
+    and the bytes that do not grow with the batch (the bf16 copies of the weights under autocast) as the intercept
+    of the ``saved`` bytes."""
     b = _BATCH
     one = run_batch(b, True)
-    out = {k: v / b for k, v in one.items() if k != "saved"}
-    if "saved" in one:
+    out = {k: v / b for k, v in one.items() if k not in ("saved", "peak")}
+    if "peak" in one:
         two = run_batch(2 * b, False)
-        out["act_bytes"] = (two["saved"] - one["saved"]) / b
-        out["act_const_bytes"] = max(0.0, one["saved"] - b * out["act_bytes"])
+        out["act_bytes"] = (two["peak"] - one["peak"]) / b
+        saved = (two["saved"] - one["saved"]) / b
+        out["act_const_bytes"] = max(0.0, one["saved"] - b * saved)
     return out
 
 
@@ -238,8 +241,9 @@ def _param_counts(model) -> dict:
             "trainable": sum(p.numel() for p in params if p.requires_grad)}
 
 
-def count_train(config: dict, run: str) -> dict:
-    """Per-image FLOPs of the training forward and step, saved bytes per image, and parameter counts of ``run``."""
+def count_train(config: dict, run: str, bf16: bool | None = None) -> dict:
+    """Per-image FLOPs of the training forward and step, saved bytes per image, and parameter counts of ``run``;
+    ``bf16`` (default: the recipe's ``bf16``, on unless it says otherwise, as on a GPU) the autocast precision."""
     import torch
 
     from saccader import train as T
@@ -247,7 +251,8 @@ def count_train(config: dict, run: str) -> dict:
 
     rec = {**T.recipe(config, run), "base_size": config["dataset"]["image_size"]}
     res = T._resolution(config, rec)
-    bf16 = bool(rec.get("bf16", True))  # on a GPU the recipe's bf16 defaults to on (saccader.train.use_bf16)
+    if bf16 is None:
+        bf16 = bool(rec.get("bf16", True))  # on a GPU the recipe's bf16 defaults to on (saccader.train.use_bf16)
     with _fake_mode():
         model = from_config(rec["model"], config)
         T.param_groups(model, rec)
@@ -257,16 +262,18 @@ def count_train(config: dict, run: str) -> dict:
 
         def run_batch(b, full):
             x, y = _images(b, res)
-            with Counter() as c:
+            with Counter() as c, LivePeak() as live:
                 with c.saving(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                     if rec["stage"] == "glimpse_finetune":
                         loss = _glimpse_finetune(model, rec, x, y, config)
                     else:
                         loss, _ = T.step_loss(model, rec, x, y, None)
                 fwd = c.total()
-                if full:
-                    loss.float().backward()
-            return {"fwd_flops": fwd, "step_flops": c.total(), "saved": c.saved_bytes(params)}
+                loss.float().backward()
+                del loss
+            for p in params:  # each pass allocates its own gradients, so both peaks hold them
+                p.grad = None
+            return {"fwd_flops": fwd, "step_flops": c.total(), "saved": c.saved_bytes(params), "peak": live.peak}
 
         out = _per_image(run_batch)
         if rec.get("cache_features") and rec["stage"] == "location_pretrain":
@@ -328,12 +335,15 @@ def _cached_stage(model, rec, res) -> dict:
         with torch.no_grad(), Counter() as c0:
             cached = model.representation.forward_features(x)
         cached = {k: cached[k].detach() for k in ("features", "what", "logits2d")}
-        with Counter() as c:
+        with Counter() as c, LivePeak() as live:
             with c.saving():
                 loss, _ = T.step_loss(model, rec, cached, y, None)
-            if full:
-                loss.backward()
-        return {"step_flops": c.total(), "cache_flops": c0.total(), "saved": c.saved_bytes(model.parameters())}
+            loss.backward()
+            del loss
+        for p in model.parameters():
+            p.grad = None
+        return {"step_flops": c.total(), "cache_flops": c0.total(), "saved": c.saved_bytes(model.parameters()),
+                "peak": live.peak}
 
     out = _per_image(run_batch)
     return {"step_flops": out["step_flops"], "cache_flops": out["cache_flops"], "act_bytes": out["act_bytes"]}
@@ -381,7 +391,7 @@ def count_eval(config: dict, kind: str, model_name: str) -> dict:
                         E.image_logits(models["resnet_v2_50"], x)
                 else:
                     _count_saccader_nasnet(models["saccader_nasnet"], config, x, t_max)
-            return {"fwd_flops": c.total(), "saved": live.peak}
+            return {"fwd_flops": c.total(), "saved": 0, "peak": live.peak}
 
         out = _per_image(run_batch)
     return {**out, "params": params, "resolution": ds["high_res_size"] if kind == "nasnet" else size,
@@ -427,7 +437,8 @@ def count_attack(config: dict, model_name: str) -> dict:
                     loss = torch.nn.functional.cross_entropy(fn(x), y)
                 fwd = c.total()
                 loss.backward()
-            return {"fwd_flops": fwd, "grad_flops": c.total(), "grad_bytes": c.saved_bytes(), "saved": live.peak}
+            return {"fwd_flops": fwd, "grad_flops": c.total(), "grad_bytes": c.saved_bytes(), "saved": 0,
+                    "peak": live.peak}
 
         out = _per_image(run_batch)
     return {**out, "params": params, "resolution": size, "precision": "fp32"}
@@ -983,8 +994,8 @@ def assumptions(settings: Settings, measured: bool) -> list[str]:
                      + ("; measured images/s of results/benchmarks/gpu_train.json where a run has them" if measured
                         else "; no results/benchmarks/gpu_train.json yet (bench/gpu_train.py on a GPU replaces it)"))
         lines.append(f"GPU memory: {USABLE_MEMORY:g} of it usable, {CUDA_CONTEXT_GIB:g} GiB CUDA context; activations "
-                     "= bytes autograd saves for the backward (fake tensors), parameters + gradients + SGD momentum "
-                     "(+ EMA) in fp32")
+                     "= peak of the tensors alive in a training step (fake tensors), plus parameters, gradients, SGD "
+                     "momentum (and EMA) in fp32")
     else:
         lines.append("throughput: FLOP rate of a real training step measured on this CPU (one rate per precision)")
     lines.append("evaluation memory: peak of the tensors alive in a no-grad forward; attack: the larger of PGD's "
