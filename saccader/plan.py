@@ -794,7 +794,13 @@ def plan_job(job: Job, config: dict, profile: dict, settings: Settings, measured
     job.world = max(1, gpus) * nodes
     if settings.cpu_rates is not None:
         job.gpu = "cpu"
-        rate = settings.cpu_rates[job.precision if job.precision in settings.cpu_rates else "fp32"]
+        if rule == "train":  # on a CPU, bf16 only where the recipe asks and the CPU has it (train.use_bf16)
+            import torch
+
+            from saccader.train import use_bf16
+
+            job.precision = "bf16" if use_bf16(config["train"][run], torch.device("cpu")) else "fp32"
+        rate = settings.cpu_rates[job.precision]
         job.rate_source = f"{rate / 1e9:.1f} GFLOP/s measured on this CPU"
     else:
         job.gpu = settings.gpu or _resource(profile, rule, "gpu_name", DEFAULT_GPU)
@@ -1057,6 +1063,27 @@ def write(result: dict, results_dir: Path) -> list[Path]:
     write_text(md, format_markdown(result))
     write_text(js, json.dumps(result, indent=1, default=str) + "\n")
     return [md, js]
+
+
+# --------------------------------------------------------------------------------------------------- validation
+
+def compare_benchmarks(result: dict, bench_dir: Path) -> list[dict]:
+    """Projected against recorded seconds of the training jobs of a real run (Snakemake's ``benchmark:`` files,
+    ``<bench_dir>/train/<run>/seed<N>.tsv``: ``s`` wall seconds, ``cpu_time``)."""
+    import pandas as pd
+
+    out = []
+    for job in result["jobs"]:
+        if job["rule"] != "train":
+            continue
+        run = job["name"].split("/", 1)[1]
+        for path in sorted((Path(bench_dir) / "train" / run).glob("seed*.tsv")):
+            row = pd.read_csv(path, sep="\t").iloc[0]
+            projected = job["hours"] * 3600
+            out.append({"run": run, "seed": path.stem, "precision": job["precision"], "projected_s": projected,
+                        "wall_s": float(row["s"]), "cpu_s": float(row["cpu_time"]),
+                        "projected/wall": projected / float(row["s"])})
+    return out
 
 
 # --------------------------------------------------------------------------------------------------- CPU rate

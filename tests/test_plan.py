@@ -1,0 +1,125 @@
+"""``saccader plan``: FLOP counts against published figures, the memory estimate against a measurement, the
+micro-batch, time-limit and data checks, and the comparison with a run's benchmark files."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from saccader import plan
+from saccader.config import load
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _fake_forward_macs(model_fn, size: int) -> float:
+    with plan._fake_mode():
+        model = model_fn().eval()
+        with torch.no_grad(), plan.Counter() as c:
+            model(torch.zeros(1, 3, size, size))
+    return c.total() / 2
+
+
+def test_resnet50_flops_match_the_published_4_1_g_multiply_adds():
+    from torchvision.models import resnet50
+
+    assert _fake_forward_macs(resnet50, 224) == pytest.approx(4.1e9, rel=0.05)
+
+
+def test_grouped_conv_weight_gradient_counts_each_group_once():
+    conv = torch.nn.Conv2d(8, 8, 3, groups=8, bias=False)  # depthwise: 9 weights per channel
+    x = torch.zeros(2, 8, 10, 10, requires_grad=True)
+    with plan.Counter() as c:
+        conv(x).sum().backward()
+    per_pass = 2 * 2 * 8 * 8 * 8 * 9  # 2 FLOPs x batch x channels x 8x8 outputs x 9 taps
+    assert c.total() == 3 * per_pass  # forward, input gradient, weight gradient
+
+
+@pytest.mark.slow
+def test_nasnet_a_large_at_331_matches_zoph_et_al_table_2():
+    counts = plan.count_train(load(ROOT / "config.yaml"), "nasnet_331")
+    assert counts["fwd_flops"] / 2 == pytest.approx(23.8e9, rel=0.05)
+    assert counts["step_flops"] == pytest.approx(3 * counts["fwd_flops"], rel=0.05)  # backward = 2 forwards
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", ["bagnet77_lowd", "resnet_v2_50", "saccader"])
+def test_activation_estimate_within_25_percent_of_measured_live_memory(run):
+    sys.path.insert(0, str(ROOT / "bench"))
+    import plan_memory
+
+    row = plan_memory.measure("config/embedded.yaml", run, small=8, large=40)
+    assert row["estimate/measured"] == pytest.approx(1.0, abs=0.25)
+
+
+def _job(**kw) -> plan.Job:
+    base = dict(rule="train", name="train/x", runs=[], outputs=["runs/x/seed{seed}/model.pt"], resolution=224,
+                precision="bf16", flops=3e18, images=1e6, fwd_flops_per_image=1e9, step_flops_per_image=3e9,
+                act_bytes_per_image=200 * 2 ** 20, static_bytes=2 * 2 ** 30, params=10 ** 7, batch=1024)
+    return plan.Job(**{**base, **kw})
+
+
+CONFIG = {"dataset": {"name": "imagenet", "num_workers": 8}, "executor": {"max_requeues": 1}, "train": {"x": {}}}
+
+
+def test_micro_batch_fits_the_gpu_and_divides_the_per_gpu_batch():
+    job = _job()
+    profile = {"train": {"gpu": 4, "cpus_per_task": 8, "runtime": 60 * 48, "mem_mb": 10 ** 6}}
+    plan.plan_job(job, CONFIG, profile, plan.Settings(gpu="A100-40GB"), {})
+    usable = (40 * 0.9 - 1) * 2 ** 30 - job.static_bytes
+    assert job.micro_fit == int(usable // (200 * 2 ** 20))
+    assert 256 % job.micro_batch == 0 and job.micro_batch <= job.micro_fit
+    assert job.accumulation == 256 // job.micro_batch
+    assert any("does not fit" in p and "micro_batch: 128" in p for p in job.problems)
+
+
+def test_time_limit_counts_requeues_and_names_the_fix():
+    profile = {"train": {"gpu": 1, "cpus_per_task": 64, "runtime": 60, "mem_mb": 10 ** 6}}
+    job = _job(flops=1e19, images=1)
+    plan.plan_job(job, CONFIG, profile, plan.Settings(mfu=0.5), {})
+    hours = 1e19 / (0.5 * 989.5e12) / 3600  # 5.6 h against 1 h x (1 + 1 requeue)
+    assert job.hours == pytest.approx(hours)
+    assert any("max_requeues >= 5" in p for p in job.problems)
+
+
+def test_measured_images_per_s_replace_the_mfu_model():
+    profile = {"train": {"gpu": 1, "cpus_per_task": 64, "runtime": 10 ** 6, "mem_mb": 10 ** 6}}
+    job = _job(flops=3e9 * 1e6, images=1e6)
+    measured = {("x", "bf16", 224): {"images_per_s": 1000.0, "micro_batch": 64, "device": "H100"}}
+    plan.plan_job(job, CONFIG, profile, plan.Settings(), measured)
+    assert job.hours == pytest.approx(1e6 / 1000 / 3600)
+    assert "measured" in job.rate_source
+
+
+def test_data_bound_job_is_flagged_with_the_workers_it_needs():
+    profile = {"train": {"gpu": 1, "cpus_per_task": 2, "runtime": 10 ** 6, "mem_mb": 10 ** 6}}
+    job = _job(step_flops_per_image=1e6)  # a cheap model eats images faster than 2 workers decode them
+    plan.plan_job(job, CONFIG, profile, plan.Settings(transform_rates={(224, True): 100.0}), {})
+    assert job.data_wait > 1 and any("waits on data" in p for p in job.problems)
+
+
+def test_no_gpu_in_the_profile_is_a_problem():
+    job = _job()
+    plan.plan_job(job, CONFIG, {"train": {"gpu": 0}}, plan.Settings(), {})
+    assert any("no GPU" in p for p in job.problems)
+
+
+def test_compare_benchmarks_reads_snakemake_benchmark_files(tmp_path):
+    folder = tmp_path / "train" / "x"
+    folder.mkdir(parents=True)
+    (folder / "seed0.tsv").write_text("s\th:m:s\tmax_rss\tcpu_time\n20.0\t0:00:20\t1\t18.0\n")
+    result = {"jobs": [{"rule": "train", "name": "train/x", "precision": "fp32", "hours": 30 / 3600}]}
+    rows = plan.compare_benchmarks(result, tmp_path)
+    assert rows[0]["projected/wall"] == pytest.approx(1.5)
+
+
+def test_targets_include_the_training_runs_upstream():
+    jobs = [_job(name="train/a", outputs=["runs/a/seed{seed}/model.pt"]),
+            _job(name="train/b", runs=["a"], outputs=["runs/b/seed{seed}/model.pt"]),
+            _job(rule="attack", name="attack/b", runs=["b"], outputs=["attack/b/seed{seed}.parquet"])]
+    targets = plan.target_jobs(jobs)
+    assert targets["table_supp6"] == {"attack/b", "train/b", "train/a"}
+    assert targets["index"] >= targets["table_supp6"]
