@@ -79,6 +79,14 @@ def _job_logs(results_dir: Path, out: Path) -> str:
     return f"<ul>{''.join(items)}</ul>"
 
 
+def _plan_link(out: Path) -> str:
+    """The resource plan (``saccader plan``: plan.md / plan.json) when one was written into this folder."""
+    if not (out / "plan.md").exists():
+        return ""
+    return f"<p>Resource plan (FLOPs, memory, GPU-hours of every job): {_link(out, 'plan.md')} · " \
+           f"{_link(out, 'plan.json')}</p>"
+
+
 def index(results_dir, out_dir, train_glimpses: int | None = None):
     """Write ``index.html`` into ``out_dir`` linking every target's outputs, the logs and the training logs."""
     results_dir, out = Path(results_dir), Path(out_dir)
@@ -88,6 +96,7 @@ def index(results_dir, out_dir, train_glimpses: int | None = None):
     body = [f"<h1>Saccader reproduction: results</h1><p>Results folder: {html.escape(str(results_dir))}. "
             "Paper numbers are ImageNet; reproduced numbers are labelled with this run's dataset.</p>",
             f"<nav>{nav} <a href='#runs'>training logs</a> <a href='#logs'>job logs</a></nav>",
+            _plan_link(out),
             "<h2>Figures</h2>", *(_target_section(out, n, t) for n, t in figures.items()),
             "<h2>Tables and claims</h2>", *(_target_section(out, n, t) for n, t in tables.items()),
             '<h2 id="runs">Training logs</h2>', _train_logs(results_dir),

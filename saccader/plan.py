@@ -538,6 +538,15 @@ def transform_rate(config: dict, resolution: int, train: bool = True, images: in
     return best
 
 
+def load_transform_rates(results_dir: Path) -> dict:
+    """{(resolution, train): images/s per core} of bench/jpeg_transform.py's results file, if there is one."""
+    path = results_dir / "benchmarks" / "jpeg_transform.json"
+    if not path.is_file():
+        return {}
+    rows = json.loads(path.read_text())["rows"]
+    return {(int(r["resolution"]), r["transform"] == "train"): float(r["images_per_s_core"]) for r in rows}
+
+
 def machine() -> str:
     cpu = platform.machine()
     try:
@@ -960,6 +969,8 @@ def plan(config: dict, profile: str | None = None, settings: Settings | None = N
     results_dir = Path(config["results_dir"])
     resources, profile_source = load_profile(profile)
     cache = Cache(cache_path)
+    if config["dataset"]["name"] != "digits" and not settings.transform_rates:
+        settings.transform_rates = load_transform_rates(results_dir)
     if config["dataset"]["name"] != "digits" and not settings.transform_rates:
         for res in sorted({config["dataset"]["image_size"], config["dataset"]["high_res_size"]}):
             for train in (True, False):

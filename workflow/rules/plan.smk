@@ -1,0 +1,22 @@
+# `snakemake plan` (with --profile slurm at paper scale): what every job needs and costs before anything is submitted
+# (saccader.plan). Not part of `all`; reads the config and the SLURM profile, runs no model.
+
+
+rule plan:
+    input:
+        config=CONFIG,
+        profile="slurm/config.yaml",
+    output:
+        f"{R}/plan.md",
+        f"{R}/plan.json",
+    conda:
+        ENV
+    log:
+        f"{R}/logs/plan.log",
+    params:
+        # the SLURM profile for ImageNet experiments, the local defaults for the embedded one
+        profile=[] if DIGITS else ["--profile", "slurm"],
+        results=R,
+    shell:
+        "python -m saccader plan --config {input.config:q} {params.profile:q} --results {params.results:q}"
+        " > {log:q} 2>&1"
