@@ -411,21 +411,24 @@ def _count_saccader_nasnet(model, config, x, t_max):
 
 
 def count_attack(config: dict, model_name: str) -> dict:
-    """FLOPs per query of the attacked function: a forward, and a forward + input gradient (a PGD step)."""
+    """FLOPs per query of the attacked function: a forward, and a forward + input gradient (a PGD step), in the
+    precision the attack runs in on a GPU (the attacked run's recipe: ``baselines.attacks.attack``)."""
     import torch
 
     from baselines import attacks as A
 
     at, ds = config["attack"], config["dataset"]
     size = ds["image_size"]
+    run = A.required_runs(model_name)[0]
+    bf16 = bool((config["train"].get(run) or {}).get("bf16", True))  # saccader.train.use_bf16 on CUDA
     with _fake_mode():
-        net = _loaded(config, A.required_runs(model_name)[0])
+        net = _loaded(config, run)
         if hasattr(net, "glimpse_gradient"):
             net.glimpse_gradient = True
         net.requires_grad_(False)
         params = _param_counts(net)["params"]
         fn = A.Standardized(net, ds["mean"], ds["std"], at["num_glimpses"] if model_name in A._GLIMPSE_MODELS
-                            else None)
+                            else None, bf16)
 
         def run_batch(b, full):
             x, y = _images(b, size)
@@ -441,7 +444,7 @@ def count_attack(config: dict, model_name: str) -> dict:
                     "peak": live.peak}
 
         out = _per_image(run_batch)
-    return {**out, "params": params, "resolution": size, "precision": "fp32"}
+    return {**out, "params": params, "resolution": size, "precision": "bf16" if bf16 else "fp32"}
 
 
 # --------------------------------------------------------------------------------------------------- cache
@@ -809,6 +812,8 @@ def plan_job(job: Job, config: dict, profile: dict, settings: Settings, measured
             from saccader.train import use_bf16
 
             job.precision = "bf16" if use_bf16(config["train"][run], torch.device("cpu")) else "fp32"
+        elif rule == "attack":  # attacks run fp32 on a CPU (baselines.attacks.attack)
+            job.precision = "fp32"
         rate = settings.cpu_rates[job.precision]
         job.rate_source = f"{rate / 1e9:.1f} GFLOP/s measured on this CPU"
     else:
