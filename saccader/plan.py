@@ -151,7 +151,7 @@ class LivePeak:
 
     def __init__(self):
         self.refs: dict[int, int] = {}
-        self.now = self.peak = 0
+        self.now = self.peak = self.ops = 0
 
     def __enter__(self):
         import torch
@@ -162,6 +162,7 @@ class LivePeak:
         class _Mode(TorchDispatchMode):
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):
                 out = func(*args, **(kwargs or {}))
+                peak.ops += 1  # kernels run: what a step pays in per-op overhead
                 for t in torch.utils._pytree.tree_leaves(out):
                     if isinstance(t, torch.Tensor):
                         peak._track(t)
@@ -220,7 +221,7 @@ def _per_image(run_batch) -> dict:
     of the ``saved`` bytes."""
     b = _BATCH
     one = run_batch(b, True)
-    out = {k: v / b for k, v in one.items() if k not in ("saved", "peak")}
+    out = {k: v if k.endswith("_ops") else v / b for k, v in one.items() if k not in ("saved", "peak")}
     if "peak" in one:
         two = run_batch(2 * b, False)
         out["act_bytes"] = (two["peak"] - one["peak"]) / b
@@ -268,12 +269,13 @@ def count_train(config: dict, run: str, bf16: bool | None = None) -> dict:
                         loss = _glimpse_finetune(model, rec, x, y, config)
                     else:
                         loss, _ = T.step_loss(model, rec, x, y, None)
-                fwd = c.total()
+                fwd, fwd_ops = c.total(), live.ops
                 loss.float().backward()
                 del loss
             for p in params:  # each pass allocates its own gradients, so both peaks hold them
                 p.grad = None
-            return {"fwd_flops": fwd, "step_flops": c.total(), "saved": c.saved_bytes(params), "peak": live.peak}
+            return {"fwd_flops": fwd, "step_flops": c.total(), "saved": c.saved_bytes(params), "peak": live.peak,
+                    "fwd_ops": fwd_ops, "step_ops": live.ops}
 
         out = _per_image(run_batch)
         if rec.get("cache_features") and rec["stage"] == "location_pretrain":
@@ -578,6 +580,7 @@ class Job:
     static_bytes: float = 0.0  # parameters, gradients, optimizer state, EMA, bf16 weight copies
     params: int = 0
     batch: int = 0             # global batch (train) or the job's batch
+    ops: float = 0.0           # kernels a training job runs per seed (its steps and dev passes)
     notes: list = field(default_factory=list)
     # filled by the planner
     gpu: str = ""
@@ -703,6 +706,8 @@ def build_jobs(config: dict, cache: Cache, results_dir: Path) -> list[Job]:
         if "cache_flops" in c:
             flops += sizes["train"] * c["cache_flops"]
             notes.append("frozen representation computed once (cache_features)")
+        dev_batches = math.ceil(sizes["dev"] / rec.get("eval_batch_size", rec["batch_size"]))
+        ops = rec["epochs"] * steps * c.get("step_ops", 0) + evals * dev_batches * c.get("fwd_ops", 0)
         static = 4 * (c["params"] + 2 * c["trainable"]) + c["act_const_bytes"]
         if rec.get("ema_decay"):
             static += 4 * c["params"]
@@ -711,7 +716,7 @@ def build_jobs(config: dict, cache: Cache, results_dir: Path) -> list[Job]:
                         c["resolution"], c["precision"], flops, images + evals * sizes["dev"]
                         + (sizes["train"] if "cache_flops" in c else 0),
                         c["fwd_flops"], c["step_flops"], c["act_bytes"], static, c["params"], rec["batch_size"],
-                        notes))
+                        ops, notes))
     for kind, models in evaluate.JOBS.items():
         for model in models:
             c = cache.get(_cache_key(config, ("eval", kind, model)), lambda k=kind, m=model: count_eval(config, k, m))
@@ -788,6 +793,7 @@ class Settings:
     gpu: str | None = None        # --gpu: overrides the profile's gpu_name
     mfu: float = MFU
     cpu_rates: dict | None = None  # {"bf16": FLOP/s, "fp32": FLOP/s}: plan for this CPU instead of GPUs
+    op_seconds: float = 0.0       # overhead per kernel (CPU plans; a GPU plan folds it into the MFU)
     transform_rates: dict = field(default_factory=dict)  # {(resolution, train): images/s per core}
 
 
@@ -828,7 +834,7 @@ def plan_job(job: Job, config: dict, profile: dict, settings: Settings, measured
         _fit(job, spec, gpus, nodes, int(_resource(profile, rule, "micro_batch", 0) or 0))
     per_image = job.step_flops_per_image if rule == "train" else job.flops / max(job.images, 1)
     job.images_per_s_gpu = rate / per_image if per_image else 0.0
-    seconds = job.flops / (rate * job.world)
+    seconds = job.flops / (rate * job.world) + job.ops * settings.op_seconds
     key = (run, job.precision, job.resolution)
     if rule == "train" and key in measured and settings.cpu_rates is None:
         m = measured[key]
@@ -1019,7 +1025,8 @@ def assumptions(settings: Settings, measured: bool) -> list[str]:
                      "= peak of the tensors alive in a training step (fake tensors), plus parameters, gradients, SGD "
                      "momentum (and EMA) in fp32")
     else:
-        lines.append("throughput: FLOP rate of a real training step measured on this CPU (one rate per precision)")
+        lines.append(f"throughput: seconds = FLOPs / rate + kernels x {settings.op_seconds * 1e6:.1f} us, both measured "
+                     "now on real training steps on this CPU (noisy where the CPU is shared)")
     lines.append("evaluation memory: peak of the tensors alive in a no-grad forward; attack: the larger of PGD's "
                  "saved bytes x attack.batch_size and SPSA's no-grad peak x attack.eval_batch_size")
     lines.append("data: loader workers = min(dataset.num_workers, cpus_per_task), each one core at the measured "
@@ -1104,9 +1111,9 @@ def compare_benchmarks(result: dict, bench_dir: Path) -> list[dict]:
 
 # --------------------------------------------------------------------------------------------------- CPU rate
 
-def measure_cpu_rate(config: dict, run: str, precision: str, steps: int = 3) -> float:
-    """FLOP/s of real training steps of ``run`` on this CPU (its recipe's batch, channels_last, one thread per
-    core as the local jobs run): counted step FLOPs x images / seconds, the best of ``steps`` steps."""
+def time_cpu_step(config: dict, run: str, precision: str, steps: int = 3) -> float:
+    """Seconds of a real training step of ``run`` on this CPU (its recipe's batch and memory format, the torch
+    threads set), the best of ``steps`` after a warm-up step."""
     import torch
 
     from saccader import train as T
@@ -1114,14 +1121,12 @@ def measure_cpu_rate(config: dict, run: str, precision: str, steps: int = 3) -> 
 
     rec = {**T.recipe(config, run), "base_size": config["dataset"]["image_size"]}
     res = T._resolution(config, rec)
-    counts = count_train({**config, "train": {**config["train"], run: {**rec, "bf16": precision == "bf16"}}}, run)
     torch.manual_seed(0)
     model = from_config(rec["model"], config)
     cl = T.use_channels_last(rec, torch.device("cpu"))
     if cl:
         model = model.to(memory_format=torch.channels_last)
-    groups = T.param_groups(model, rec)
-    opt = torch.optim.SGD(groups, lr=1e-6, momentum=0.9, nesterov=True)
+    opt = torch.optim.SGD(T.param_groups(model, rec), lr=1e-6, momentum=0.9, nesterov=True)
     x = torch.randn(rec["batch_size"], 3, res, res)
     x = x.contiguous(memory_format=torch.channels_last) if cl else x
     y = torch.randint(0, config["dataset"]["num_classes"], (rec["batch_size"],))
@@ -1136,7 +1141,27 @@ def measure_cpu_rate(config: dict, run: str, precision: str, steps: int = 3) -> 
         loss.float().backward()
         opt.step()
         best = min(best, time.perf_counter() - tick)
-    return counts["step_flops"] * rec["batch_size"] / best
+    return best
+
+
+def measure_cpu(config: dict, flop_run: str = "bagnet77_lowd", op_run: str = "nasnet") -> Settings:
+    """This CPU as a device: seconds per step = FLOPs / rate + kernels x overhead, solved from real fp32 steps of
+    a FLOP-heavy run (``flop_run``) and a kernel-heavy one (``op_run``), plus the bf16 rate from ``flop_run``'s bf16
+    step at that overhead."""
+    rows = {}
+    for run in (flop_run, op_run):
+        c = count_train(config, run, bf16=False)
+        rows[run] = (c["step_flops"] * config["train"][run]["batch_size"], c["step_ops"],
+                     time_cpu_step(config, run, "fp32"))
+    (fa, oa, ta), (fb, ob, tb) = rows[flop_run], rows[op_run]
+    det = fa * ob - fb * oa
+    inv_rate, op_s = (ta * ob - tb * oa) / det, (fa * tb - fb * ta) / det
+    if inv_rate <= 0 or op_s < 0:  # the two steps do not separate (noise): FLOP rate alone, from flop_run
+        inv_rate, op_s = ta / fa, 0.0
+    c16 = count_train(config, flop_run, bf16=True)
+    t16 = time_cpu_step(config, flop_run, "bf16")
+    rate16 = c16["step_flops"] * config["train"][flop_run]["batch_size"] / max(t16 - c16["step_ops"] * op_s, 1e-9)
+    return Settings(cpu_rates={"fp32": 1 / inv_rate, "bf16": rate16}, op_seconds=op_s)
 
 
 # --------------------------------------------------------------------------------------------------- CLI
@@ -1153,10 +1178,10 @@ def _run(args) -> int:
     settings = Settings(gpu=args.gpu, mfu=args.mfu)
     if args.gpu:
         gpu_spec(args.gpu)
-    if args.cpu_rate_run:
-        settings.cpu_rates = {p: measure_cpu_rate(config, args.cpu_rate_run, p) for p in ("fp32", "bf16")}
-        log.info("CPU FLOP rate of %s training steps: %s", args.cpu_rate_run,
-                 {k: f"{v / 1e9:.1f} GFLOP/s" for k, v in settings.cpu_rates.items()})
+    if args.cpu:
+        settings = measure_cpu(config)
+        log.info("this CPU: %s, %.1f us per kernel", {k: f"{v / 1e9:.1f} GFLOP/s" for k, v in
+                                                       settings.cpu_rates.items()}, settings.op_seconds * 1e6)
     tick = time.perf_counter()
     result = plan(config, args.profile, settings, results_dir / ".plan_cache.json")
     paths = write(result, results_dir)
@@ -1180,7 +1205,8 @@ def register(subparsers) -> None:
     p.add_argument("--gpu", default=None, help=f"GPU to plan for, overriding the profile's gpu_name: {', '.join(GPUS)}")
     p.add_argument("--mfu", type=float, default=MFU, help="assumed model-FLOPs utilisation (default %(default)s)")
     p.add_argument("--results", default=None, help="results folder (default: the config's results_dir)")
-    p.add_argument("--cpu-rate-run", default=None, metavar="RUN",
-                   help="plan for this CPU instead: FLOP rate measured on real training steps of RUN")
+    p.add_argument("--cpu", action="store_true",
+                   help="plan for this CPU instead of GPUs: FLOP rate and per-kernel overhead measured now on real "
+                        "training steps of bagnet77_lowd and nasnet")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.set_defaults(func=_run)
