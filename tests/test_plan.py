@@ -123,3 +123,33 @@ def test_targets_include_the_training_runs_upstream():
     targets = plan.target_jobs(jobs)
     assert targets["table_supp6"] == {"attack/b", "train/b", "train/a"}
     assert targets["index"] >= targets["table_supp6"]
+
+
+def test_transform_rate_times_the_appendix_c_transform_on_generated_jpegs():
+    config = load(ROOT / "config.yaml")
+    assert plan.transform_rate(config, 224, train=True, images=2, rounds=1) > 0
+
+
+def test_gpu_train_json_and_jpeg_bench_files_are_read(tmp_path):
+    bench = tmp_path / "benchmarks"
+    bench.mkdir()
+    (bench / "gpu_train.json").write_text(
+        '{"device": "H100", "torch": "2", "runs": [{"run": "x", "micro_batch": 64, "precision": "bf16", '
+        '"images_per_s": 900.0, "resolution": 224}]}')
+    (bench / "jpeg_transform.json").write_text(
+        '{"rows": [{"resolution": 224, "transform": "train", "images_per_s_core": 150.0}]}')
+    assert plan.load_measured(tmp_path)[("x", "bf16", 224)]["images_per_s"] == 900.0
+    assert plan.load_transform_rates(tmp_path) == {(224, True): 150.0}
+
+
+@pytest.mark.slow
+def test_cli_writes_plan_md_and_json_and_the_index_links_them(tmp_path):
+    from analysis.index import index
+    from saccader.cli import main
+
+    assert main(["plan", "--config", str(ROOT / "config" / "smoke.yaml"), "--results", str(tmp_path)]) == 0
+    result = __import__("json").loads((tmp_path / "plan.json").read_text())
+    assert {j["rule"] for j in result["jobs"]} == {"train", "evaluate", "evaluate_glimpses", "attack"}
+    assert "GPU-hours" in (tmp_path / "plan.md").read_text()
+    index(tmp_path, tmp_path)
+    assert 'href="plan.md"' in (tmp_path / "index.html").read_text()
