@@ -1002,7 +1002,7 @@ def plan(config: dict, profile: str | None = None, settings: Settings | None = N
     return {
         "config": config.get("_source", ""), "results_dir": str(results_dir), "profile": profile_source,
         "seeds": seeds, "machine": machine(), "mfu": settings.mfu,
-        "cpu_rates": settings.cpu_rates,
+        "cpu_rates": settings.cpu_rates, "op_seconds": settings.op_seconds,
         "transform_rates": {f"{r}px {'train' if t else 'eval'}": v for (r, t), v in settings.transform_rates.items()},
         "measured": bool(measured),
         "assumptions": assumptions(settings, bool(measured)),
@@ -1039,7 +1039,7 @@ def assumptions(settings: Settings, measured: bool) -> list[str]:
 # --------------------------------------------------------------------------------------------------- output
 
 COLUMNS = ("job", "GPUs", "prec", "res", "GFLOP/img fwd", "GFLOP/img step", "act MiB/img", "static GiB",
-           "micro (fit)", "accum", "img/s/GPU", "data img/s", "h/seed", "GPU-h all seeds")
+           "micro (fit)", "accum", "img/s/GPU", "data img/s (wait)", "h/seed", "GPU-h all seeds")
 
 
 def rows(result: dict) -> list[list[str]]:
@@ -1051,7 +1051,7 @@ def rows(result: dict) -> list[list[str]]:
             f"{j['fwd_flops_per_image'] / 1e9:.2f}", f"{j['step_flops_per_image'] / 1e9:.2f}" if j["step_flops_per_image"]
             else "-", f"{j['act_bytes_per_image'] / 2 ** 20:.1f}", f"{j['static_bytes'] / GIB:.2f}",
             f"{j['micro_batch']} ({j['micro_fit']})" if j["micro_fit"] else "-", str(j["accumulation"]),
-            f"{j['images_per_s_gpu']:.0f}", f"{j['data_images_per_s']:.0f}" if j["data_images_per_s"] else "-",
+            f"{j['images_per_s_gpu']:.0f}", f"{j['data_images_per_s']:.0f} ({j['data_wait']:.1f}x)" if j["data_images_per_s"] else "-",
             f"{j['hours']:.2f}", f"{seeds * j['gpu_hours']:.0f}"])
     return out
 
