@@ -84,6 +84,7 @@ HOST_BASE_GIB = 4.0    # host memory of one training process (torch, CUDA librar
 PREFETCH = 2           # DataLoader prefetch_factor: batches in flight per worker
 IMAGENET_TRAIN, IMAGENET_VAL = 1_281_167, 50_000
 GPU_RULES = ("train", "evaluate", "evaluate_glimpses", "attack")
+COUNT_VERSION = 1      # bump when the counting code below changes: cached counts are then recomputed
 _BATCH = 2             # counted batch size (and twice it for the activation slope)
 
 
@@ -454,7 +455,7 @@ def count_attack(config: dict, model_name: str) -> dict:
 def _cache_key(config: dict, what: tuple) -> str:
     import torch
 
-    part = {"what": what, "models": config.get("models") or {}, "torch": torch.__version__,
+    part = {"what": what, "version": COUNT_VERSION, "models": config.get("models") or {}, "torch": torch.__version__,
             "dataset": {k: config["dataset"][k] for k in ("num_classes", "image_size", "high_res_size")},
             "train": config.get("train"), "evaluate": config.get("evaluate"), "attack": config.get("attack"),
             "code": _code_digest()}
@@ -467,7 +468,7 @@ def _code_digest() -> str:
     for folder in ("saccader/models", "baselines"):
         for path in sorted((ROOT / folder).glob("*.py")):
             h.update(path.read_bytes())
-    for path in ("saccader/train.py", "saccader/evaluate.py", "saccader/plan.py", "saccader/losses.py"):
+    for path in ("saccader/train.py", "saccader/evaluate.py", "saccader/losses.py"):
         h.update((ROOT / path).read_bytes())
     return h.hexdigest()[:16]
 
