@@ -1053,7 +1053,7 @@ def rows(result: dict) -> list[list[str]]:
             else "-", f"{j['act_bytes_per_image'] / 2 ** 20:.1f}", f"{j['static_bytes'] / GIB:.2f}",
             f"{j['micro_batch']} ({j['micro_fit']})" if j["micro_fit"] else "-", str(j["accumulation"]),
             f"{j['images_per_s_gpu']:.0f}", f"{j['data_images_per_s']:.0f} ({j['data_wait']:.1f}x)" if j["data_images_per_s"] else "-",
-            f"{j['hours']:.2f}", f"{seeds * j['gpu_hours']:.0f}"])
+            f"{j['hours']:.2f}", f"{seeds * j['gpu_hours']:.1f}"])
     return out
 
 
