@@ -16,7 +16,7 @@ rule plan:
     params:
         # the SLURM profile for ImageNet experiments, the local defaults for the embedded one
         profile=[] if DIGITS else ["--profile", "slurm"],
-        results=R,
+        results=lambda wc, output: os.path.dirname(output[0]),
     shell:
         "python -m saccader plan --config {input.config:q} {params.profile:q} --results {params.results:q}"
         " > {log:q} 2>&1"
