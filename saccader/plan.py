@@ -582,6 +582,7 @@ class Job:
     params: int = 0
     batch: int = 0             # global batch (train) or the job's batch
     ops: float = 0.0           # kernels a training job runs per seed (its steps and dev passes)
+    train_images: float = 0.0  # images through the training steps per seed
     notes: list = field(default_factory=list)
     # filled by the planner
     gpu: str = ""
@@ -717,7 +718,7 @@ def build_jobs(config: dict, cache: Cache, results_dir: Path) -> list[Job]:
                         c["resolution"], c["precision"], flops, images + evals * sizes["dev"]
                         + (sizes["train"] if "cache_flops" in c else 0),
                         c["fwd_flops"], c["step_flops"], c["act_bytes"], static, c["params"], rec["batch_size"],
-                        ops, notes))
+                        ops, images, notes))
     for kind, models in evaluate.JOBS.items():
         for model in models:
             c = cache.get(_cache_key(config, ("eval", kind, model)), lambda k=kind, m=model: count_eval(config, k, m))
@@ -833,6 +834,12 @@ def plan_job(job: Job, config: dict, profile: dict, settings: Settings, measured
             job.problems.append(f"{job.name}: the profile gives rule {rule} no GPU; fix: set-resources.{rule}.gpu: 1"
                                 f" (or more for train)")
         _fit(job, spec, gpus, nodes, int(_resource(profile, rule, "micro_batch", 0) or 0))
+        if rule == "train" and job.accumulation > 1:
+            from saccader.train import SAMPLING_STAGES
+
+            if config["train"][run]["stage"] in SAMPLING_STAGES:  # the global baseline's no-grad pre-pass
+                job.flops += job.train_images * job.fwd_flops_per_image
+                job.notes.append("micro-batched sampling stage: one more forward per image for the baseline")
     per_image = job.step_flops_per_image if rule == "train" else job.flops / max(job.images, 1)
     job.images_per_s_gpu = rate / per_image if per_image else 0.0
     seconds = job.flops / (rate * job.world) + job.ops * settings.op_seconds
