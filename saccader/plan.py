@@ -837,7 +837,7 @@ def plan_job(job: Job, config: dict, profile: dict, settings: Settings, measured
         if rule == "train" and job.accumulation > 1:
             from saccader.train import SAMPLING_STAGES
 
-            if config["train"][run]["stage"] in SAMPLING_STAGES:  # the global baseline's no-grad pre-pass
+            if config["train"][run].get("stage") in SAMPLING_STAGES:  # the global baseline's no-grad pre-pass
                 job.flops += job.train_images * job.fwd_flops_per_image
                 job.notes.append("micro-batched sampling stage: one more forward per image for the baseline")
     per_image = job.step_flops_per_image if rule == "train" else job.flops / max(job.images, 1)

@@ -153,3 +153,12 @@ def test_cli_writes_plan_md_and_json_and_the_index_links_them(tmp_path):
     assert "GPU-hours" in (tmp_path / "plan.md").read_text()
     index(tmp_path, tmp_path)
     assert 'href="plan.md"' in (tmp_path / "index.html").read_text()
+
+
+def test_micro_batched_sampling_stage_pays_the_baseline_pre_pass():
+    profile = {"train": {"gpu": 4, "cpus_per_task": 64, "runtime": 10 ** 6, "mem_mb": 10 ** 6, "micro_batch": 32}}
+    plain, sampled = _job(train_images=1e6), _job(train_images=1e6)
+    plan.plan_job(plain, CONFIG, profile, plan.Settings(), {})
+    plan.plan_job(sampled, {**CONFIG, "train": {"x": {"stage": "reinforce"}}}, profile, plan.Settings(), {})
+    assert plain.accumulation == 8
+    assert sampled.flops - plain.flops == pytest.approx(1e6 * 1e9)
