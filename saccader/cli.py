@@ -24,6 +24,9 @@ COMMANDS = {
     "evaluate": "saccader.evaluate",
     "attack": "baselines.attacks",
     "params": "saccader.params",
+    "card": "saccader.bundle",
+    "predict": "saccader.predict",
+    "init-config": "saccader.init_config",
 }
 COMMAND_MODULES = tuple(dict.fromkeys(COMMANDS.values()))
 
