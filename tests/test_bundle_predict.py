@@ -245,3 +245,29 @@ def test_imagenet_wnids_get_names():
     assert bundle.class_label(card, 1) == "goldfish"
     assert bundle.class_label(card, 2) == "my_class"
     assert bundle.class_label(card, 0) == "background"
+
+
+@pytest.mark.parametrize("stage,t", [("dram", 3), ("nasnet_finetune", 2), ("nasnet_finetune_high", 2)])
+def test_predict_dram_and_saccader_nasnet(runs, tmp_path, stage, t):
+    """DRAM's continuous glimpses and Saccader-NASNet's (base and high-resolution patches) come out as boxes in the
+    original image's pixels, one per glimpse."""
+    from saccader.io import torch_save
+    from saccader.models import from_config
+    from saccader.predict import predict
+
+    high = stage.endswith("_high")
+    config, run = stage_config(runs["data"], stage.removesuffix("_high"),
+                               **({"resolution": "high_res"} if high else {}))
+    rec = config["train"][run]
+    torch.manual_seed(0)
+    folder = tmp_path / run
+    torch_save(from_config(rec["model"], config).state_dict(), folder / "model.pt")
+    bundle.write_card(config, run, 0, folder)
+    img = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 30, 3), dtype=np.uint8)).save(img)
+    (record,) = predict(folder, [img], t, tmp_path / "out")
+    assert [g["t"] for g in record["glimpses"]] == list(range(1, t + 1))
+    for g in record["glimpses"]:
+        x0, y0, x1, y1 = g["box_xyxy"]
+        assert 0 <= x0 < x1 <= 30 and 5 <= y0 < y1 <= 35  # inside the centre 30 x 30 crop
+    assert (tmp_path / "out" / "a.png").exists()
