@@ -349,6 +349,10 @@ def test_index_page_is_self_contained(res, tmp_path):
     assert "Saccader beats ordered logits" in page                # claims inlined
     assert "saccader_seed0.log" in page and "runs/saccader/seed0: 2 rows" in page
     assert "http://" not in page and "https://" not in page and "<script" not in page
+    # the front page: verdict, the run's facts, the summary table, then the figures
+    order = [page.index(k) for k in ('id="verdict"', "<h2>This run", 'id="table_summary"', "<h2>Figures")]
+    assert order == sorted(order) and "9 of 9</span> claims of the paper hold" in page
+    assert "**" not in page and "<strong>Figure 3:" in page  # captions rendered, not literal markup
 
 
 def test_duplicate_measurements_are_refused(res):
@@ -386,3 +390,10 @@ def test_occlusion_claim_compares_policies_at_equal_area():
     assert ok is False and "area 10.0%" in evidence  # at 10 % area: 50 % vs 45 %
     ok, evidence = claims_mod._lower_at_equal_area(sacc_acc - 0.2, sacc_area, rand_acc, rand_area, "S", "R")
     assert ok is True and "above 0 at 3/3 areas" in evidence  # random interpolated: 40 % at 15 %, 35 % at 20 %
+
+
+def test_figure_captions_render_as_text():
+    from analysis.index import caption_html
+
+    html = caption_html("fig3")
+    assert "<strong>Figure 3:" in html and "**" not in html
