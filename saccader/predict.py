@@ -213,7 +213,7 @@ def draw(image, record: dict, size: int = 480):
     canvas.paste(shown, (0, 0))
     pen = ImageDraw.Draw(canvas)
     cmap = colormaps["plasma"]
-    colours = [tuple(int(255 * c) for c in cmap(0.85 * i / max(len(glimpses) - 1, 1))[:3])
+    colours = [tuple(int(255 * c) for c in cmap(0.25 + 0.65 * i / max(len(glimpses) - 1, 1))[:3])
                for i in range(len(glimpses))]
     for g, colour in zip(glimpses, colours):
         x0, y0, x1, y1 = (v * scale for v in g["box_xyxy"])
