@@ -36,11 +36,12 @@ class Chromium:
         to_chrome_r, self._to_chrome = os.pipe()
         self._from_chrome, from_chrome_w = os.pipe()
         # the protocol pipes must be fds 3 (read) and 4 (write) in the browser: move them out of the way first
-        high_r, high_w = fcntl.fcntl(to_chrome_r, fcntl.F_DUPFD, 20), fcntl.fcntl(from_chrome_w, fcntl.F_DUPFD, 20)
+        high_r = fcntl.fcntl(to_chrome_r, fcntl.F_DUPFD_CLOEXEC, 20)
+        high_w = fcntl.fcntl(from_chrome_w, fcntl.F_DUPFD_CLOEXEC, 20)
         os.close(to_chrome_r)
         os.close(from_chrome_w)
 
-        def child():
+        def child():  # os.dup2's copies are inheritable; every other fd of ours is close-on-exec (PEP 446)
             os.dup2(high_r, 3)
             os.dup2(high_w, 4)
 
@@ -48,7 +49,7 @@ class Chromium:
             [find_chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe",
              "--allow-file-access-from-files", "--no-first-run", "--disable-extensions",
              f"--user-data-dir={self._profile.name}", f"--window-size={self.width},{self.height}", "about:blank"],
-            pass_fds=(3, 4), preexec_fn=child, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            close_fds=False, preexec_fn=child, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.close(high_r)
         os.close(high_w)
         self._buffer, self.events = b"", []
