@@ -111,7 +111,8 @@ def _verdict(out: Path) -> str:
         return "".join(f"<li>{html.escape(c)}</li>" for c in table.loc[table["verdict"] == verdict, "claim"])
 
     n = {v: int((table["verdict"] == v).sum()) for v in (HOLDS, FAILS, UNTESTED)}
-    parts = [f'<h2><span class="holds">{n[HOLDS]} of {len(table)}</span> claims of the paper hold on this run</h2>',
+    colour = "holds" if n[HOLDS] == len(table) else "fails"
+    parts = [f'<h2><span class="{colour}">{n[HOLDS]} of {len(table)}</span> claims of the paper hold on this run</h2>',
              "<p>A claim holds where the 95% interval of its paired per-seed difference lies on the claimed side "
              "at every glimpse count it names (<a href='#claims'>the numbers</a>).</p>"]
     if n[FAILS]:
