@@ -26,7 +26,8 @@ from saccader.errors import UserError
 log = logging.getLogger("saccader.init-config")
 __all__ = ["inspect_tree", "make_config", "render", "init_config", "register"]
 
-EMBEDDED = Path(__file__).resolve().parents[1] / "config" / "embedded.yaml"
+REPO = Path(__file__).resolve().parents[1]
+EMBEDDED = REPO / "config" / "embedded.yaml"
 SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # what PIL decodes
 # The embedded run (config/embedded.yaml): 5,000 training images of 64 px, 5 seeds, in about 18 minutes on 2 cores
 # (README); a job's cost grows with images x pixels, so this is the yardstick of the budget.
@@ -148,7 +149,7 @@ def _name(root: Path) -> str:
 def make_config(info: dict, minutes: float = 30.0, image_size: int | None = None, seeds: int = 5,
                 results_dir: str | None = None) -> tuple[dict, dict]:
     """(config, comments): the embedded config scaled to the data; ``comments`` maps dotted keys to why."""
-    base = yaml.safe_load(EMBEDDED.read_text())
+    base = _embedded()
     why = {}
     config = {k: base[k] for k in ("results_dir", "seeds", "dataset", "models", "train", "evaluate", "attack",
                                    "executor")}
@@ -258,6 +259,20 @@ def make_config(info: dict, minutes: float = 30.0, image_size: int | None = None
     return config, why
 
 
+def _merge(base: dict, overlay: dict) -> dict:
+    """Snakemake's --configfile merge: mappings recursively, everything else replaced."""
+    out = dict(base)
+    for key, value in overlay.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _embedded() -> dict:
+    """The embedded experiment as one config: config/embedded.yaml over config.yaml (the same as embedded.yaml alone
+    where it is a complete config, and what the workflow reads where it is an overlay)."""
+    return _merge(yaml.safe_load((REPO / "config.yaml").read_text()), yaml.safe_load(EMBEDDED.read_text()))
+
+
 def _flow(value) -> str:
     """``value`` as flow-style YAML: JSON, except floats always with a dot (YAML 1.1 reads ``8e-05`` as a string)."""
     if isinstance(value, dict):
@@ -277,7 +292,8 @@ def render(config: dict, why: dict, info: dict) -> str:
              "(config/embedded.yaml)",
              f"# scaled to {len(info['classes'])} classes, {info['train']} train/ and {info['test']} test images; "
              f"estimated {minutes:g} minutes on 2 CPU cores.",
-             "# A complete config. Run:  snakemake --configfile THIS_FILE --cores 2 all",
+             "# A complete config (merged over config.yaml as an overlay it sets every key, so it reads the same). Run:",
+             "#   snakemake --configfile THIS_FILE --cores 2 all",
              f"results_dir: {_flow(config['results_dir'])}  # {why['results_dir']}",
              f"seeds: {_flow(config['seeds'])}  # {why['seeds']}", "dataset:"]
     for key, value in config["dataset"].items():
