@@ -60,7 +60,7 @@ def _test_pointer(config: dict, run: str, seed: int) -> dict | None:
 
 
 def make_card(config: dict, run: str, seed: int, dev_top1: float | None, dev_top5: float | None) -> dict:
-    """The card of training run ``run`` / ``seed`` under ``config`` (its dataset must be readable for the class names)."""
+    """The card of training run ``run`` / ``seed`` under ``config`` (its dataset must be readable: class names)."""
     from saccader import __version__, results
     from saccader.data.folder import _check_layout
     from saccader.train import _resolution, fingerprint, recipe

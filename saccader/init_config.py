@@ -166,7 +166,8 @@ def make_config(info: dict, minutes: float = 30.0, image_size: int | None = None
     size = image_size or max(32, min(REFERENCE["image_size"], 8 * (median // 8)))
     locations, q, stride = _grid(config, size)
     if locations < 2:
-        raise UserError(f"at {size} px the Saccader sees {locations} location(s) of {q} px", "pass --image-size 48 or more")
+        raise UserError(f"at {size} px the Saccader sees {locations} location(s) of {q} px",
+                        "pass --image-size 48 or more")
     cost = (n_train / REFERENCE["train_images"]) * (size / REFERENCE["image_size"]) ** 2 * seeds / REFERENCE["seeds"]
     scale = min(MAX_EPOCH_SCALE, max(minutes, 1e-3) / (REFERENCE["minutes"] * cost))
 
@@ -292,7 +293,7 @@ def render(config: dict, why: dict, info: dict) -> str:
              "(config/embedded.yaml)",
              f"# scaled to {len(info['classes'])} classes, {info['train']} train/ and {info['test']} test images; "
              f"estimated {minutes:g} minutes on 2 CPU cores.",
-             "# A complete config (merged over config.yaml as an overlay it sets every key, so it reads the same). Run:",
+             "# A complete config (as an overlay merged over config.yaml it sets every key: the same). Run:",
              "#   snakemake --configfile THIS_FILE --cores 2 all",
              f"results_dir: {_flow(config['results_dir'])}  # {why['results_dir']}",
              f"seeds: {_flow(config['seeds'])}  # {why['seeds']}", "dataset:"]

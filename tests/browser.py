@@ -17,7 +17,8 @@ CHECK = """JSON.stringify({
   images: document.images.length,
   broken: Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src),
   verdict: (() => { const v = document.getElementById('verdict');
-                    return v ? [v.getBoundingClientRect().top, v.getBoundingClientRect().bottom, v.innerText] : null; })(),
+                    if (!v) return null;
+                    const r = v.getBoundingClientRect(); return [r.top, r.bottom, v.innerText]; })(),
   height: window.innerHeight})"""
 
 

@@ -74,7 +74,8 @@ files = [(p, card["label_offset"] + k) for k, c in enumerate(card["class_names"]
 images = torch.stack([preprocess(card, open_image(p))[0] for p, _ in files])
 labels = torch.tensor([y for _, y in files])
 out = predict_batch(model, card, images, int(sys.argv[3]), sys.argv[4])
-print(json.dumps([(out["logits"][:, t].argmax(-1) == labels).float().mean().item() for t in range(out["logits"].shape[1])]))
+hits = out["logits"].argmax(-1) == labels[:, None]
+print(json.dumps([hits[:, t].float().mean().item() for t in range(hits.shape[1])]))
 """
 
 
