@@ -161,9 +161,11 @@ def errorbar(ax, frame: pd.DataFrame, x: str, color, label_: str, xerr: bool = F
 
 
 def legend(fig, ax):
-    """One legend for the whole figure, outside the panels (it would hide curves inside them)."""
+    """One legend for the whole figure, below the panels: inside them it would hide curves, and at the upper right
+    a long panel title runs under it."""
     handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right upper", fontsize=7, frameon=False)
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 3) or 1, fontsize=7,
+               frameon=False)
 
 
 def percent_axis(ax, which: str = "y"):

@@ -51,11 +51,12 @@ def _full_image_markers(ax, full: pd.DataFrame, metric: str, x: float):
 
 def plot_fig3(results_dir, train_glimpses: int | None = None):
     """Figure 3: (a) top-1 and top-5 accuracy vs number of glimpses for every policy, dotted line at the training
-    T, black markers for the full-image models; (b) fraction of the image area covered vs glimpses."""
+    T, dashed line at chance, black markers for the full-image models; (b) fraction of the image area covered vs glimpses."""
     glimpses = common.load(results_dir, GLIMPSES, "Fig 3")
     full = common.load(results_dir, FULL_IMAGE, "Fig 3 full-image references", required=False)
     dataset = common.one_dataset(pd.concat([glimpses, full]), "Fig 3")
     train_t = common.train_glimpses(results_dir, train_glimpses)
+    n_classes = common.num_classes(results_dir)
     summary = common.summarise(glimpses[~glimpses["model"].isin(common.ABLATIONS)])
     full_summary = common.summarise(full) if len(full) else full
     traces = [t for t in common.TRACES if t not in common.ABLATIONS]
@@ -66,6 +67,10 @@ def plot_fig3(results_dir, train_glimpses: int | None = None):
         for ax, metric, title in zip(axes, ("top1", "top5", "area"),
                                      ("(a) top-1 accuracy", "(a) top-5 accuracy", "(b) area covered")):
             _traces(ax, summary, metric, colours, traces)
+            if metric != "area":  # guessing: k of the run's C classes (its config; ImageNet's 1,000 without one)
+                k = 1 if metric == "top1" else 5
+                ax.axhline(min(k, n_classes) / n_classes, color="0.5", linestyle="--", linewidth=0.8,
+                           label=f"chance ({n_classes} classes)")
             has_full = metric != "area" and len(full_summary) > 0
             if has_full:
                 _full_image_markers(ax, full_summary, metric, x_full)

@@ -1,14 +1,19 @@
-"""``results/index.html``: one self-contained page to browse figures, tables, claims, run logs and training logs.
+"""``results/index.html``: the run's front page, then everything to browse.
 
-No remote assets: inline CSS, figures by relative links inside the results folder (the PNG beside a PDF link),
-tables and claims inlined from their HTML fragments, training logs rendered from ``runs/*/seed*/train_log.parquet``.
-Captions come from ``workflow/report/<name>.rst``, the same text the Snakemake report shows.
+Order (what a reader came for first): the claims verdict (how many hold, which do not), the run's facts (config,
+code version, seeds, machine, wall time), the summary table at the paper's T, then the figures, the other tables,
+the full claims table and the logs. No remote assets and no scripts: inline CSS, figures by relative links inside the
+results folder (the PNG beside a PDF link), tables and claims inlined from their HTML fragments, training logs
+rendered from ``runs/*/seed*/train_log.parquet``. Captions come from ``workflow/report/<name>.rst``, the same text
+the Snakemake report shows, rendered from reStructuredText by docutils (the report's own renderer).
 """
 
 from __future__ import annotations
 
+import glob
 import html
 import os
+import platform
 from pathlib import Path
 
 import pandas as pd
@@ -20,7 +25,11 @@ REPORT_DIR = Path(__file__).resolve().parents[1] / "workflow" / "report"
 CSS = """body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em;color:#222}
 img{max-width:100%;border:1px solid #ddd}table{border-collapse:collapse;font-size:13px;margin:.5em 0}
 td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}th{background:#f3f3f3}
-.missing{color:#a00}nav a{margin-right:1em}.caption{color:#444;white-space:pre-wrap}"""
+.missing{color:#a00}nav a{margin-right:1em}.caption{color:#444}.caption p{margin:.3em 0}
+#verdict{border:2px solid #888;border-radius:6px;padding:.5em 1em;margin:.5em 0;background:#fafafa}
+#verdict h2{margin:.2em 0}.holds{color:#060}.fails{color:#a00}.untested{color:#666}
+dl.facts{display:grid;grid-template-columns:max-content auto;gap:2px 1em;margin:.5em 0}dl.facts dt{font-weight:bold}
+dl.facts dd{margin:0}"""
 
 
 def caption_path(name: str) -> Path:
@@ -33,13 +42,24 @@ def caption(name: str) -> str:
     return path.read_text().strip() if path.exists() else ""
 
 
+def caption_html(name: str) -> str:
+    """The caption rendered as HTML (its reStructuredText markup as formatting, not literal asterisks)."""
+    text = caption(name)
+    if not text:
+        return ""
+    from docutils.core import publish_parts
+
+    return publish_parts(text, writer="html5", settings_overrides={
+        "report_level": 5, "halt_level": 5, "embed_stylesheet": False, "input_encoding": "unicode"})["body"]
+
+
 def _link(out: Path, rel: str) -> str:
     return f'<a href="{html.escape(rel)}">{html.escape(rel)}</a>' if (out / rel).exists() else \
         f'<span class="missing">{html.escape(rel)} (not built)</span>'
 
 
 def _target_section(out: Path, name: str, target) -> str:
-    parts = [f'<h3 id="{name}">{name}</h3>', f'<p class="caption">{html.escape(caption(name))}</p>']
+    parts = [f'<h3 id="{name}">{name}</h3>', f'<div class="caption">{caption_html(name)}</div>']
     png = next((o for o in target.outputs if o.endswith(".png")), None)
     fragment = next((o for o in target.outputs if o.endswith(".html")), None)
     if png and (out / png).exists():
@@ -87,22 +107,117 @@ def _plan_link(out: Path) -> str:
            f"{_link(out, 'plan.json')}</p>"
 
 
+def _verdict(out: Path) -> str:
+    """The claims verdict: how many hold, which do not, which were not tested (from ``claims.csv``)."""
+    path = out / "claims.csv"
+    if not path.exists():
+        return '<section id="verdict"><h2>Claims</h2><p class="missing">claims.csv (not built)</p></section>'
+    table = pd.read_csv(path)
+    from analysis.claims import FAILS, HOLDS, UNTESTED
+
+    def items(verdict):
+        return "".join(f"<li>{html.escape(c)}</li>" for c in table.loc[table["verdict"] == verdict, "claim"])
+
+    n = {v: int((table["verdict"] == v).sum()) for v in (HOLDS, FAILS, UNTESTED)}
+    colour = "holds" if n[HOLDS] == len(table) else "fails"
+    parts = [f'<h2><span class="{colour}">{n[HOLDS]} of {len(table)}</span> claims of the paper hold on this run</h2>',
+             "<p>A claim holds where the 95% interval of its paired per-seed difference lies on the claimed side "
+             "at every glimpse count it names (<a href='#claims'>the numbers</a>).</p>"]
+    if n[FAILS]:
+        parts.append(f'<p class="fails">Do not hold ({n[FAILS]}):</p><ul class="fails">{items(FAILS)}</ul>')
+    if n[UNTESTED]:
+        parts.append(f'<p class="untested">Not tested ({n[UNTESTED]}):</p><ul class="untested">{items(UNTESTED)}</ul>')
+    return f'<section id="verdict">{"".join(parts)}</section>'
+
+
+def _code_versions(results_dir: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    versions = set()
+    for path in glob.glob(str(results_dir / "eval" / "*" / "*" / "seed*.parquet")):
+        versions |= set(pq.read_table(path, columns=["code_version"]).column(0).to_pylist())
+    return sorted(versions)
+
+
+def _wall_time(results_dir: Path) -> str:
+    """Jobs, their summed time and the span from the first job's start to the last one's end (Snakemake's
+    benchmark files: each job's seconds, written when it ends)."""
+    rows = []
+    for path in glob.glob(str(results_dir / "benchmarks" / "**" / "*.tsv"), recursive=True):
+        try:
+            seconds = float(pd.read_csv(path, sep="\t")["s"].iloc[0])
+        except (OSError, KeyError, IndexError, ValueError, pd.errors.ParserError):
+            continue
+        end = os.path.getmtime(path)
+        rows.append((end - seconds, end, seconds))
+    if not rows:
+        return "no job benchmarks"
+    span = max(r[1] for r in rows) - min(r[0] for r in rows)
+    return (f"{span / 60:.1f} min from the first job's start to the last job's end; {len(rows)} jobs, "
+            f"{sum(r[2] for r in rows) / 60:.1f} job-minutes")
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.node()}: {cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
+
+
+def _facts(results_dir: Path, out: Path) -> str:
+    from analysis import common
+
+    config = results_dir / "config.yaml"
+    setting = lambda section, key: common.run_setting(results_dir, section, key, None)  # noqa: E731
+    facts = {
+        "config": (f'<a href="{html.escape(os.path.relpath(config, out))}">{html.escape(config.name)}</a> '
+                   + html.escape(f"dataset {setting('dataset', 'name')} ({common.num_classes(results_dir)} "
+                                 f"classes, {setting('dataset', 'image_size')} px), root "
+                                 f"{setting('dataset', 'root')}")
+                   if config.exists() else '<span class="missing">config.yaml (not written)</span>'),
+        "code version": html.escape(", ".join(_code_versions(results_dir)) or "no evaluation results"),
+        "seeds": html.escape(_seeds(results_dir)),
+        "machine": html.escape(_machine()) + " (where this page was built)",
+        "wall time": html.escape(_wall_time(results_dir)),
+        "results": html.escape(str(results_dir)),
+    }
+    return "<h2>This run</h2><dl class='facts'>" + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts.items()) \
+        + "</dl>"
+
+
+def _seeds(results_dir: Path) -> str:
+    path = results_dir / "config.yaml"
+    if not path.exists():
+        return "unknown (no config.yaml)"
+    import yaml
+
+    return ", ".join(map(str, (yaml.safe_load(path.read_text()) or {}).get("seeds", []))) or "none"
+
+
 def index(results_dir, out_dir, train_glimpses: int | None = None):
-    """Write ``index.html`` into ``out_dir`` linking every target's outputs, the logs and the training logs."""
+    """Write ``index.html`` into ``out_dir``: verdict, run facts, summary table, figures, tables, claims, logs."""
     results_dir, out = Path(results_dir), Path(out_dir)
     figures = {n: t for n, t in analysis.TARGETS.items() if n.startswith("fig")}
-    tables = {n: t for n, t in analysis.TARGETS.items() if n.startswith("table") or n == "claims"}
-    nav = " ".join(f'<a href="#{n}">{n}</a>' for n in [*figures, *tables])
-    body = [f"<h1>Saccader reproduction: results</h1><p>Results folder: {html.escape(str(results_dir))}. "
-            "Paper numbers are ImageNet; reproduced numbers are labelled with this run's dataset.</p>",
+    tables = {n: t for n, t in analysis.TARGETS.items()
+              if (n.startswith("table") and n != "table_summary") or n == "claims"}
+    summary = analysis.TARGETS["table_summary"]
+    nav = " ".join(f'<a href="#{n}">{n}</a>' for n in ["table_summary", *figures, *tables])
+    body = ["<h1>Saccader reproduction: results</h1>", _verdict(out), _facts(results_dir, out),
+            "<p>Paper numbers are ImageNet; reproduced numbers are labelled with this run's dataset.</p>",
             f"<nav>{nav} <a href='#runs'>training logs</a> <a href='#logs'>job logs</a></nav>",
             _plan_link(out),
+            _target_section(out, "table_summary", summary),
             "<h2>Figures</h2>", *(_target_section(out, n, t) for n, t in figures.items()),
             "<h2>Tables and claims</h2>", *(_target_section(out, n, t) for n, t in tables.items()),
             '<h2 id="runs">Training logs</h2>', _train_logs(results_dir),
             '<h2 id="logs">Job logs</h2>', _job_logs(results_dir, out)]
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Saccader results</title>"
-            f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>\n")
+    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Saccader results</title>"
+            f"<link rel='icon' href='data:,'><style>{CSS}</style></head><body>{''.join(body)}</body></html>\n")
     path = out / "index.html"
     write_text(path, page)
     return [path]

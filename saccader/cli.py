@@ -25,6 +25,9 @@ COMMANDS = {
     "attack": "baselines.attacks",
     "params": "saccader.params",
     "plan": "saccader.plan",
+    "card": "saccader.bundle",
+    "predict": "saccader.predict",
+    "init-config": "saccader.init_config",
 }
 COMMAND_MODULES = tuple(dict.fromkeys(COMMANDS.values()))
 

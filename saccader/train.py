@@ -797,6 +797,10 @@ def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, st
     if main:
         with io.atomic_path(out / "train_log.parquet") as tmp:
             pd.DataFrame(rows).to_parquet(tmp, index=False)
+        from saccader.bundle import write_card  # card.json first: a model.pt always has its card (saccader.bundle)
+
+        write_card(config, run, seed, out, rows[-1]["dev_top1"] if rows else None,
+                   rows[-1]["dev_top5"] if rows else None)
         io.torch_save(final.state_dict(), out / "model.pt")
         log.info("%s seed %d: done in %.1f s; wrote %s", run, seed, time.perf_counter() - started, out / "model.pt")
     distributed.barrier()

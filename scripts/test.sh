@@ -11,6 +11,11 @@ run() {  # pytest exits 5 when a selection holds no test: that is not a failure 
   if [ "$rc" -ne 0 ] && [ "$rc" -ne 5 ]; then status=$rc; fi
 }
 run pytest -q
+# The front-page test drives a real headless Chromium (tests/test_index_browser.py); install Debian's when root.
+if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; } \
+    >/dev/null || echo "test.sh: could not install chromium; the browser test will be skipped" >&2
+fi
 run pytest -q -m slow
 if [ "${SKIP_SLURM:-0}" != 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   if bash tests/integration/slurm.sh start; then

@@ -268,8 +268,9 @@ def test_claims_hold_and_flip_with_the_data(res, tmp_path):
 
 def test_robustness_needs_pgd_accuracy_above_chance():
     """A model near chance keeps a large fraction of its clean accuracy under PGD without being robust."""
-    def attack(clean, pgd):
-        return pd.DataFrame({"model": ["dram", "dram"], "metric": ["clean_acc", "pgd_acc"], "mean": [clean, pgd]})
+    def attack(clean, pgd, spread=(-0.01, 0.0, 0.01)):
+        return pd.DataFrame([{"model": "dram", "seed": s, "metric": m, "value": v + d}
+                             for s, d in enumerate(spread) for m, v in (("clean_acc", clean), ("pgd_acc", pgd))])
 
     near_chance = attack(0.119, 0.062)  # the embedded DRAM of a 37-min run: ratio 0.52
     assert claims_mod._robustness(near_chance, 0.5, chance=0.1)["verdict"] == claims_mod.HOLDS
@@ -277,6 +278,26 @@ def test_robustness_needs_pgd_accuracy_above_chance():
     robust = claims_mod._robustness(attack(0.8, 0.45), 0.5, chance=0.1)
     assert robust["verdict"] == claims_mod.FAILS and "robust: DRAM" in robust["evidence"]
     assert "above chance (10.0%)" in robust["test"]
+    # seeds on both sides of the bar: not shown to be robust, nor shown not to be
+    unsure = claims_mod._robustness(attack(0.8, 0.38, spread=(-0.1, 0.0, 0.1)), 0.5, chance=0.1)
+    assert unsure["verdict"] == claims_mod.FAILS and "not shown to be below the bar: DRAM" in unsure["evidence"]
+    one_seed = claims_mod._robustness(attack(0.8, 0.1, spread=(0.0,)), 0.5, chance=0.1)
+    assert one_seed["verdict"] == claims_mod.UNTESTED
+
+
+def test_claim_intervals_follow_the_seeds():
+    """A mean above 0 is not enough: with the paired differences of 5 seeds spread around it, the claim fails;
+    the same mean with agreeing seeds holds. The interval is Student's t over seeds."""
+    mean, lo, hi = claims_mod.interval([1.0, 2.0, 3.0])
+    assert mean == 2.0 and hi - mean == pytest.approx(mean - lo) == pytest.approx(4.302653 * 1 / 3 ** 0.5)
+    t = [1, 2]
+    a = pd.DataFrame({1: [0.5, 0.5, 0.5, 0.5, 0.5], 2: [0.6] * 5})
+    spread = pd.DataFrame({1: [0.40, 0.45, 0.52, 0.53, 0.55], 2: [0.5] * 5})  # mean 0.49 < 0.5, 3 of 5 seeds below
+    agree = pd.DataFrame({1: [0.48, 0.485, 0.49, 0.495, 0.50 - 1e-9], 2: [0.5] * 5})
+    assert claims_mod._beats(a, spread, t, "A", "B")[0] is False
+    ok, evidence = claims_mod._beats(a, agree, t, "A", "B")
+    assert ok is True and "interval above 0 at 2/2" in evidence and "5 seeds" in evidence
+    assert claims_mod._beats(a.iloc[:1], agree.iloc[:1], t, "A", "B")[0] is None  # one seed: no interval
 
 
 def test_num_classes_leaves_out_the_background_output(tmp_path):
@@ -328,6 +349,10 @@ def test_index_page_is_self_contained(res, tmp_path):
     assert "Saccader beats ordered logits" in page                # claims inlined
     assert "saccader_seed0.log" in page and "runs/saccader/seed0: 2 rows" in page
     assert "http://" not in page and "https://" not in page and "<script" not in page
+    # the front page: verdict, the run's facts, the summary table, then the figures
+    order = [page.index(k) for k in ('id="verdict"', "<h2>This run", 'id="table_summary"', "<h2>Figures")]
+    assert order == sorted(order) and "9 of 9</span> claims of the paper hold" in page
+    assert "**" not in page and "<strong>Figure 3:" in page  # captions rendered, not literal markup
 
 
 def test_duplicate_measurements_are_refused(res):
@@ -356,10 +381,19 @@ def test_train_glimpses_from_flag_then_resolved_config_then_paper(tmp_path):
 def test_occlusion_claim_compares_policies_at_equal_area():
     """Fig 5b plots accuracy against area occluded: random glimpses that cover more area per glimpse must be compared
     at the Saccader's area, not at the same T (here random is lower at every T, yet higher at equal area)."""
-    t = pd.Index([1, 2, 3], name="num_glimpses")
-    sacc_acc, sacc_area = pd.Series([0.5, 0.4, 0.3], t), pd.Series([0.10, 0.15, 0.20], t)
-    rand_acc, rand_area = pd.Series([0.45, 0.35, 0.25], t), pd.Series([0.10, 0.20, 0.30], t)
+    def seeds(values, jitter=(0.0, 0.001)):
+        return pd.DataFrame([[v + j for v in values] for j in jitter], columns=[1, 2, 3])
+
+    sacc_acc, sacc_area = seeds([0.5, 0.4, 0.3]), seeds([0.10, 0.15, 0.20], (0.0, 0.0))
+    rand_acc, rand_area = seeds([0.45, 0.35, 0.25]), seeds([0.10, 0.20, 0.30], (0.0, 0.0))
     ok, evidence = claims_mod._lower_at_equal_area(sacc_acc, sacc_area, rand_acc, rand_area, "S", "R")
     assert ok is False and "area 10.0%" in evidence  # at 10 % area: 50 % vs 45 %
     ok, evidence = claims_mod._lower_at_equal_area(sacc_acc - 0.2, sacc_area, rand_acc, rand_area, "S", "R")
-    assert ok is True and "holds at 3/3 areas" in evidence  # random interpolated: 40 % at 15 %, 35 % at 20 %
+    assert ok is True and "above 0 at 3/3 areas" in evidence  # random interpolated: 40 % at 15 %, 35 % at 20 %
+
+
+def test_figure_captions_render_as_text():
+    from analysis.index import caption_html
+
+    html = caption_html("fig3")
+    assert "<strong>Figure 3:" in html and "**" not in html

@@ -48,7 +48,7 @@ def load_embedded():
     (lambda c: c.update(colour="red"), "unknown config key colour"),
     (lambda c: c["dataset"].update(imgsize=3), "unknown config key dataset.imgsize"),
     (lambda c: c["dataset"].update(image_size="big"), "dataset.image_size .* wrong type"),
-    (lambda c: c["dataset"].update(name="cifar"), "use one of"),
+    (lambda c: c["dataset"].update(name="my data"), "dataset.name .* is invalid"),  # any name without spaces
     (lambda c: c.update(seeds=[0, 0, 1]), "seeds .*repeated"),
     (lambda c: c["dataset"].update(num_classes=-3), "dataset.num_classes"),
     (lambda c: c["dataset"].pop("root"), "missing 'root'"),

@@ -16,7 +16,7 @@ import inspect
 
 from saccader.errors import UserError
 
-__all__ = ["create", "from_config", "list_models", "allowed_overrides", "count_parameters"]
+__all__ = ["create", "from_config", "load", "list_models", "allowed_overrides", "count_parameters"]
 
 # name -> ("module:constructor", fixed constructor arguments that define the variant)
 _REGISTRY = {
@@ -74,6 +74,14 @@ def from_config(name: str, config: dict):
     for key, part in _COMPOSITE.get(name, {}).items():
         overrides.setdefault(key, dict(models.get(part, {}) or {}))
     return create(name, config["dataset"]["num_classes"], **overrides)
+
+
+def load(path, device=None):
+    """A trained model from its bundle alone (a run folder, its model.pt or card.json), in eval mode, no config
+    needed; ``model.card`` describes it (saccader.bundle)."""
+    from saccader.bundle import load as load_bundle
+
+    return load_bundle(path, device)
 
 
 def count_parameters(model) -> int:
