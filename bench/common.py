@@ -57,9 +57,9 @@ def interleaved(variants: dict, rounds: int, warmup: int = 1, sync=None) -> dict
 
 
 def embedded_config(path: str | Path = "config/embedded.yaml") -> dict:
-    from saccader.config import load
+    from saccader.config import load_experiment
 
-    return load(ROOT / path)
+    return load_experiment(ROOT / path)
 
 
 def setup_threads(threads: int | None) -> None:

@@ -1,12 +1,17 @@
-"""Experiment configuration: one YAML file, validated against ``workflow/schemas/config.schema.yaml``.
+"""Experiment configuration: YAML files merged in order, validated against ``workflow/schemas/config.schema.yaml``.
 
-The paper-scale experiment (``config.yaml``) and the embedded one (``config/embedded.yaml``) share one schema; only
-values differ. Validation fills schema defaults and turns the first violation into one line naming the key.
+``config.yaml`` is the paper-scale experiment; ``config/embedded.yaml``, ``config/smoke.yaml`` and
+``config/mini-imagenet.yaml`` are overlays holding only their deviations from it. Files merge as Snakemake merges
+``--configfile`` over the Snakefile's ``configfile: config.yaml`` (nested mappings recursively, anything else
+replaced), so ``saccader train --config config.yaml --config config/embedded.yaml`` sees exactly the config of
+``snakemake --configfile config/embedded.yaml``. Validation of the merged result fills schema defaults and turns the
+first violation into one line naming the key.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import yaml
@@ -14,7 +19,9 @@ from jsonschema import Draft202012Validator, validators
 
 from saccader.errors import UserError
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA_PATH = REPO / "workflow" / "schemas" / "config.schema.yaml"
+BASE = REPO / "config.yaml"  # the base every overlay deviates from (the Snakefile's configfile)
 
 
 def _with_defaults(cls):
@@ -67,18 +74,58 @@ def validate(config: dict, source: str = "config") -> dict:
     return config
 
 
-def load(path: str | Path) -> dict:
-    """Read, validate and return the config at ``path``."""
+def merge(base: dict, overlay: Mapping) -> dict:
+    """``overlay`` merged into ``base`` in place: mappings recursively, other values (lists too) replaced. The rule
+    of ``snakemake.utils.update_config``, written out so that a job need not import Snakemake (tests compare both)."""
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), Mapping):
+            merge(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def read(path: str | Path) -> dict:
+    """The mapping in one YAML file (not validated: it may be an overlay)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file {path} does not exist",
-                        "pass --config config.yaml (paper scale) or config/embedded.yaml (embedded default)")
+                        "pass --config config.yaml (paper scale), or config.yaml followed by an overlay such as "
+                        "--config config/embedded.yaml")
     try:
-        config = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise UserError(f"config file {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
-    return validate(config, str(path))
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} holds a {type(data).__name__}, not a mapping of config keys")
+    return data
+
+
+def load(paths: str | Path | Sequence[str | Path]) -> dict:
+    """Read the config files ``paths`` (one, or several merged in order), validate and return the result."""
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    config: dict = {}
+    for path in paths:
+        merge(config, read(path))
+    names = " + ".join(map(str, paths))
+    try:
+        return validate(config, names)
+    except UserError as exc:
+        if any(Path(p).resolve() == BASE for p in paths):
+            raise
+        # An overlay alone lacks the sections config.yaml holds (the schema requires every one of them).
+        raise UserError(str(exc), f"if {paths[-1]} is an overlay on config.yaml, pass --config config.yaml "
+                                  f"--config {paths[-1]} (files merge in order, as Snakemake's --configfile)") from None
+
+
+def load_experiment(path: str | Path) -> dict:
+    """The config of one experiment file as Snakemake builds it: ``config.yaml`` alone, or ``config.yaml`` merged
+    with the overlay ``path`` (``snakemake --configfile path``)."""
+    path = Path(path)
+    return load([BASE] if path.resolve() == BASE else [BASE, path])
 
 
 def add_config_argument(parser) -> None:
-    parser.add_argument("--config", required=True, help="experiment config YAML (config.yaml or config/embedded.yaml)")
+    parser.add_argument("--config", required=True, action="append", metavar="YAML",
+                        help="experiment config; repeat to merge overlays in order, as Snakemake's --configfile: "
+                             "--config config.yaml --config config/embedded.yaml")

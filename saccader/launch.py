@@ -137,16 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _executor_settings(command: list[str]) -> dict:
-    """The ``executor:`` section of the config the command names, over the schema's defaults. A config that is
-    missing or unreadable gives the defaults: the job itself then reports that problem, in its own log."""
+    """The ``executor:`` section of the configs the command names (every ``--config``, merged in order), over the
+    schema's defaults. A config that is missing or unreadable gives the defaults: the job itself then reports that
+    problem, in its own log."""
     from saccader.config import load_schema
 
     schema = load_schema()["properties"]["executor"]["properties"]
     settings = {key: spec["default"] for key, spec in schema.items()}
-    path = Path(command[command.index("--config") + 1]) if "--config" in command[:-1] else None
-    if path is not None and path.is_file():
-        with contextlib.suppress(yaml.YAMLError, AttributeError):
-            settings.update((yaml.safe_load(path.read_text()) or {}).get("executor") or {})
+    for path in (Path(command[i + 1]) for i, arg in enumerate(command[:-1]) if arg == "--config"):
+        if path.is_file():
+            with contextlib.suppress(yaml.YAMLError, AttributeError):
+                settings.update((yaml.safe_load(path.read_text()) or {}).get("executor") or {})
     return settings
 
 

@@ -49,7 +49,7 @@ def _run(args) -> int:
     for row in table.itertuples():
         print(f"{row.model:16s} {row.paper:>12,} {row.reproduced:>12,} {row.difference:>+10,}  {row.note}")
     if config is not None:
-        print(f"\nModels of {args.config} ({config['dataset']['num_classes']} classes, same counting):")
+        print(f"\nModels of {' + '.join(args.config)} ({config['dataset']['num_classes']} classes, same counting):")
         for name in sorted(config.get("models", {})):
             print(f"  {name:24s} {count_parameters(from_config(name, config)):>12,}")
     if args.out:
@@ -61,7 +61,9 @@ def _run(args) -> int:
 def register(subparsers) -> None:
     parser = subparsers.add_parser("params", help="Table Supp.1: parameter counts of the paper's models",
                                    description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="also list the models of this experiment config (e.g. config/embedded.yaml)")
+    parser.add_argument("--config", action="append", metavar="YAML",
+                        help="also list the models of this experiment config; repeat to merge overlays in order "
+                             "(--config config.yaml --config config/embedded.yaml)")
     parser.add_argument("--out", help="write the table as parquet (columns model, paper, reproduced, difference, "
                                       "note)")
     parser.set_defaults(func=_run)

@@ -17,7 +17,7 @@ torch.set_num_threads(1)  # tests run beside other work on 2 cores; one thread i
 
 def tiny_config(root: Path) -> dict:
     """The smoke config, shrunk further, pointing at ``root``."""
-    config = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    config = cfg.load_experiment(REPO / "config" / "smoke.yaml")
     config["results_dir"] = str(root / "results")
     config["dataset"]["root"] = str(root / "dataset")
     config["dataset"]["dev_size"] = 20

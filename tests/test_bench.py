@@ -26,13 +26,13 @@ import p3_attacks as p3  # noqa: E402
 import p5_rules  # noqa: E402
 import warmstart  # noqa: E402
 
-from saccader.config import load  # noqa: E402
+from saccader.config import load, load_experiment  # noqa: E402
 from saccader.errors import UserError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def smoke():
-    return load(REPO / "config" / "smoke.yaml")
+    return load_experiment(REPO / "config" / "smoke.yaml")
 
 
 def test_p1_times_every_variant_and_ratios_agree():

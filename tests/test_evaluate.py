@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from saccader import evaluate, geometry, models, results
-from saccader.config import load
+from saccader.config import load, load_experiment
 from saccader.errors import UserError
 
 TINY = dict(blocks=[1, 1], planes=[4, 8], expansion=2, strides=[2, 1], kernel3=[1, 1], stem_channels=4, lowd_dim=8)
@@ -59,7 +59,7 @@ def tiny_setup(tmp_path):
             folder.mkdir(parents=True)
             for i in range(5):
                 Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    config = copy.deepcopy(load("config/smoke.yaml"))
+    config = copy.deepcopy(load_experiment("config/smoke.yaml"))
     config["dataset"].update(root=str(tmp_path / "data"), num_classes=3, image_size=16, high_res_size=24,
                              dev_size=2)
     small = dict(layers=[1, 1], widths=[4, 8], strides=[2, 1], stem_channels=4)

@@ -6,14 +6,14 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 
 from saccader.errors import UserError
 from saccader.geometry import location_boxes
+from saccader.config import load_experiment
 from saccader.models import create, from_config, list_models
 
 REPO = Path(__file__).resolve().parents[1]
-EMBEDDED = yaml.safe_load((REPO / "config" / "embedded.yaml").read_text())
+EMBEDDED = load_experiment(REPO / "config" / "embedded.yaml")
 EMBEDDED_SIZE = EMBEDDED["dataset"]["image_size"]
 # Paper geometry (blocks, strides, kernel3) with tiny widths: the grid and the receptive field depend only on it.
 PAPER_GEOMETRY_NARROW = dict(planes=(2, 2, 2, 2), expansion=2, stem_channels=2, lowd_dim=4)
@@ -365,9 +365,7 @@ def test_registry_names_and_errors():
 
 @pytest.mark.parametrize("config", ["config/embedded.yaml", "config/smoke.yaml"])
 def test_every_configured_model_builds(config):
-    from saccader.config import load
-
-    loaded = load(REPO / config)
+    loaded = load_experiment(REPO / config)
     for name in loaded["models"]:
         assert from_config(name, loaded).training
 
@@ -375,9 +373,7 @@ def test_every_configured_model_builds(config):
 @pytest.mark.parametrize("config", ["config/embedded.yaml", "config/smoke.yaml", "config.yaml"])
 def test_saccader_representation_is_the_configured_bagnet_lowd(config):
     """The Saccader starts from the trained BagNet-lowD weights, so both must have the same shapes."""
-    from saccader.config import load
-
-    loaded = load(REPO / config)
+    loaded = load_experiment(REPO / config)
     shapes = lambda sd: {k: tuple(v.shape) for k, v in sd.items()}  # noqa: E731
     bagnet = shapes(from_config("bagnet77_lowd", loaded).state_dict())
     for name in ("saccader", "saccader_no_attention"):

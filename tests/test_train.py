@@ -141,10 +141,10 @@ def test_schema_rejects_unknown_recipe_key(data):
 def test_shipped_configs_are_consistent():
     """Every shipped recipe validates and starts only from runs that exist; the paper-scale recipes use the paper's
     rates at the paper's batch sizes (the embedded ones document each deviation from linear scaling in a comment)."""
-    from saccader.config import load
+    from saccader.config import load_experiment
 
     for path in ("config.yaml", "config/embedded.yaml", "config/smoke.yaml"):
-        config = load(path)
+        config = load_experiment(path)
         runs = config["train"]
         for name, rec in runs.items():
             assert set(rec["init_from"]) <= set(runs), (path, name)

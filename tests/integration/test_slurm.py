@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from saccader.config import load_experiment
+
 ROOT = Path(__file__).resolve().parents[2]
 RUN = "bagnet77_lowd"
 
@@ -26,7 +28,7 @@ pytestmark = pytest.mark.slurm
 
 def small_config(tmp_path: Path) -> Path:
     """The smoke experiment with a training run long enough to be requeued in the middle."""
-    config = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
+    config = load_experiment(ROOT / "config/smoke.yaml")
     config["results_dir"] = str(tmp_path / "results")
     config["dataset"]["root"] = str(tmp_path / "results/dataset")
     config["train"][RUN].update(epochs=20, checkpoint_every=3)  # ~25 s on a quiet machine: requeued mid-run

@@ -2,7 +2,6 @@
 # initialisations, evaluation jobs, attacked models, figures) comes from the package itself, so the DAG and the
 # code cannot disagree: saccader.train.init_runs, saccader.evaluate.JOBS / required_runs,
 # baselines.attacks.MODELS / required_runs, analysis.TARGETS.
-import copy
 import fnmatch
 import functools
 import hashlib
@@ -17,13 +16,10 @@ from saccader import io as sio
 from saccader.config import validate
 from saccader.data.folder import LOADING_KEYS
 
-if workflow.config_settings.configfiles:
-    # A --configfile names a whole experiment: use it alone (plus --config), so that no key of config.yaml
-    # that the other file lacks leaks into it through Snakemake's recursive merge.
-    _chosen = copy.deepcopy(dict(workflow.config_settings.overwrite_config))
-    config.clear()
-    config.update(_chosen)
-validate(config, "snakemake config")
+# config.yaml (the Snakefile's configfile) is the base; each --configfile (config/embedded.yaml, ...) is an overlay
+# holding only its deviations, merged over it by Snakemake, then --config. The merged result is what is validated,
+# written to results_dir/config.yaml for the jobs, and hashed by digest().
+validate(config, " + ".join(["snakemake config: config.yaml", *map(str, workflow.config_settings.configfiles)]))
 
 R = config["results_dir"].rstrip("/")
 # Jobs run with the interpreter that runs Snakemake (the project's venv), also when the venv is not activated.
