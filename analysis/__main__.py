@@ -16,7 +16,8 @@ from saccader.errors import UserError  # noqa: E402
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__)
     parser.add_argument("target", choices=["all", *TARGETS], help="figure / table / page to regenerate")
-    parser.add_argument("--results", default="results", help="results folder to read (default: results)")
+    parser.add_argument("--results", default="results/embedded",
+                        help="results folder to read (default: results/embedded, the embedded experiment)")
     parser.add_argument("--out", default=None, help="folder to write into (default: the results folder)")
     parser.add_argument("--train-glimpses", type=int, default=None,
                         help="training T for the dotted line and claims (default: evaluate.train_glimpses of "

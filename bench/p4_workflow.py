@@ -90,7 +90,7 @@ def figure(results: Path, tmp: Path) -> tuple[float, str]:
     return seconds, source
 
 
-def measure(results: str = "results", repeats: int = 3) -> dict:
+def measure(results: str = "results/embedded", repeats: int = 3) -> dict:
     """Each command ``repeats`` times, interleaved; the minimum (the cost itself, without the neighbours' load) and
     the median are reported."""
     runs: dict[str, list[float]] = {"snakemake_start_s": [], "paper_dry_run_s": [], "embedded_s": [], "figure_s": []}
@@ -113,7 +113,7 @@ def measure(results: str = "results", repeats: int = 3) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--results", default="results", help="results_dir of the embedded run")
+    p.add_argument("--results", default="results/embedded", help="results_dir of the embedded run")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)

@@ -71,7 +71,8 @@ def markdown(frame: pd.DataFrame, wall: float | None = None) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("results", nargs="?", default="results", help="results folder (default: results)")
+    p.add_argument("results", nargs="?", default="results/embedded",
+                   help="results folder (default: results/embedded)")
     p.add_argument("--wall", type=float, default=None, help="wall seconds of the whole run, for the remainder")
     p.add_argument("--out", default=None, help="also write the Markdown tables here")
     args = p.parse_args(argv)

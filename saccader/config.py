@@ -125,6 +125,59 @@ def load_experiment(path: str | Path) -> dict:
     return load([BASE] if path.resolve() == BASE else [BASE, path])
 
 
+# The per-rule resources a Snakemake profile may set (`set-resources` in slurm/config.yaml), declared once: the
+# launcher's flags (workflow/rules/common.smk LAUNCH), the execution facts of training (nodes, micro_batch) and of
+# any GPU rule (gpu_name, read by `saccader plan`), and Snakemake's standard resources. None is an experiment fact,
+# so none enters a fingerprint or digest.
+PROFILE_RESOURCES = frozenset({
+    "submitit_cluster", "slurm_partition", "slurm_account", "gpu", "cpus_per_task", "mem_mb", "runtime",
+    "nodes", "micro_batch", "gpu_name",
+    "mem", "mem_mib", "disk", "disk_mb", "disk_mib", "tmpdir",
+})
+
+
+def check_profile_resources(set_resources: Mapping[str, Mapping], rules: Sequence[str] | None = None) -> None:
+    """Raise ``UserError`` for a resource key of a profile's ``set-resources`` that no rule reads (a typo would
+    otherwise be ignored and the job submitted with the default), or for a rule that does not exist."""
+    import difflib
+
+    for rule, resources in set_resources.items():
+        if rules is not None and rule not in rules:
+            near = difflib.get_close_matches(rule, rules, n=1)
+            raise UserError(f"profile set-resources names rule {rule!r}, which the workflow does not have",
+                            f"rename it to {near[0]!r}" if near else f"use one of {', '.join(sorted(rules))}")
+        for key in resources:
+            if key not in PROFILE_RESOURCES:
+                near = difflib.get_close_matches(key, PROFILE_RESOURCES, n=1)
+                raise UserError(f"profile set-resources of rule {rule}: unknown resource {key!r}",
+                                (f"rename it to {near[0]!r}; " if near else "")
+                                + f"known resources: {', '.join(sorted(PROFILE_RESOURCES))}")
+
+
+def check_dataset_root(config: dict) -> str | None:
+    """The problem with ``dataset.root`` of a dataset the user provides (not one the workflow generates), if any."""
+    ds = config["dataset"]
+    if ds["name"] == "digits" or Path(ds["root"]).is_dir():
+        return None
+    return str(UserError(f"dataset.root = {ds['root']} does not exist",
+                         "set dataset.root in config.yaml (or --config \"dataset={root: DIR}\") to the folder "
+                         "holding train/<wnid>/ and val/<wnid>/"))
+
+
+def check_cluster_tools(set_resources: Mapping[str, Mapping]) -> None:
+    """Raise ``UserError`` when the profile sends jobs to SLURM but this machine has no SLURM client: submitit needs
+    ``sbatch`` and ``srun`` on PATH, and would fail only at the first heavy job, with a traceback."""
+    import shutil
+
+    slurm = sorted(rule for rule, res in set_resources.items() if res.get("submitit_cluster") == "slurm")
+    missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]
+    if slurm and missing:
+        raise UserError(f"the profile submits jobs to SLURM (rules {', '.join(slurm)}), but {' and '.join(missing)} "
+                        f"{'is' if len(missing) == 1 else 'are'} not on PATH here",
+                        "start Snakemake on a SLURM login node, or run locally without --profile slurm "
+                        "(e.g. snakemake --cores 2 --configfile config/embedded.yaml)")
+
+
 def add_config_argument(parser) -> None:
     parser.add_argument("--config", required=True, action="append", metavar="YAML",
                         help="experiment config; repeat to merge overlays in order, as Snakemake's --configfile: "

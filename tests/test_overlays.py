@@ -73,3 +73,9 @@ def test_repeated_config_merges_in_order(tmp_path):
     assert config["attack"]["pgd_iters"] == 7 and config["seeds"] == [3]
     assert config["attack"]["spsa_iters"] == 2 and config["dataset"]["name"] == "digits"  # from smoke.yaml
     assert config["train"]["saccader"]["paper_lr"] == 0.01  # from config.yaml
+
+
+def test_make_finds_each_experiments_results_folder():
+    """`make run EXPERIMENT=X` reads config/X.yaml and reports into results/X: the overlay's results_dir."""
+    for path in sorted((REPO / "config").glob("*.yaml")):
+        assert cfg.load_experiment(path)["results_dir"] == f"results/{path.stem}", path

@@ -13,13 +13,35 @@ from pathlib import Path
 import yaml
 
 from saccader import io as sio
-from saccader.config import validate
+from saccader.errors import UserError
+from saccader.config import check_cluster_tools, check_dataset_root, check_profile_resources, validate
 from saccader.data.folder import LOADING_KEYS
 
 # config.yaml (the Snakefile's configfile) is the base; each --configfile (config/embedded.yaml, ...) is an overlay
 # holding only its deviations, merged over it by Snakemake, then --config. The merged result is what is validated,
 # written to results_dir/config.yaml for the jobs, and hashed by digest().
 validate(config, " + ".join(["snakemake config: config.yaml", *map(str, workflow.config_settings.configfiles)]))
+
+# Bad input stops Snakemake before any job is submitted, in one line (saccader.errors.UserError): a profile resource
+# with a typo here at parse time; a missing dataset.root and a SLURM profile on a machine without SLURM when the run
+# starts (onstart: a dry run, --lint or --report submits nothing and only gets the warning line).
+SET_RESOURCES = {rule: {key: getattr(value, "raw", value) for key, value in res.items()}
+                 for rule, res in workflow.resource_settings.overwrite_resources.items()}
+check_profile_resources(SET_RESOURCES)
+if (_root_problem := check_dataset_root(config)) is not None:
+    print(f"warning: {_root_problem}", file=sys.stderr)
+
+
+def check_before_submitting():
+    """The checks a dry run skips: called first thing in onstart."""
+    if (problem := check_dataset_root(config)) is not None:
+        raise UserError(problem)
+    check_cluster_tools(SET_RESOURCES)
+
+
+def check_profile_rules():
+    """A profile's set-resources for a rule the workflow lacks (called once every rule is defined: Snakefile)."""
+    check_profile_resources(SET_RESOURCES, [rule.name for rule in workflow.rules])
 
 R = config["results_dir"].rstrip("/")
 # Jobs run with the interpreter that runs Snakemake (the project's venv), also when the venv is not activated.
@@ -45,6 +67,7 @@ if not os.path.isfile(CONFIG):
 
 
 onstart:
+    check_before_submitting()
     _write_resolved_config()
 
 
