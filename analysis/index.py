@@ -17,6 +17,7 @@ import platform
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 import analysis
 from saccader.io import write_text
@@ -29,7 +30,7 @@ td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}th{background:#f3f3f
 #verdict{border:2px solid #888;border-radius:6px;padding:.5em 1em;margin:.5em 0;background:#fafafa}
 #verdict h2{margin:.2em 0}.holds{color:#060}.fails{color:#a00}.untested{color:#666}
 dl.facts{display:grid;grid-template-columns:max-content auto;gap:2px 1em;margin:.5em 0}dl.facts dt{font-weight:bold}
-dl.facts dd{margin:0}"""
+dl.facts dd{margin:0}.notice{background:#fee;border:2px solid #a00;padding:.5em;font-weight:bold}"""
 
 
 def caption_path(name: str) -> Path:
@@ -199,6 +200,13 @@ def _seeds(results_dir: Path) -> str:
     return ", ".join(map(str, (yaml.safe_load(path.read_text()) or {}).get("seeds", []))) or "none"
 
 
+def _notice(results_dir: Path) -> str:
+    """The experiment's ``notice`` (config key; e.g. the wet run's: its numbers mean nothing), as a banner."""
+    path = results_dir / "config.yaml"
+    notice = path.is_file() and (yaml.safe_load(path.read_text()) or {}).get("notice")
+    return f"<p class='notice'>{html.escape(notice)}</p>" if notice else ""
+
+
 def index(results_dir, out_dir, train_glimpses: int | None = None):
     """Write ``index.html`` into ``out_dir``: verdict, run facts, summary table, figures, tables, claims, logs."""
     results_dir, out = Path(results_dir), Path(out_dir)
@@ -207,7 +215,7 @@ def index(results_dir, out_dir, train_glimpses: int | None = None):
               if (n.startswith("table") and n != "table_summary") or n == "claims"}
     summary = analysis.TARGETS["table_summary"]
     nav = " ".join(f'<a href="#{n}">{n}</a>' for n in ["table_summary", *figures, *tables])
-    body = ["<h1>Saccader reproduction: results</h1>", _verdict(out), _facts(results_dir, out),
+    body = ["<h1>Saccader reproduction: results</h1>", _notice(results_dir), _verdict(out), _facts(results_dir, out),
             "<p>Paper numbers are ImageNet; reproduced numbers are labelled with this run's dataset.</p>",
             f"<nav>{nav} <a href='#runs'>training logs</a> <a href='#logs'>job logs</a></nav>",
             _plan_link(out),

@@ -19,6 +19,7 @@ from saccader.runtime import keep_freed_memory
 # others pull in scikit-learn, timm, CleverHans, ... and every embedded job would pay for them at start-up.
 COMMANDS = {
     "make-dataset": "saccader.data.digits",
+    "make-mini-imagenet": "saccader.data.mini_imagenet",
     "check-data": "saccader.data.folder",
     "train": "saccader.train",
     "evaluate": "saccader.evaluate",

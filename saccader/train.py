@@ -643,6 +643,7 @@ def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, st
     if steps_per_epoch == 0:
         raise UserError(f"train.{run}.batch_size = {batch} exceeds the {len(train_set)} training images",
                         "use a smaller batch_size")
+    steps_per_epoch = min(steps_per_epoch, rec.get("steps_per_epoch") or steps_per_epoch)  # a budget (wet run)
     scheduler = build_scheduler(optimizer, rec, steps_per_epoch)
     ema = None
     if rec.get("ema_decay"):

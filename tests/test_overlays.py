@@ -79,3 +79,29 @@ def test_make_finds_each_experiments_results_folder():
     """`make run EXPERIMENT=X` reads config/X.yaml and reports into results/X: the overlay's results_dir."""
     for path in sorted((REPO / "config").glob("*.yaml")):
         assert cfg.load_experiment(path)["results_dir"] == f"results/{path.stem}", path
+
+
+# What the wet run may change: budgets (and where its files go), nothing that defines a model or an objective.
+WET_RUN_KEYS = {"results_dir", "notice", "seeds", "dataset.root", "dataset.dev_size", "dataset.num_workers",
+                "evaluate.batch_size", "evaluate.max_images", "evaluate.examples", "attack.subset_size",
+                "attack.batch_size", "attack.eval_batch_size", "attack.pgd_iters", "attack.spsa_samples",
+                "attack.spsa_iters"}
+WET_RUN_RECIPE_KEYS = {"batch_size", "lr", "epochs", "steps_per_epoch", "warmup_epochs"}
+
+
+def test_the_wet_run_changes_only_budgets():
+    import math
+
+    overlay = yaml.safe_load((REPO / "config/mini-imagenet.yaml").read_text())
+    paper = cfg.load_experiment(REPO / "config.yaml")
+    flat = {f"{k}.{kk}" if isinstance(v, dict) and k != "train" else k: None
+            for k, v in overlay.items() for kk in (v if isinstance(v, dict) and k != "train" else [None])}
+    assert set(flat) - {"train"} <= WET_RUN_KEYS
+    assert set(overlay["train"]) == set(paper["train"])  # every run of the paper's DAG
+    wet = cfg.load_experiment(REPO / "config/mini-imagenet.yaml")
+    assert wet["models"] == {} and wet["dataset"]["num_classes"] == 1001 and wet["dataset"]["label_offset"] == 1
+    for run, rec in overlay["train"].items():
+        assert set(rec) <= WET_RUN_RECIPE_KEYS, run
+        full = wet["train"][run]
+        assert math.isclose(full["lr"], full["paper_lr"] * full["batch_size"] / full["paper_batch_size"]), run
+        assert math.isclose(full["warmup_epochs"] / full["epochs"], 10 / paper["train"][run]["epochs"], rel_tol=0.05)
