@@ -11,7 +11,7 @@ RESULTS   ?= results/$(EXPERIMENT)
 CORES     ?= 2
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup run report test test-all lint dry-run-paper clean-results
+.PHONY: setup run report wet-run test test-all lint dry-run-paper clean-results
 
 setup:
 	@bash scripts/setup.sh
@@ -23,6 +23,15 @@ run: setup
 
 report: setup
 	snakemake --configfile $(CONFIG) --cores $(CORES) --report $(RESULTS)/report.html
+
+# The paper path for real, on 2 CPU cores: every paper-size model, every job of the DAG for one seed, on a generated
+# miniature ImageNet (config/mini-imagenet.yaml; its numbers are meaningless). Per-job time and peak RSS:
+# results/mini-imagenet/benchmarks (python bench/p5_rules.py results/mini-imagenet).
+wet-run: setup
+	python -m saccader make-mini-imagenet --config config.yaml --config config/mini-imagenet.yaml
+	snakemake --configfile config/mini-imagenet.yaml --cores $(CORES) all
+	snakemake --configfile config/mini-imagenet.yaml --cores $(CORES) --report results/mini-imagenet/report.html
+	@echo "results: results/mini-imagenet/index.html and results/mini-imagenet/report.html (numbers meaningless)"
 
 test: setup
 	bash scripts/test.sh

@@ -87,6 +87,7 @@ def tail(path: Path | None, lines: int) -> str:
 
 def run(args) -> int:
     executor = build_executor(args)
+    started = time.perf_counter()
     job = executor.submit(SaccaderJob(args.command, threads=args.cpus))
     log = partial(print, file=sys.stderr, flush=True)  # into the rule's log file
     log(f"launch: {args.cluster} job {job.job_id}: saccader {' '.join(args.command)}")
@@ -104,8 +105,18 @@ def run(args) -> int:
         if stderr is not None:
             log(f"launch: last {args.tail} lines of {stderr}:\n{tail(stderr, args.tail)}")
         return 1
-    log(f"launch: job {job.job_id} done")
+    log(f"launch: job {job.job_id} done in {time.perf_counter() - started:.1f} s{_usage(args.cluster)}")
     return 0
+
+
+def _usage(cluster: str) -> str:
+    """CPU time and peak RSS of a local job's processes (this launcher's waited-for descendants), for the log."""
+    if cluster != "local":
+        return ""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)  # ru_maxrss: KiB, of the largest descendant
+    return f"; cpu {ru.ru_utime + ru.ru_stime:.1f} s, peak rss {ru.ru_maxrss / 1024:.0f} MiB"
 
 
 def build_parser() -> argparse.ArgumentParser:

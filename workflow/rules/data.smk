@@ -29,6 +29,8 @@ rule check_data:
         ENV
     log:
         f"{R}/logs/check_data.log",
+    benchmark:
+        f"{R}/benchmarks/check_data.tsv"
     params:
         args=lambda wc, output: ["check-data", "--config", CONFIG, "--stamp", output[0]],
         folder=f"{R}/logs/submitit/check_data",
