@@ -113,7 +113,7 @@ def load(paths: str | Path | Sequence[str | Path]) -> dict:
     except UserError as exc:
         if any(Path(p).resolve() == BASE for p in paths):
             raise
-        # An overlay alone lacks the sections config.yaml holds (the schema requires every one of them).
+        # An overlay alone lacks keys that config.yaml holds (each shipped overlay fails validation alone).
         raise UserError(str(exc), f"if {paths[-1]} is an overlay on config.yaml, pass --config config.yaml "
                                   f"--config {paths[-1]} (files merge in order, as Snakemake's --configfile)") from None
 

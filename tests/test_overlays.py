@@ -54,10 +54,11 @@ def test_merge_is_snakemakes():
     assert cfg.merge({"a": {"b": 1, "c": [1, 2]}}, {"a": {"c": [3]}, "d": 4}) == {"a": {"b": 1, "c": [3]}, "d": 4}
 
 
-def test_an_overlay_alone_names_the_fix():
-    with pytest.raises(UserError, match=r"fix: if config/embedded.yaml is an overlay on config.yaml, pass "
-                                        r"--config config.yaml --config config/embedded.yaml"):
-        cfg.load("config/embedded.yaml")
+@pytest.mark.parametrize("name", ["config/embedded.yaml", "config/smoke.yaml", "config/mini-imagenet.yaml"])
+def test_an_overlay_alone_names_the_fix(name):
+    with pytest.raises(UserError, match=rf"fix: if {name} is an overlay on config.yaml, pass "
+                                        rf"--config config.yaml --config {name}"):
+        cfg.load(name)
 
 
 def test_repeated_config_merges_in_order(tmp_path):

@@ -40,7 +40,7 @@ def check_before_submitting():
 
 
 def check_profile_rules():
-    """A profile's set-resources for a rule the workflow lacks (called once every rule is defined: Snakefile)."""
+    """Refuse set-resources naming no rule of the workflow (the Snakefile calls it after its includes)."""
     check_profile_resources(SET_RESOURCES, [rule.name for rule in workflow.rules])
 
 R = config["results_dir"].rstrip("/")
