@@ -35,10 +35,10 @@ def jobs(results: str | Path) -> pd.DataFrame:
         if not found:
             continue
         wall, cpu, rss = found[-1]
-        job = str(rel.with_suffix(""))
+        job = str(rel.with_suffix(""))  # e.g. train/nasnet_331/seed0, check_data
         bench = results / "benchmarks" / rel.with_suffix(".tsv")
         bench_s = float(pd.read_csv(bench, sep="\t")["s"].iloc[-1]) if bench.is_file() else float("nan")
-        rows.append({"job": job, "rule": rel.parts[0], "wall_s": float(wall), "cpu_s": float(cpu),
+        rows.append({"job": job, "rule": Path(job).parts[0], "wall_s": float(wall), "cpu_s": float(cpu),
                      "peak_rss_mib": int(rss), "bench_s": bench_s})
     if not rows:
         raise UserError(f"no finished local jobs under {results / 'logs'}", "run `make wet-run` first")
