@@ -255,7 +255,7 @@ def write_json(path: str | Path, runs: list[dict], rows: list[dict], device: tor
 
 
 def main(argv=None) -> int:
-    from saccader.config import load
+    from saccader.config import load_experiment
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(ROOT / "config.yaml"))
@@ -278,7 +278,7 @@ def main(argv=None) -> int:
         print("error: no CUDA device on this machine; GPU throughput is not measured. Run this script on a GPU node "
               "(e.g. srun --gres=gpu:1 python bench/gpu_train.py); fix: nothing to fix on a CPU-only machine")
         return 2
-    config = load(args.config)
+    config = load_experiment(args.config)  # config.yaml, or config.yaml + an overlay (config/smoke.yaml)
     runs = list(config["train"]) if args.all_runs else args.runs
     rows, rates = [], {}
     for run in runs:

@@ -20,7 +20,7 @@ from baselines import attacks
 from baselines import policies as engineered
 from saccader import evaluate as E
 from saccader import train as T
-from saccader.config import load
+from saccader.config import load_experiment
 from saccader.models import from_config
 
 META = torch.device("meta")
@@ -68,7 +68,7 @@ def test_guard_catches_a_host_draw_copied_to_the_device():
 
 @pytest.fixture(scope="module")
 def smoke():
-    return load("config/smoke.yaml")
+    return load_experiment("config/smoke.yaml")
 
 
 STAGE_RUNS = ["bagnet77_lowd", "saccader_pretrain", "saccader", "dram_pretrain_narrow", "dram", "nasnet_77",

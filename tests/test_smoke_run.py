@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from saccader import results as sres
+from saccader.config import load_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -30,7 +31,7 @@ def snakemake(*args, cwd=REPO):
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("smoke")
-    config = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    config = load_experiment(REPO / "config" / "smoke.yaml")
     config["results_dir"] = str(root / "results")
     config["dataset"]["root"] = str(root / "dataset")
     path = root / "config.yaml"
