@@ -114,5 +114,7 @@ def test_each_heavy_job_recorded_its_time_and_peak_memory(wet):
     jobs = pd.read_parquet(results / "benchmarks" / "jobs.parquet")
     expected = 1 + len(config["train"]) + sum(len(m) for m in evaluate.JOBS.values()) + len(attacks.MODELS)
     assert len(jobs) == expected and jobs["job"].is_unique
-    assert (jobs["cpu_s"] > 0).all() and (jobs["peak_rss_mib"] > 100).all() and (jobs["wall_s"] > 0).all()
+    assert (jobs["cpu_s"] > 0).all() and (jobs["peak_rss_mib"] > 0).all() and (jobs["wall_s"] > 0).all()
+    train = jobs[jobs["rule"] == "train"].set_index("job")["peak_rss_mib"]
+    assert train["train/nasnet_331/seed0"] > 2 * 1024  # the paper-size NASNet at 331 px held its activations
     assert "heavy jobs: summed wall" in table
