@@ -30,10 +30,10 @@ def main() -> None:
     import torch
 
     from saccader import plan
-    from saccader.config import load
+    from saccader.config import load_experiment
 
     torch.set_num_threads(1)
-    config = load(ROOT / args.config)
+    config = load_experiment(ROOT / args.config)
     config["results_dir"] = args.results or tempfile.mkdtemp(prefix="plan-embedded-")
     settings = plan.measure_cpu(config)
     rates = settings.cpu_rates

@@ -91,10 +91,10 @@ def measure(config_path: str, run: str, small: int = 8, large: int = 72) -> dict
 
     from saccader import plan
     from saccader import train as T
-    from saccader.config import load
+    from saccader.config import load_experiment
 
     torch.set_num_threads(1)
-    config = load(ROOT / config_path)
+    config = load_experiment(ROOT / config_path)
     bf16 = T.use_bf16(T.recipe(config, run), torch.device("cpu"))
     (_, _), (p_small, rss_small), (p_large, rss_large) = step_peaks(config, run, (small, small, large), bf16)
     measured = p_large - p_small

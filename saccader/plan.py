@@ -1179,7 +1179,7 @@ def _run(args) -> int:
 
     torch.set_num_threads(args.threads)
     config = load(args.config)
-    config["_source"] = args.config
+    config["_source"] = " + ".join(map(str, args.config))
     if args.results:
         config["results_dir"] = args.results
     results_dir = Path(config["results_dir"])

@@ -147,7 +147,7 @@ def test_cli_writes_plan_md_and_json_and_the_index_links_them(tmp_path):
     from analysis.index import index
     from saccader.cli import main
 
-    assert main(["plan", "--config", str(ROOT / "config" / "smoke.yaml"), "--results", str(tmp_path)]) == 0
+    assert main(["plan", "--config", str(ROOT / "config.yaml"), "--config", str(ROOT / "config" / "smoke.yaml"), "--results", str(tmp_path)]) == 0
     result = __import__("json").loads((tmp_path / "plan.json").read_text())
     assert {j["rule"] for j in result["jobs"]} == {"train", "evaluate", "evaluate_glimpses", "attack"}
     assert "GPU-hours" in (tmp_path / "plan.md").read_text()
