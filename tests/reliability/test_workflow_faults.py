@@ -40,10 +40,15 @@ def write(cwd: Path, name: str, digits_seed: int) -> dict:
     return config
 
 
+def tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 @pytest.fixture(scope="module")
 def two_invocations(tmp_path_factory):
     """Invocation A builds the dataset; while its job runs (frozen with SIGSTOP), invocation B, with another
-    config, asks for the same output on the same results folder."""
+    config, asks for the same output on the same results folder (refused by the lock), then C, with that other
+    config too, asks for an output outside A's jobs (the lock lets it run). A's job reads its config after both."""
     cwd = tmp_path_factory.mktemp("work")
     write(cwd, "a.yaml", 0)
     write(cwd, "b.yaml", 1)
@@ -56,13 +61,21 @@ def two_invocations(tmp_path_factory):
             time.sleep(0.02)
         os.killpg(a.pid, signal.SIGSTOP)
         config_during_a = (cwd / "results" / "config.yaml").read_text()
+        configs_during_a = tree(cwd / "results" / "configs")
         b_code, b_out = snakemake(cwd, "b.yaml", MANIFEST)
         config_after_b = (cwd / "results" / "config.yaml").read_text()
+        c_code, c_out = snakemake(cwd, "b.yaml", "results/params.parquet")
+        configs_after_c = tree(cwd / "results" / "configs")
     finally:
         os.killpg(a.pid, signal.SIGCONT)
     a_out = a.communicate(timeout=300)[0]
-    return dict(cwd=cwd, a_code=a.returncode, a_out=a_out, b_code=b_code, b_out=b_out,
-                config_during_a=config_during_a, config_after_b=config_after_b)
+    undisturbed = tmp_path_factory.mktemp("undisturbed")
+    write(undisturbed, "a.yaml", 0)
+    ref_code, ref_out = snakemake(undisturbed, "a.yaml", MANIFEST)
+    assert ref_code == 0, ref_out[-3000:]
+    return dict(cwd=cwd, a_code=a.returncode, a_out=a_out, b_code=b_code, b_out=b_out, c_code=c_code, c_out=c_out,
+                config_during_a=config_during_a, config_after_b=config_after_b, configs_during_a=configs_during_a,
+                configs_after_c=configs_after_c, undisturbed=undisturbed)
 
 
 def test_second_invocation_is_refused_by_the_lock_and_the_first_completes(two_invocations):
@@ -75,6 +88,17 @@ def test_second_invocation_is_refused_by_the_lock_and_the_first_completes(two_in
 
 def test_refused_invocation_leaves_the_results_folder_alone(two_invocations):
     assert two_invocations["config_after_b"] == two_invocations["config_during_a"]
+
+
+def test_no_invocation_rewrites_what_running_jobs_read(two_invocations):
+    """Jobs read a content-addressed copy of their config: C (not refused: its job is outside A's) adds its own
+    copy and rewrites none, so A's job, resumed after C, builds bitwise the dataset of an undisturbed run."""
+    run = two_invocations
+    assert run["c_code"] == 0, run["c_out"][-3000:]
+    before, after = run["configs_during_a"], run["configs_after_c"]
+    assert len(before) == 1 and len(after) == 2 and all(after[name] == text for name, text in before.items())
+    disturbed = tree(run["cwd"] / "results" / "dataset")
+    assert disturbed and disturbed == tree(run["undisturbed"] / "results" / "dataset")
 
 
 def test_failed_job_shows_its_stderr_tail_and_the_rerun_picks_up_there(two_invocations):

@@ -14,10 +14,11 @@ if DIGITS:
         log:
             f"{R}/logs/make_dataset.log",
         params:
-            config=CONFIG,
             digest=digest("dataset"),
+        resources:
+            run_config=RUN_CONFIG,
         shell:
-            "python -m saccader make-dataset --config {params.config:q} > {log:q} 2>&1"
+            "python -m saccader make-dataset --config {resources.run_config:q} > {log:q} 2>&1"
 
 
 rule check_data:
@@ -30,7 +31,7 @@ rule check_data:
     log:
         f"{R}/logs/check_data.log",
     params:
-        args=lambda wc, output: ["check-data", "--config", CONFIG, "--stamp", output[0]],
+        args=lambda wc, output: ["check-data", "--stamp", output[0]],
         folder=f"{R}/logs/submitit/check_data",
         digest=digest("dataset"),
     resources:
