@@ -1,0 +1,97 @@
+"""Chaos test of the whole workflow on the smoke config (tests/reliability/chaos.py): SIGKILLs and SIGTERMs at random
+moments to Snakemake, the warm-start server, heavy and light jobs, and a training job stopped past its time limit;
+the same command is rerun after each failure until it completes. The outcome must equal the undisturbed smoke run
+(tests/conftest.py::smoke_run): weights and parquet bitwise, the tables and claims drawn from them byte for byte,
+the same set of files, no temporary file, no process left behind. Replay a failure: CHAOS_SEED=<printed seed>."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from chaos import HEAVY, chaos, orphans
+from conftest import smoke_config
+
+pytestmark = pytest.mark.slow
+WALL_CLOCK = {"seconds"}  # the training log's time per epoch: the only column that may differ between two runs
+NOT_RESULTS = ("logs/", "benchmarks/", "configs/", "report.html")  # run records, and the reference's --report
+REQUIRED_KINDS = {"snakemake", "warmstart", "train", "attack", "analysis"}
+
+
+def files(results: Path) -> set[str]:
+    return {str(p.relative_to(results)) for p in results.rglob("*") if p.is_file()}
+
+
+def differences(reference: Path, results: Path) -> list[str]:
+    """What differs between two results folders, as readable lines (empty: equal)."""
+    ref = {f for f in files(reference) if not f.startswith(NOT_RESULTS)}
+    got = {f for f in files(results) if not f.startswith(NOT_RESULTS)}
+    diffs = [f"only in the reference: {f}" for f in sorted(ref - got)]
+    diffs += [f"only in the chaos run: {f}" for f in sorted(got - ref)]
+    for name in sorted(ref & got):
+        a, b = reference / name, results / name
+        if name.endswith((".png", ".pdf")):  # drawn from the parquet compared here; PDFs carry their date
+            same = b.stat().st_size > 0
+        elif name.endswith(".parquet"):
+            fa, fb = pd.read_parquet(a), pd.read_parquet(b)
+            cols = [c for c in fa.columns if c not in WALL_CLOCK]
+            same = list(fa.columns) == list(fb.columns) and fa[cols].equals(fb[cols])
+        elif name.endswith(".pt"):
+            sa, sb = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+            same = a.read_bytes() == b.read_bytes() or _tensors_equal(sa, sb)
+        elif name.endswith(".npz"):
+            with np.load(a) as na, np.load(b) as nb:
+                same = sorted(na) == sorted(nb) and all(np.array_equal(na[k], nb[k]) for k in na)
+        else:
+            same = a.read_bytes().replace(str(reference).encode(), b"") == b.read_bytes().replace(
+                str(results).encode(), b"")
+        if not same:
+            diffs.append(f"differs: {name}")
+    return diffs
+
+
+def _tensors_equal(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_tensors_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_tensors_equal(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def leftovers(results: Path) -> list[str]:
+    """Temporary files (saccader.io's .<name>.*.tmp, submitit's and Snakemake's partial files)."""
+    return sorted(f for f in files(results) if re.search(r"(^|/)\.[^/]*\.tmp$|\.tmp$|\.partial$", f))
+
+
+def test_chaos_run_ends_equal_to_an_undisturbed_run(smoke_run, tmp_path):
+    _, reference, _ = smoke_run
+    seed = int(os.environ.get("CHAOS_SEED") or random.SystemRandom().randrange(1 << 30))
+    print(f"chaos seed {seed} (replay: CHAOS_SEED={seed})")
+    config = smoke_config(tmp_path)
+    out = chaos(config, seed, kills=20, terms=4, hang=True)
+    results = tmp_path / "results"
+    kinds = {e.kind for e in out.events}
+    summary = (f"chaos: seed {seed}: {len(out.events)} events ({sum(e.signal == 'KILL' for e in out.events)} "
+               f"SIGKILL, {sum(e.signal == 'TERM' for e in out.events)} SIGTERM, "
+               f"{sum(e.signal == 'STOP' for e in out.events)} hang) on {', '.join(sorted(kinds))}; "
+               f"{out.attempts} invocations, {out.seconds:.0f} s")
+    print(summary)
+    assert not orphans(results, Path(out.tmpdir)), "processes outlived the run"
+    assert sum(e.signal == "KILL" for e in out.events) >= 20 and REQUIRED_KINDS <= kinds, summary
+    assert len(kinds & set(HEAVY)) >= 3, summary
+    # the stopped training job: the invocation it hung in reports it by name, the next ones recover
+    (hang,) = [e for e in out.events if e.signal == "STOP"]
+    run, seed_dir = hang.what.split("/")[1:3]
+    report = out.outputs[hang.attempt - 1]
+    assert "Error in rule train" in report and f"run={run}, seed={seed_dir[4:]}" in report, report[-4000:]
+    assert leftovers(results) == []
+    assert differences(reference, results) == []
