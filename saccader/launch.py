@@ -85,6 +85,16 @@ def tail(path: Path | None, lines: int) -> str:
     return "".join(Path(path).read_text(errors="replace").splitlines(keepends=True)[-lines:])
 
 
+def owner_gone() -> bool:
+    """Whether the Snakemake that started this launcher (``SACCADER_SNAKEMAKE``, pid:start time, set by the workflow)
+    is gone: killed with SIGKILL, it leaves its jobs running, and its rerun would start each of them a second
+    time beside the first."""
+    from saccader.snakelock import start_time
+
+    pid, _, started = os.environ.get("SACCADER_SNAKEMAKE", "").partition(":")
+    return pid.isdigit() and start_time(int(pid)) not in (started, "")
+
+
 def run(args) -> int:
     executor = build_executor(args)
     job = executor.submit(SaccaderJob(args.command, threads=args.cpus))
@@ -97,6 +107,10 @@ def run(args) -> int:
         if args.cluster == "local":  # submitit polls once a second; 160 short embedded jobs would idle ~40 s of wall
             while not job.done():
                 time.sleep(0.05)
+                if owner_gone():
+                    job.cancel()  # the job's controller kills its process (SIGINT, then SIGKILL)
+                    log(f"launch: the Snakemake that started job {job.job_id} is gone: job cancelled")
+                    return 1
         job.result()
     except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError, RuntimeError) as exc:
         stderr = None if args.cluster == "debug" else job.paths.stderr

@@ -125,3 +125,41 @@ def test_no_profile_turns_the_lock_off():
     for path in profiles:
         settings = yaml.safe_load(path.read_text()) or {}
         assert not settings.get("nolock") and not settings.get("no-lock"), path
+
+
+def test_launcher_cancels_its_job_when_its_snakemake_is_killed(tiny_dataset, tmp_path):
+    """A Snakemake killed with SIGKILL leaves its job processes: the launcher sees its owner (SACCADER_SNAKEMAKE,
+    set by the workflow) gone and cancels the job, so that the rerun's copy of the job is the only one."""
+    from saccader.snakelock import start_time
+
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(tiny_dataset))
+    owner = subprocess.Popen(["sleep", "300"])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SACCADER_SNAKEMAKE": f"{owner.pid}:{start_time(owner.pid)}"}
+    folder = tmp_path / "sub"
+    argv = [sys.executable, "-m", "saccader.launch", "--folder", str(folder), "--no-warm-start", "--", "train",
+            "--config", str(tmp_path / "c.yaml"), "--run", "bagnet77", "--seed", "0", "--out", str(tmp_path / "o")]
+    launcher = subprocess.Popen(argv, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(folder.glob("*_0_log.err")):  # the job runs
+            assert launcher.poll() is None and time.monotonic() < deadline, launcher.stderr.read()
+            time.sleep(0.05)
+        time.sleep(1.0)
+        assert launcher.poll() is None  # the owner lives: the job goes on
+        owner.kill()
+        owner.wait()
+        assert launcher.wait(timeout=30) == 1
+        assert "is gone: job cancelled" in launcher.stderr.read()
+        time.sleep(2.0)  # the controller's SIGINT, then SIGKILL
+        alive = [p for p in os.listdir("/proc") if p.isdigit() and str(folder).encode() in _cmdline(p)]
+        assert alive == []
+    finally:
+        owner.kill()
+        launcher.kill()
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
