@@ -97,6 +97,7 @@ def owner_gone() -> bool:
 
 def run(args) -> int:
     executor = build_executor(args)
+    started = time.monotonic()
     job = executor.submit(SaccaderJob(args.command, threads=args.cpus))
     log = partial(print, file=sys.stderr, flush=True)  # into the rule's log file
     log(f"launch: {args.cluster} job {job.job_id}: saccader {' '.join(args.command)}")
@@ -115,6 +116,9 @@ def run(args) -> int:
     except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError, RuntimeError) as exc:
         stderr = None if args.cluster == "debug" else job.paths.stderr
         log(f"launch: job {job.job_id} failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        if time.monotonic() - started >= 60 * args.time_min:  # a hung job says nothing itself: say why it ended
+            log(f"launch: job {job.job_id} ran past its time limit of {args.time_min} min (--time-min, the rule's "
+                f"runtime resource) and was killed")
         if stderr is not None:
             log(f"launch: last {args.tail} lines of {stderr}:\n{tail(stderr, args.tail)}")
         return 1

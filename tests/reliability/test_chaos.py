@@ -93,5 +93,6 @@ def test_chaos_run_ends_equal_to_an_undisturbed_run(smoke_run, tmp_path):
     run, seed_dir = hang.what.split("/")[1:3]
     report = out.outputs[hang.attempt - 1]
     assert "Error in rule train" in report and f"run={run}, seed={seed_dir[4:]}" in report, report[-4000:]
+    assert "ran past its time limit of 1 min" in report, report[-4000:]
     assert leftovers(results) == []
     assert differences(reference, results) == []
