@@ -13,6 +13,7 @@ matplotlib.use("Agg")  # never open a window, also when a DISPLAY is set (figure
 
 from analysis import TARGETS, common, run  # noqa: E402
 from saccader.errors import UserError  # noqa: E402
+from saccader.snakelock import exit_with_snakemake  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -27,6 +28,7 @@ def main(argv=None) -> int:
                         help="the run's resolved config (default: <results>/config.yaml; the workflow passes the "
                              "copy its jobs read)")
     args = parser.parse_args(argv)
+    exit_with_snakemake()  # a job of a Snakemake killed with SIGKILL must not run on beside its rerun's copy
     common.CONFIG_FILE = Path(args.config) if args.config else None
     try:
         for path in run(args.target, args.results, args.out, train_glimpses=args.train_glimpses):

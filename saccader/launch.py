@@ -29,6 +29,7 @@ import submitit
 import yaml
 
 from saccader.errors import UserError
+from saccader.snakelock import owner_gone
 
 CLUSTERS = ("local", "slurm", "debug")
 
@@ -85,16 +86,6 @@ def tail(path: Path | None, lines: int) -> str:
     return "".join(Path(path).read_text(errors="replace").splitlines(keepends=True)[-lines:])
 
 
-def owner_gone() -> bool:
-    """Whether the Snakemake that started this launcher (``SACCADER_SNAKEMAKE``, pid:start time, set by the workflow)
-    is gone: killed with SIGKILL, it leaves its jobs running, and its rerun would start each of them a second
-    time beside the first."""
-    from saccader.snakelock import start_time
-
-    pid, _, started = os.environ.get("SACCADER_SNAKEMAKE", "").partition(":")
-    return pid.isdigit() and start_time(int(pid)) not in (started, "")
-
-
 def run(args) -> int:
     executor = build_executor(args)
     started = time.monotonic()
@@ -108,7 +99,7 @@ def run(args) -> int:
         if args.cluster == "local":  # submitit polls once a second; 160 short embedded jobs would idle ~40 s of wall
             while not job.done():
                 time.sleep(0.05)
-                if owner_gone():
+                if owner_gone():  # a SIGKILLed Snakemake: its rerun starts this job again
                     job.cancel()  # the job's controller kills its process (SIGINT, then SIGKILL)
                     log(f"launch: the Snakemake that started job {job.job_id} is gone: job cancelled")
                     return 1

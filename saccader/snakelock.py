@@ -9,13 +9,21 @@ the workflow registers each invocation while it parses the Snakefile (before any
 it) and removes the entry when the interpreter exits. When no other registered invocation is alive, any lock file
 left is stale: this module removes it and says so in one line. An invocation on another host (a shared file system)
 counts as alive, since its process cannot be checked from here.
+
+The jobs of a Snakemake killed with SIGKILL keep running, and its rerun would start each of them a second time beside
+the first. The workflow names itself to its jobs in ``SACCADER_SNAKEMAKE`` (host:pid:start time): the launcher
+cancels its job and every ``saccader`` or ``analysis`` command exits once that Snakemake is gone (``owner_gone``,
+``exit_with_snakemake``). A job on another host (SLURM) cannot check it and runs on.
 """
 
 from __future__ import annotations
 
 import atexit
 import os
+import signal
 import socket
+import threading
+import time
 from pathlib import Path
 
 REGISTRY = "saccader-invocations"
@@ -73,3 +81,34 @@ def release_stale_locks(snakemake_dir: str | os.PathLike = ".snakemake", log=pri
         log(f"released {len(stale)} stale lock file(s) of a Snakemake that was killed (no other Snakemake runs "
             f"here); its unfinished jobs are rerun")
     return stale
+
+
+OWNER = "SACCADER_SNAKEMAKE"
+
+
+def owner_value() -> str:
+    """What the workflow puts in ``SACCADER_SNAKEMAKE`` for its jobs: this process, as host:pid:start time."""
+    return f"{socket.gethostname()}:{os.getpid()}:{start_time(os.getpid())}"
+
+
+def owner_gone(value: str | None = None) -> bool:
+    """Whether the Snakemake named by ``SACCADER_SNAKEMAKE`` is gone (False when unset or on another host)."""
+    host, _, rest = (os.environ.get(OWNER, "") if value is None else value).partition(":")
+    pid, _, started = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    return start_time(int(pid)) not in (started, "")
+
+
+def exit_with_snakemake(poll_s: float = 0.5) -> None:
+    """In a job started by the workflow: kill this process once its Snakemake is gone (a daemon thread)."""
+    value = os.environ.get(OWNER)
+    if not value or owner_gone(value):
+        return
+
+    def watch():
+        while not owner_gone(value):
+            time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGKILL)  # the rerun redoes the job; its real outputs are never half-written
+
+    threading.Thread(target=watch, name="exit-with-snakemake", daemon=True).start()

@@ -51,3 +51,20 @@ def test_an_invocation_on_another_host_counts_as_alive(tmp_path):
     (tmp_path / snakelock.REGISTRY / "some-other-host.1").write_text("1")
     locks(tmp_path)
     assert snakelock.release_stale_locks(tmp_path, log=print) == []
+
+
+def test_a_job_exits_once_its_snakemake_is_gone_and_not_on_another_host(tmp_path):
+    owner = subprocess.Popen(["sleep", "300"])
+    value = f"{socket.gethostname()}:{owner.pid}:{snakelock.start_time(owner.pid)}"
+    job = subprocess.Popen([sys.executable, "-c", "from saccader.snakelock import exit_with_snakemake as e; "
+                            "import time; e(0.05); print('up', flush=True); time.sleep(60)"],
+                           env={**os.environ, snakelock.OWNER: value}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert job.stdout.readline() == "up\n" and not snakelock.owner_gone(value)
+        owner.kill()
+        owner.wait()
+        assert job.wait(timeout=10) == -9 and snakelock.owner_gone(value)
+        assert not snakelock.owner_gone(f"some-other-host:{owner.pid}:1")  # a SLURM node cannot check it
+    finally:
+        owner.kill()
+        job.kill()

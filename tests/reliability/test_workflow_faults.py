@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -134,7 +135,8 @@ def test_launcher_cancels_its_job_when_its_snakemake_is_killed(tiny_dataset, tmp
 
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(tiny_dataset))
     owner = subprocess.Popen(["sleep", "300"])
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "SACCADER_SNAKEMAKE": f"{owner.pid}:{start_time(owner.pid)}"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "SACCADER_SNAKEMAKE": f"{socket.gethostname()}:{owner.pid}:{start_time(owner.pid)}"}
     folder = tmp_path / "sub"
     argv = [sys.executable, "-m", "saccader.launch", "--folder", str(folder), "--no-warm-start", "--", "train",
             "--config", str(tmp_path / "c.yaml"), "--run", "bagnet77", "--seed", "0", "--out", str(tmp_path / "o")]

@@ -18,13 +18,13 @@ from snakemake.logging import logger
 from saccader import io as sio
 from saccader.config import validate
 from saccader.data.folder import LOADING_KEYS
-from saccader.snakelock import release_stale_locks, start_time
+from saccader.snakelock import OWNER, owner_value, release_stale_locks
 
 # A Snakemake killed with SIGKILL leaves its locks: release them when no other invocation runs, so that rerunning
 # the same command resumes the run (saccader/snakelock.py). Runs while parsing, before this invocation's own lock.
 release_stale_locks(".snakemake", log=logger.warning)
-# ... and its jobs: the launcher cancels its job once this Snakemake is gone (saccader.launch.owner_gone).
-os.environ["SACCADER_SNAKEMAKE"] = f"{os.getpid()}:{start_time(os.getpid())}"
+# ... and its jobs: they end once this Snakemake is gone, so that the rerun's copy of a job is the only one.
+os.environ[OWNER] = owner_value()
 
 if workflow.config_settings.configfiles:
     # A --configfile names a whole experiment: use it alone (plus --config), so that no key of config.yaml
