@@ -156,7 +156,8 @@ def chaos(config: Path, seed: int, kills: int = 20, terms: int = 4, hang: bool =
     rng.shuffle(signals)
     log(f"chaos: seed {seed}; {len(signals)} events: {' '.join(signals)}; command: {' '.join(argv)}")
     out = Outcome(seed=seed, tmpdir=str(tmpdir))
-    hit: set[str] = set()
+    hit: dict[str, int] = {}
+    progress = -1
     started = time.monotonic()
     fire_at = started + rng.uniform(*gap_s)
     stopped: int | None = None
@@ -181,7 +182,13 @@ def chaos(config: Path, seed: int, kills: int = 20, terms: int = 4, hang: bool =
                 fire_at = now + rng.uniform(0.0, 1.5)
             if now < fire_at or not live:
                 continue
-            kind = rng.choice(sorted(unhit or live))
+            if not unhit and _progress(results) <= progress:  # spread the events over the run: it must advance
+                continue
+            if set(live) == {"snakemake"} and "snakemake" in hit:  # it parses or waits: strike its jobs instead
+                fire_at = now + rng.uniform(0.5, 2.0)
+                continue
+            kinds = sorted(unhit or live)
+            kind = rng.choices(kinds, weights=[1.0 / (1 + hit.get(k, 0)) for k in kinds])[0]  # the least hit first
             pid, what = rng.choice(sorted(live[kind]))
             sig = signals.pop(0)
             try:
@@ -191,7 +198,8 @@ def chaos(config: Path, seed: int, kills: int = 20, terms: int = 4, hang: bool =
                 continue
             if sig == "STOP":
                 stopped = pid
-            hit.add(kind)
+            hit[kind] = hit.get(kind, 0) + 1
+            progress = _progress(results)
             event = Event(round(now - started, 2), kind, sig, pid, what, out.attempts)
             out.events.append(event)
             log(f"chaos: {json.dumps(asdict(event))}")
@@ -210,6 +218,12 @@ def chaos(config: Path, seed: int, kills: int = 20, terms: int = 4, hang: bool =
     out.seconds = time.monotonic() - started
     _wait_for_leftovers(results, tmpdir)
     return out
+
+
+def _progress(results: Path) -> int:
+    """How far the run got: the results written so far (logs and benchmarks aside)."""
+    return sum(1 for p in results.rglob("*") if p.is_file() and p.relative_to(results).parts[0] not in
+               ("logs", "benchmarks"))
 
 
 def _wait_for_leftovers(results: Path, tmpdir: Path, timeout_s: float = 120.0) -> None:
