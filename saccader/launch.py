@@ -54,10 +54,20 @@ class SaccaderJob(submitit.helpers.Checkpointable):
         try:
             status = cli.main(self.argv)
         except SystemExit as exc:  # argparse errors exit; make them a job failure, not a silent worker exit
+            if _raised_by_submitit(exc):  # its requeue after a time-out or preemption signal: submitit's exit
+                raise
             status = exc.code if isinstance(exc.code, int) else 2
         if status:
             raise RuntimeError(f"saccader {' '.join(self.argv)} exited with status {status}")
         return status
+
+
+def _raised_by_submitit(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised in submitit's code (its signal handler exits after requeuing the job)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and Path(submitit.__file__).parent in Path(tb.tb_frame.f_code.co_filename).parents
 
 
 def build_executor(args) -> submitit.AutoExecutor:

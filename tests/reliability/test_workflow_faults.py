@@ -165,3 +165,21 @@ def _cmdline(pid: str) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+@pytest.mark.slow  # a minute of wall time at least (submitit's time limit is in minutes)
+def test_a_local_job_past_its_time_limit_is_requeued_and_resumes(tiny_dataset, tmp_path):
+    """submitit's time-out signal (USR2, --signal-delay-s before --time-min) checkpoints and requeues the job, which
+    resumes and completes: the exit by which submitit requeues it is not turned into a job failure."""
+    config = {**tiny_dataset, "train": {"bagnet77": {**tiny_dataset["train"]["bagnet77"], "epochs": 4}}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    folder = tmp_path / "sub"
+    argv = [sys.executable, "-m", "saccader.launch", "--folder", str(folder), "--no-warm-start", "--time-min", "1",
+            "--signal-delay-s", "52", "--", "train", "--config", str(tmp_path / "c.yaml"), "--run", "bagnet77",
+            "--seed", "0", "--out", str(tmp_path / "o")]
+    proc = subprocess.run(argv, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=600)
+    err = "".join(p.read_text() for p in folder.glob("*_log.err"))
+    assert "Requeued job" in err, "the job ended before its time-out signal: make it longer"
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "o" / "model.pt").is_file()
