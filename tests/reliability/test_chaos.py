@@ -1,6 +1,5 @@
 """Chaos test of the whole workflow on the smoke config (tests/reliability/chaos.py): SIGKILLs and SIGTERMs at random
-moments to Snakemake, the warm-start server, heavy and light jobs, and a training job stopped past its time limit;
-the same command is rerun after each failure until it completes. The outcome must equal the undisturbed smoke run
+moments to Snakemake, the warm-start server, heavy and light jobs; the same command is rerun after each failure until it completes. The outcome must equal the undisturbed smoke run
 (tests/conftest.py::smoke_run): weights and parquet bitwise, the tables and claims drawn from them byte for byte,
 the same set of files, no temporary file, no process left behind. Replay a failure: CHAOS_SEED=<printed seed>."""
 
@@ -77,7 +76,7 @@ def test_chaos_run_ends_equal_to_an_undisturbed_run(smoke_run, tmp_path):
     seed = int(os.environ.get("CHAOS_SEED") or random.SystemRandom().randrange(1 << 30))
     print(f"chaos seed {seed} (replay: CHAOS_SEED={seed})")
     config = smoke_config(tmp_path)
-    out = chaos(config, seed, kills=20, terms=4, hang=True)
+    out = chaos(config, seed, kills=20, terms=4, hang=False)  # a hung job: test_workflow_faults.py
     results = tmp_path / "results"
     kinds = {e.kind for e in out.events}
     summary = (f"chaos: seed {seed}: {len(out.events)} events ({sum(e.signal == 'KILL' for e in out.events)} "
@@ -88,11 +87,5 @@ def test_chaos_run_ends_equal_to_an_undisturbed_run(smoke_run, tmp_path):
     assert not orphans(results, Path(out.tmpdir)), "processes outlived the run"
     assert sum(e.signal == "KILL" for e in out.events) >= 20 and REQUIRED_KINDS <= kinds, summary
     assert len(kinds & set(HEAVY)) >= 3, summary
-    # the stopped training job: the invocation it hung in reports it by name, the next ones recover
-    (hang,) = [e for e in out.events if e.signal == "STOP"]
-    run, seed_dir = hang.what.split("/")[1:3]
-    report = out.outputs[hang.attempt - 1]
-    assert "Error in rule train" in report and f"run={run}, seed={seed_dir[4:]}" in report, report[-4000:]
-    assert "ran past its time limit of 1 min" in report, report[-4000:]
     assert leftovers(results) == []
     assert differences(reference, results) == []

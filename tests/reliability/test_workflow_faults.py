@@ -4,6 +4,7 @@ directory (its own .snakemake/ lock folder) on the tiny digits dataset."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -183,3 +184,37 @@ def test_a_local_job_past_its_time_limit_is_requeued_and_resumes(tiny_dataset, t
     assert "Requeued job" in err, "the job ended before its time-out signal: make it longer"
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "o" / "model.pt").is_file()
+
+
+@pytest.mark.slow  # a minute of wall time at least (the time limit is in minutes)
+def test_a_hung_training_job_is_killed_at_its_time_limit_named_and_the_rerun_recovers(tmp_path):
+    """A training job stopped with SIGSTOP (a hang) is killed at its rule's runtime (submitit's local controller,
+    SLURM on a cluster); Snakemake names the failed job, the launcher says why, the same command then completes."""
+    config = write(tmp_path, "a.yaml", 0)
+    config["train"] = {"bagnet77": {**config["train"]["bagnet77"], "epochs": 3}}
+    config["executor"]["warm_start"] = False  # the job's interpreter is the process that trains: stop that one
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(config))
+    target = "results/runs/bagnet77/seed0/model.pt"
+    argv = ["--set-resources", "train:runtime=1"]
+    proc = snakemake(tmp_path, "a.yaml", target, *argv, popen=True)
+    ckpt = tmp_path / "results" / "runs" / "bagnet77" / "seed0" / "checkpoint.pt"
+    deadline = time.monotonic() + 300
+    while not ckpt.exists():  # the job has made progress: stop it
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+        time.sleep(0.05)
+    folder = str(tmp_path / "results" / "logs" / "submitit" / "train" / "bagnet77" / "seed0")
+    jobs = [int(p) for p in os.listdir("/proc") if p.isdigit() and folder.encode() in _cmdline(p)
+            and b"submitit.core._submit" in _cmdline(p)]
+    for pid in jobs:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        out = proc.communicate(timeout=300)[0]
+    finally:
+        for pid in jobs:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    assert proc.returncode != 0
+    assert "Error in rule train" in out and "wildcards: run=bagnet77, seed=0" in out, out[-3000:]
+    assert "ran past its time limit of 1 min" in out, out[-3000:]
+    code, out = snakemake(tmp_path, "a.yaml", target, *argv)
+    assert code == 0 and (tmp_path / target).is_file(), out[-3000:]
