@@ -8,8 +8,8 @@ on first use, gone after ``IDLE_S`` seconds without jobs) to fork a child that r
 client's argv, stdio, environment and working directory; it forwards every signal submitit or SLURM sends
 (USR2 time-out, TERM, INT, ...) to the child and exits with the child's status. When the client dies (submitit
 kills it with SIGKILL on cancel), the server kills the child; when the server dies, the kernel kills its children
-(Linux) and their clients fail. Anything that prevents the fork (no server could be
-started, a platform without ``fork`` or ``SCM_RIGHTS``) falls back to exec'ing the plain interpreter command.
+(Linux) and their clients fail. Anything that prevents the fork (no server could be started, a platform without
+``fork`` or ``SCM_RIGHTS``) falls back to exec'ing the plain interpreter command.
 
 The ecosystem has no fork server for submitit (its LocalExecutor only takes an interpreter command), hence this
 module. What the child inherits is only third-party modules (``PREIMPORTS``) and this module: the project's own
