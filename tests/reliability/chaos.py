@@ -7,7 +7,7 @@ undisturbed run). Replay a failure with the seed it printed:
 Targets (``KINDS``): Snakemake itself, the warm-start server (saccader/warmstart.py), the process that computes a
 heavy job (a child of that server, or the job's own interpreter without it: check_data, train, evaluate,
 evaluate_glimpses, attack) and the light jobs (make_dataset, param_counts, a figure/table job of analysis/). Each
-event is a SIGKILL, a SIGTERM, or (``hang``) a SIGSTOP of a training job that then sits past its time limit.
+event is a SIGKILL or a SIGTERM (a hung job has its own test: tests/reliability/test_workflow_faults.py).
 Only processes of this run are ever signalled: they name this run's folder, or are children of its own warm-start
 server (a private TMPDIR gives it a private socket).
 """
@@ -131,19 +131,18 @@ def targets(results: Path, snakemake_pid: int | None, tmpdir: Path) -> dict[str,
     return found
 
 
-def run_command(config: Path, target: str = "all", cores: int = 2, train_runtime_min: int | None = None):
-    argv = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "Snakefile"), target,
+def run_command(config: Path, target: str = "all", cores: int = 2):
+    return [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "Snakefile"), target,
             "--configfile", str(config), "--cores", str(cores)]
-    if train_runtime_min is not None:
-        argv += ["--set-resources", f"train:runtime={train_runtime_min}"]
-    return argv
 
 
-def chaos(config: Path, seed: int, kills: int = 20, terms: int = 4, hang: bool = True, *, target: str = "all",
-          train_runtime_min: int = 1, gap_s: tuple[float, float] = (2.0, 9.0), max_attempts: int = 80,
-          log=print) -> Outcome:
-    """Run ``snakemake TARGET --configfile CONFIG`` to completion under ``kills`` SIGKILLs, ``terms`` SIGTERMs and
-    (``hang``) one training job stopped past its time limit; every invocation is the same command."""
+def chaos(config: Path, seed: int, kills: int = 20, terms: int = 4, *, total: int | None = None,
+          required: tuple[str, ...] = (), target: str = "all", gap_s: tuple[float, float] = (2.0, 9.0),
+          max_attempts: int = 80, log=print) -> Outcome:
+    """Run ``snakemake TARGET --configfile CONFIG`` to completion under ``kills`` SIGKILLs and ``terms`` SIGTERMs;
+    every invocation is the same command. ``total``: the number of result files of an undisturbed run, to spread
+    the events over the run's progress (else over time only). A kind of ``required`` that no scheduled event hit
+    gets an extra SIGKILL when it is next seen. A kind not hit yet is struck within 1.5 s of its appearance."""
     rng = random.Random(seed)
     cfg = yaml.safe_load(config.read_text())
     results = Path(cfg["results_dir"]).resolve()
@@ -151,16 +150,16 @@ def chaos(config: Path, seed: int, kills: int = 20, terms: int = 4, hang: bool =
     tmpdir = Path(tempfile.mkdtemp(prefix="chaos-"))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmpdir),
            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
-    argv = run_command(config, target, train_runtime_min=train_runtime_min if hang else None)
-    signals = ["KILL"] * kills + ["TERM"] * terms + (["STOP"] if hang else [])
+    argv = run_command(config, target)
+    signals = ["KILL"] * kills + ["TERM"] * terms
     rng.shuffle(signals)
-    log(f"chaos: seed {seed}; {len(signals)} events: {' '.join(signals)}; command: {' '.join(argv)}")
+    milestones = sorted(rng.uniform(0.0, 0.95) * total for _ in signals) if total else []
+    log(f"chaos: seed {seed}; {len(signals)} events: {' '.join(signals)}; progress milestones (result files): "
+        f"{[round(m) for m in milestones]}; command: {' '.join(argv)}")
     out = Outcome(seed=seed, tmpdir=str(tmpdir))
     hit: dict[str, int] = {}
-    progress = -1
     started = time.monotonic()
     fire_at = started + rng.uniform(*gap_s)
-    stopped: int | None = None
     while True:
         out.attempts += 1
         if out.attempts > max_attempts:
@@ -171,18 +170,19 @@ def chaos(config: Path, seed: int, kills: int = 20, terms: int = 4, hang: bool =
                                     start_new_session=True)
         while proc.poll() is None:
             time.sleep(0.05)
-            if not signals or stopped is not None:  # the hung job's invocation must report it: leave it alone
+            missing = [k for k in required if k not in hit]
+            if not signals and not missing:
                 continue
             now = time.monotonic()
             live = {k: v for k, v in targets(results, proc.pid, tmpdir).items() if v}
-            if signals[0] == "STOP":
-                live = {k: v for k, v in live.items() if k == "train"}
+            if not signals:
+                live = {k: v for k, v in live.items() if k in missing}
             unhit = [k for k in live if k not in hit]
             if unhit and fire_at - now > 1.5:  # a kind not hit yet is there: strike within its (maybe short) life
                 fire_at = now + rng.uniform(0.0, 1.5)
             if now < fire_at or not live:
                 continue
-            if not unhit and _progress(results) <= progress:  # spread the events over the run: it must advance
+            if not unhit and milestones and _progress(results) < milestones[0]:  # spread over the run's progress
                 continue
             if set(live) == {"snakemake"} and "snakemake" in hit:  # it parses or waits: strike its jobs instead
                 fire_at = now + rng.uniform(0.5, 2.0)
@@ -190,16 +190,15 @@ def chaos(config: Path, seed: int, kills: int = 20, terms: int = 4, hang: bool =
             kinds = sorted(unhit or live)
             kind = rng.choices(kinds, weights=[1.0 / (1 + hit.get(k, 0)) for k in kinds])[0]  # the least hit first
             pid, what = rng.choice(sorted(live[kind]))
-            sig = signals.pop(0)
+            sig = signals[0] if signals else "KILL"
             try:
                 os.kill(pid, getattr(signal, f"SIG{sig}"))
             except ProcessLookupError:
-                signals.insert(0, sig)
                 continue
-            if sig == "STOP":
-                stopped = pid
+            if signals:
+                signals.pop(0)
+                milestones = milestones[1:]
             hit[kind] = hit.get(kind, 0) + 1
-            progress = _progress(results)
             event = Event(round(now - started, 2), kind, sig, pid, what, out.attempts)
             out.events.append(event)
             log(f"chaos: {json.dumps(asdict(event))}")
@@ -207,12 +206,6 @@ def chaos(config: Path, seed: int, kills: int = 20, terms: int = 4, hang: bool =
         out.outputs.append(logfile.read_text(errors="replace"))
         log(f"chaos: invocation {out.attempts} exited with {proc.returncode} after "
             f"{time.monotonic() - started:.1f} s")
-        if stopped is not None:  # the stopped job was killed at its time limit; let nothing stay stopped
-            try:
-                os.kill(stopped, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
-            stopped = None
         if proc.returncode == 0 and not signals:
             break
     out.seconds = time.monotonic() - started
@@ -253,7 +246,6 @@ def main() -> int:
     parser.add_argument("--root", required=True, help="scratch folder: results and dataset go there")
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--terms", type=int, default=4)
-    parser.add_argument("--no-hang", action="store_true")
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 30)
     root = Path(args.root).resolve()
@@ -263,7 +255,7 @@ def main() -> int:
     root.mkdir(parents=True, exist_ok=True)
     path = root / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    out = chaos(path, seed, args.kills, args.terms, not args.no_hang)
+    out = chaos(path, seed, args.kills, args.terms)
     print(json.dumps({"seed": seed, "attempts": out.attempts, "seconds": round(out.seconds, 1),
                       "events": [asdict(e) for e in out.events]}, indent=1))
     return 0

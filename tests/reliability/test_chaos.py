@@ -15,13 +15,19 @@ import pandas as pd
 import pytest
 import torch
 
-from chaos import HEAVY, chaos, orphans
+from chaos import chaos, orphans
 from conftest import smoke_config
 
 pytestmark = pytest.mark.slow
-WALL_CLOCK = {"seconds"}  # the training log's time per epoch: the only column that may differ between two runs
-NOT_RESULTS = ("logs/", "benchmarks/", "configs/", "report.html")  # run records, and the reference's --report
-REQUIRED_KINDS = {"snakemake", "warmstart", "train", "attack", "analysis"}
+WALL_CLOCK = {"seconds", "images_per_s"}  # the training log's speed: the only values that may differ between runs
+PROVENANCE = {"config_hash", "code_version"}  # of the resolved config (its paths differ) and of the git commit
+NOT_RESULTS = ("logs/", "benchmarks/", "configs/", "config.yaml", "report.html")  # records, the reference's --report
+# a checkpoint's global Python and NumPy generators: unseeded in a fresh job, and training draws nothing from them
+# (its weights are compared bitwise)
+UNSEEDED = {"python", "numpy"}
+DRAWN = (".png", ".pdf", "index.html")  # drawn from the parquet compared here; the index shows the speeds too
+REQUIRED_KINDS = ("snakemake", "warmstart", "check_data", "train", "evaluate", "evaluate_glimpses", "attack",
+                  "analysis")
 
 
 def files(results: Path) -> set[str]:
@@ -36,11 +42,11 @@ def differences(reference: Path, results: Path) -> list[str]:
     diffs += [f"only in the chaos run: {f}" for f in sorted(got - ref)]
     for name in sorted(ref & got):
         a, b = reference / name, results / name
-        if name.endswith((".png", ".pdf")):  # drawn from the parquet compared here; PDFs carry their date
+        if name.endswith(DRAWN):
             same = b.stat().st_size > 0
         elif name.endswith(".parquet"):
             fa, fb = pd.read_parquet(a), pd.read_parquet(b)
-            cols = [c for c in fa.columns if c not in WALL_CLOCK]
+            cols = [c for c in fa.columns if c not in WALL_CLOCK | PROVENANCE]
             same = list(fa.columns) == list(fb.columns) and fa[cols].equals(fb[cols])
         elif name.endswith(".pt"):
             sa, sb = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
@@ -59,8 +65,9 @@ def differences(reference: Path, results: Path) -> list[str]:
 def _tensors_equal(a, b) -> bool:
     if isinstance(a, torch.Tensor):
         return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_tensors_equal(a[k], b[k]) for k in a)
+    if isinstance(a, dict):  # a checkpoint's training log and running sums hold the speed too
+        return isinstance(b, dict) and a.keys() == b.keys() and all(
+            _tensors_equal(a[k], b[k]) for k in a if k not in WALL_CLOCK | UNSEEDED)
     if isinstance(a, (list, tuple)):
         return len(a) == len(b) and all(_tensors_equal(x, y) for x, y in zip(a, b))
     return a == b
@@ -76,7 +83,8 @@ def test_chaos_run_ends_equal_to_an_undisturbed_run(smoke_run, tmp_path):
     seed = int(os.environ.get("CHAOS_SEED") or random.SystemRandom().randrange(1 << 30))
     print(f"chaos seed {seed} (replay: CHAOS_SEED={seed})")
     config = smoke_config(tmp_path)
-    out = chaos(config, seed, kills=20, terms=4, hang=False)  # a hung job: test_workflow_faults.py
+    total = sum(1 for f in files(reference) if not f.startswith(("logs/", "benchmarks/", "report.html")))
+    out = chaos(config, seed, kills=20, terms=4, total=total, required=REQUIRED_KINDS)
     results = tmp_path / "results"
     kinds = {e.kind for e in out.events}
     summary = (f"chaos: seed {seed}: {len(out.events)} events ({sum(e.signal == 'KILL' for e in out.events)} "
@@ -85,7 +93,6 @@ def test_chaos_run_ends_equal_to_an_undisturbed_run(smoke_run, tmp_path):
                f"{out.attempts} invocations, {out.seconds:.0f} s")
     print(summary)
     assert not orphans(results, Path(out.tmpdir)), "processes outlived the run"
-    assert sum(e.signal == "KILL" for e in out.events) >= 20 and REQUIRED_KINDS <= kinds, summary
-    assert len(kinds & set(HEAVY)) >= 3, summary
+    assert sum(e.signal == "KILL" for e in out.events) >= 20 and set(REQUIRED_KINDS) <= kinds, summary
     assert leftovers(results) == []
     assert differences(reference, results) == []
