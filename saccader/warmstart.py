@@ -417,13 +417,18 @@ def run_forked(threads: int, module: str, args: list[str], idle_s: float = IDLE_
 
     for sig in FORWARDED:
         signal.signal(sig, forward)
-    reply = _recv(sock)
+    # The job has started: from here no error may fall back to a fresh interpreter, which would run it again.
+    try:
+        reply = _recv(sock)
+    except OSError:
+        reply = None
     if reply is None:
         print("warmstart: the server ended before the job did", file=sys.stderr)
         return 1
     code = os.waitstatus_to_exitcode(reply["status"])
     if code < 0:  # die by the same signal, as the job did: submitit sees what a plain interpreter would give
-        signal.signal(-code, signal.SIG_DFL)
+        if -code not in (signal.SIGKILL, signal.SIGSTOP):  # (these two have no handler to reset)
+            signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
     return code
 

@@ -90,6 +90,23 @@ def test_signals_reach_the_job_and_its_death_by_signal_is_the_clients(env, tmp_p
     assert finish(client(env, "term", cwd=tmp_path))[0] == -signal.SIGTERM
 
 
+def test_a_job_killed_with_sigkill_kills_its_client_and_never_runs_again(env, tmp_path):
+    """The client dies by SIGKILL as the job did (the OOM killer's signal); it must not take the job's death for a
+    failure to fork and run the job a second time in a fresh interpreter."""
+    (tmp_path / "probe.py").write_text(PROBE.replace('time.sleep(60)', 'open("runs", "a").write("run\\n"); '
+                                                     'open("alive", "w").write(str(os.getpid())); time.sleep(60)'))
+    proc = client(env, "sleep", cwd=tmp_path)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "alive").exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.01)
+    os.kill(int((tmp_path / "alive").read_text()), signal.SIGKILL)
+    code, _, err = finish(proc)
+    assert code == -signal.SIGKILL, err
+    time.sleep(1.0)
+    assert (tmp_path / "runs").read_text() == "run\n" and "fresh interpreter" not in err
+
+
 def test_killing_the_client_kills_the_job(env, tmp_path):
     marker = tmp_path / "probe.py"
     marker.write_text(PROBE.replace('time.sleep(60)', 'open("alive", "w").write(str(os.getpid())); time.sleep(60)'))
