@@ -134,7 +134,8 @@ def test_launcher_cancels_its_job_when_its_snakemake_is_killed(tiny_dataset, tmp
     set by the workflow) gone and cancels the job, so that the rerun's copy of the job is the only one."""
     from saccader.snakelock import start_time
 
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(tiny_dataset))
+    dataset = {**tiny_dataset["dataset"], "cache_images": False}  # no decoded-image pack in the shared dataset
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({**tiny_dataset, "dataset": dataset}))
     owner = subprocess.Popen(["sleep", "300"])
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "SACCADER_SNAKEMAKE": f"{socket.gethostname()}:{owner.pid}:{start_time(owner.pid)}"}
@@ -172,7 +173,8 @@ def _cmdline(pid: str) -> bytes:
 def test_a_local_job_past_its_time_limit_is_requeued_and_resumes(tiny_dataset, tmp_path):
     """submitit's time-out signal (USR2, --signal-delay-s before --time-min) checkpoints and requeues the job, which
     resumes and completes: the exit by which submitit requeues it is not turned into a job failure."""
-    config = {**tiny_dataset, "train": {"bagnet77": {**tiny_dataset["train"]["bagnet77"], "epochs": 4}}}
+    config = {**tiny_dataset, "train": {"bagnet77": {**tiny_dataset["train"]["bagnet77"], "epochs": 4}},
+              "dataset": {**tiny_dataset["dataset"], "cache_images": False}}  # the shared dataset stays as built
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     folder = tmp_path / "sub"
     argv = [sys.executable, "-m", "saccader.launch", "--folder", str(folder), "--no-warm-start", "--time-min", "1",
