@@ -1,16 +1,19 @@
-"""``python -m analysis TARGET [--results DIR] [--out DIR] [--train-glimpses T]``: regenerate one figure/table."""
+"""``python -m analysis TARGET [--results DIR] [--out DIR] [--train-glimpses T] [--config FILE]``: regenerate one
+figure/table."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # never open a window, also when a DISPLAY is set (figures are drawn without pyplot anyway)
 
-from analysis import TARGETS, run  # noqa: E402
+from analysis import TARGETS, common, run  # noqa: E402
 from saccader.errors import UserError  # noqa: E402
+from saccader.snakelock import exit_with_snakemake  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -22,7 +25,12 @@ def main(argv=None) -> int:
     parser.add_argument("--train-glimpses", type=int, default=None,
                         help="training T for the dotted line and claims (default: evaluate.train_glimpses of "
                              "<results>/config.yaml, else the paper's 6)")
+    parser.add_argument("--config", default=None,
+                        help="the run's resolved config (default: <results>/config.yaml; the workflow passes the "
+                             "copy its jobs read)")
     args = parser.parse_args(argv)
+    exit_with_snakemake()  # a job of a Snakemake killed with SIGKILL must not run on beside its rerun's copy
+    common.CONFIG_FILE = Path(args.config) if args.config else None
     try:
         for path in run(args.target, args.results, args.out, train_glimpses=args.train_glimpses):
             print(path)

@@ -96,9 +96,13 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+CONFIG_FILE: Path | None = None  # set by ``python -m analysis --config`` (the workflow's content-addressed copy)
+
+
 def run_setting(results_dir, section: str, key: str, default):
-    """A value of the resolved ``<results>/config.yaml`` the workflow writes, or ``default`` without it."""
-    path = Path(results_dir) / "config.yaml"
+    """A value of the run's resolved config (``--config``, else ``<results>/config.yaml`` that the workflow writes),
+    or ``default`` without it."""
+    path = CONFIG_FILE or Path(results_dir) / "config.yaml"
     if path.exists():
         import yaml
 

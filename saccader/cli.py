@@ -14,6 +14,7 @@ from pathlib import Path
 
 from saccader.errors import UserError
 from saccader.runtime import keep_freed_memory
+from saccader.snakelock import exit_with_snakemake
 
 # Subcommand -> the module that registers it, in the order of --help. A job imports only its own module: the
 # others pull in scikit-learn, timm, CleverHans, ... and every embedded job would pay for them at start-up.
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     argv = sys.argv[1:] if argv is None else list(argv)
     keep_freed_memory()  # before the job allocates anything (saccader.runtime)
+    exit_with_snakemake()  # a job of a Snakemake killed with SIGKILL must not run on beside its rerun's copy
     args = build_parser(argv[0] if argv else None).parse_args(argv)
     try:
         return int(args.func(args) or 0)

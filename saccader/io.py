@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -35,6 +36,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+        # what a kill during an earlier write of this file left (mkstemp's names: 8 random characters)
+        stale = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")
+        for other in path.parent.iterdir():
+            if stale.fullmatch(other.name):
+                other.unlink(missing_ok=True)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise UserError(f"disk full while writing {path}; the previous version is kept",

@@ -29,6 +29,7 @@ import submitit
 import yaml
 
 from saccader.errors import UserError
+from saccader.snakelock import owner_gone
 
 CLUSTERS = ("local", "slurm", "debug")
 
@@ -53,10 +54,20 @@ class SaccaderJob(submitit.helpers.Checkpointable):
         try:
             status = cli.main(self.argv)
         except SystemExit as exc:  # argparse errors exit; make them a job failure, not a silent worker exit
+            if _raised_by_submitit(exc):  # its requeue after a time-out or preemption signal: submitit's exit
+                raise
             status = exc.code if isinstance(exc.code, int) else 2
         if status:
             raise RuntimeError(f"saccader {' '.join(self.argv)} exited with status {status}")
         return status
+
+
+def _raised_by_submitit(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised in submitit's code (its signal handler exits after requeuing the job)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and Path(submitit.__file__).parent in Path(tb.tb_frame.f_code.co_filename).parents
 
 
 def build_executor(args) -> submitit.AutoExecutor:
@@ -87,7 +98,7 @@ def tail(path: Path | None, lines: int) -> str:
 
 def run(args) -> int:
     executor = build_executor(args)
-    started = time.perf_counter()
+    started = time.monotonic()
     job = executor.submit(SaccaderJob(args.command, threads=args.cpus))
     log = partial(print, file=sys.stderr, flush=True)  # into the rule's log file
     log(f"launch: {args.cluster} job {job.job_id}: saccader {' '.join(args.command)}")
@@ -98,14 +109,21 @@ def run(args) -> int:
         if args.cluster == "local":  # submitit polls once a second; 160 short embedded jobs would idle ~40 s of wall
             while not job.done():
                 time.sleep(0.05)
+                if owner_gone():  # a SIGKILLed Snakemake: its rerun starts this job again
+                    job.cancel()  # the job's controller kills its process (SIGINT, then SIGKILL)
+                    log(f"launch: the Snakemake that started job {job.job_id} is gone: job cancelled")
+                    return 1
         job.result()
     except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError, RuntimeError) as exc:
         stderr = None if args.cluster == "debug" else job.paths.stderr
         log(f"launch: job {job.job_id} failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        if time.monotonic() - started >= 60 * args.time_min:  # a hung job says nothing itself: say why it ended
+            log(f"launch: job {job.job_id} ran past its time limit of {args.time_min} min (--time-min, the rule's "
+                f"runtime resource) and was killed")
         if stderr is not None:
             log(f"launch: last {args.tail} lines of {stderr}:\n{tail(stderr, args.tail)}")
         return 1
-    log(f"launch: job {job.job_id} done in {time.perf_counter() - started:.1f} s{_usage(args.cluster)}")
+    log(f"launch: job {job.job_id} done in {time.monotonic() - started:.1f} s{_usage(args.cluster)}")
     return 0
 
 

@@ -7,8 +7,9 @@ of the embedded run on 2 cores. With ``executor.warm_start`` the launcher hands 
 on first use, gone after ``IDLE_S`` seconds without jobs) to fork a child that runs the same ``-m`` module with the
 client's argv, stdio, environment and working directory; it forwards every signal submitit or SLURM sends
 (USR2 time-out, TERM, INT, ...) to the child and exits with the child's status. When the client dies (submitit
-kills it with SIGKILL on cancel), the server kills the child. Anything that prevents the fork (no server could be
-started, a platform without ``fork`` or ``SCM_RIGHTS``) falls back to exec'ing the plain interpreter command.
+kills it with SIGKILL on cancel), the server kills the child; when the server dies, the kernel kills its children
+(Linux) and their clients fail. Anything that prevents the fork (no server could be started, a platform without
+``fork`` or ``SCM_RIGHTS``) falls back to exec'ing the plain interpreter command.
 
 The ecosystem has no fork server for submitit (its LocalExecutor only takes an interpreter command), hence this
 module. What the child inherits is only third-party modules (``PREIMPORTS``) and this module: the project's own
@@ -136,8 +137,22 @@ def _reset_generators() -> None:
     torch.seed()
 
 
-def _run_child(request: dict, fds: list[int]) -> None:
+def _die_with(parent: int) -> None:
+    """Linux: the kernel kills this process when ``parent`` (the server) dies. A killed server cannot report the
+    job's status, so its client fails, and the rerun starts the job again: this copy must not run on beside it."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the client's failure is all that is left
+        return
+    if os.getppid() != parent:  # the server died before the prctl
+        os._exit(70)
+
+
+def _run_child(request: dict, fds: list[int], server: int) -> None:
     """In the forked child: become the job's interpreter (stdio, env, cwd, argv), run its module, exit."""
+    _die_with(server)
     for sig in FORWARDED + (signal.SIGCHLD,):
         signal.signal(sig, signal.SIG_DFL)
     for target, fd in enumerate(fds):
@@ -243,6 +258,7 @@ class Server:
             conn.close()
             return
         request, fds = got
+        server = os.getpid()
         try:
             pid = os.fork()
         except OSError:  # no process to spare: the client retries, then runs a fresh interpreter
@@ -253,7 +269,7 @@ class Server:
                 for other in self.children.values():
                     other.close()
                 conn.close()
-                _run_child(request, fds)
+                _run_child(request, fds, server)
             except BaseException:  # noqa: BLE001 - the job never started: say why in its stderr
                 traceback.print_exc()
             finally:
@@ -401,13 +417,18 @@ def run_forked(threads: int, module: str, args: list[str], idle_s: float = IDLE_
 
     for sig in FORWARDED:
         signal.signal(sig, forward)
-    reply = _recv(sock)
+    # The job has started: from here no error may fall back to a fresh interpreter, which would run it again.
+    try:
+        reply = _recv(sock)
+    except OSError:
+        reply = None
     if reply is None:
         print("warmstart: the server ended before the job did", file=sys.stderr)
         return 1
     code = os.waitstatus_to_exitcode(reply["status"])
     if code < 0:  # die by the same signal, as the job did: submitit sees what a plain interpreter would give
-        signal.signal(-code, signal.SIG_DFL)
+        if -code not in (signal.SIGKILL, signal.SIGSTOP):  # (these two have no handler to reset)
+            signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
     return code
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,3 +41,33 @@ def tiny_dataset(tmp_path_factory) -> dict:
 @pytest.fixture
 def config_copy(tiny_dataset) -> dict:
     return copy.deepcopy(tiny_dataset)
+
+
+def smoke_snakemake(*args, cwd=REPO):
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])}
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+def smoke_config(root: Path) -> Path:
+    """The smoke experiment (config/smoke.yaml over config.yaml) with its results and dataset under ``root``: the
+    file to pass as --configfile."""
+    config = cfg.load_experiment(REPO / "config" / "smoke.yaml")
+    config["results_dir"] = str(root / "results")
+    config["dataset"]["root"] = str(root / "dataset")
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """The whole smoke experiment, undisturbed (slow tests only): (config, results folder, config path). Shared by
+    tests/test_smoke_run.py and the chaos test, which compares its outcome with this one."""
+    root = tmp_path_factory.mktemp("smoke")
+    path = smoke_config(root)
+    smoke_snakemake("all", "--configfile", str(path))  # the target first: --configfile takes several values
+    smoke_snakemake("--configfile", str(path), "--report", str(root / "results" / "report.html"))
+    return yaml.safe_load(path.read_text()), root / "results", path

@@ -119,7 +119,8 @@ def test_transform_is_bitwise_torchvisions_compose(tiny_dataset, train, hflip, s
 
 def test_cached_images_give_the_same_items_and_pack_the_split(tiny_dataset, tmp_path, caplog):
     root = tmp_path / "copy"
-    shutil.copytree(tiny_dataset["dataset"]["root"], root)
+    # without the packs other tests of the session may have left in the shared dataset
+    shutil.copytree(tiny_dataset["dataset"]["root"], root, ignore=shutil.ignore_patterns(".decoded-*"))
     on, off = ({**tiny_dataset, "dataset": {**tiny_dataset["dataset"], "root": str(root), "cache_images": c}}
                for c in (True, False))
     plain = build_dataset(off, "train", train=True)

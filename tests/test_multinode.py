@@ -30,7 +30,7 @@ def test_profile_nodes_and_micro_batch_reach_the_launcher_and_the_trainer(tmp_pa
     launch = next(line for line in snakemake(*args, target=target).splitlines()
                   if "saccader.launch" in line and " train " in line)
     assert f"--nodes {profile['nodes']} --gpus {profile['gpu']}" in launch
-    assert launch.split(" > ")[0].endswith(f"--micro-batch {profile['micro_batch']}")
+    assert f"--micro-batch {profile['micro_batch']} --config " in launch.split(" > ")[0]
     two = snakemake(*args, "--set-resources", "train:nodes=2", "train:gpu=4", "train:micro_batch=8", target=target)
     assert "--nodes 2 --gpus 4" in two and "--micro-batch 8" in two
 

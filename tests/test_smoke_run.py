@@ -3,42 +3,15 @@ and attack -> figures, tables, claims, index page and Snakemake report. Slow (a 
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
+from conftest import smoke_snakemake as snakemake
 from saccader import results as sres
-from saccader.config import load_experiment
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-
-
-def snakemake(*args, cwd=REPO):
-    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])}
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1500)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout + proc.stderr
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("smoke")
-    config = load_experiment(REPO / "config" / "smoke.yaml")
-    config["results_dir"] = str(root / "results")
-    config["dataset"]["root"] = str(root / "dataset")
-    path = root / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    snakemake("all", "--configfile", str(path))  # the target first: --configfile takes several values
-    snakemake("--configfile", str(path), "--report", str(root / "results" / "report.html"))
-    return config, root / "results", path
 
 
 def test_every_policy_seed_and_glimpse_count_is_measured(smoke_run):

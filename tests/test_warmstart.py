@@ -5,6 +5,7 @@ Every test gets its own server (a private TMPDIR, so its own socket) that exits 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -89,6 +90,23 @@ def test_signals_reach_the_job_and_its_death_by_signal_is_the_clients(env, tmp_p
     assert finish(client(env, "term", cwd=tmp_path))[0] == -signal.SIGTERM
 
 
+def test_a_job_killed_with_sigkill_kills_its_client_and_never_runs_again(env, tmp_path):
+    """The client dies by SIGKILL as the job did (the OOM killer's signal); it must not take the job's death for a
+    failure to fork and run the job a second time in a fresh interpreter."""
+    (tmp_path / "probe.py").write_text(PROBE.replace('time.sleep(60)', 'open("runs", "a").write("run\\n"); '
+                                                     'open("alive", "w").write(str(os.getpid())); time.sleep(60)'))
+    proc = client(env, "sleep", cwd=tmp_path)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "alive").exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.01)
+    os.kill(int((tmp_path / "alive").read_text()), signal.SIGKILL)
+    code, _, err = finish(proc)
+    assert code == -signal.SIGKILL, err
+    time.sleep(1.0)
+    assert (tmp_path / "runs").read_text() == "run\n" and "fresh interpreter" not in err
+
+
 def test_killing_the_client_kills_the_job(env, tmp_path):
     marker = tmp_path / "probe.py"
     marker.write_text(PROBE.replace('time.sleep(60)', 'open("alive", "w").write(str(os.getpid())); time.sleep(60)'))
@@ -105,6 +123,30 @@ def test_killing_the_client_kills_the_job(env, tmp_path):
     while Path(f"/proc/{pid}").exists():  # the server kills and reaps it
         assert time.monotonic() < deadline, "the job outlived its client"
         time.sleep(0.01)
+
+
+def test_killing_the_server_kills_the_job_and_fails_the_client(env, tmp_path):
+    """A SIGKILLed server must not leave its jobs running: the rerun would start each a second time beside it."""
+    marker = tmp_path / "probe.py"
+    marker.write_text(PROBE.replace('time.sleep(60)', 'open("alive", "w").write(str(os.getpid())); time.sleep(60)'))
+    proc = client(env, "sleep", cwd=tmp_path)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "alive").exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.01)
+    pid = int((tmp_path / "alive").read_text())
+    server = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    os.kill(server, signal.SIGKILL)
+    try:
+        assert proc.wait(timeout=30) == 1
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}").exists():  # (the job holds the client's pipes while it lives)
+            assert time.monotonic() < deadline, "the job outlived its server"
+            time.sleep(0.01)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert "the server ended before the job did" in proc.stderr.read()
 
 
 def test_an_idle_server_exits_and_the_next_client_starts_another(env, tmp_path):

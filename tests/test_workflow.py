@@ -70,6 +70,12 @@ def fake_imagenet(tmp_path_factory) -> Path:
     return root
 
 
+def run_config(results: Path) -> Path:
+    """The one content-addressed config copy that a dry run wrote (what its jobs read, ``--config``)."""
+    (path,) = (results / "configs").glob("*.yaml")
+    return path
+
+
 def test_lint_is_clean():
     out = snakemake("--lint", "--configfile", "config/embedded.yaml")
     assert "Congratulations, your workflow is in a good condition!" in out, out[-3000:]
@@ -88,7 +94,9 @@ def test_paper_scale_dry_run_lists_every_job(fake_imagenet, tmp_path):
     assert "--cluster local" in out and "--cluster slurm" not in out  # without the slurm profile: local jobs
     for kind in ("glimpses", "full_image", "occlusion", "nasnet"):
         assert f"--kind {kind}" in out
-    resolved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    resolved = yaml.safe_load(run_config(tmp_path).read_text())
+    assert out.count(f"--config {run_config(tmp_path)}") == sum(counts.values()) - counts["all"] - counts["param_counts"]
+    assert not (tmp_path / "config.yaml").exists()  # written by a run that starts jobs (onstart), not a dry run
     assert resolved["dataset"]["root"] == str(fake_imagenet) and resolved["dataset"]["num_classes"] == 1001
 
 
@@ -103,7 +111,7 @@ def test_embedded_config_replaces_paper_config_and_the_report_has_every_figure(t
     counts = job_counts(out)
     assert counts.pop("make_dataset") == 1
     assert counts == expected_counts(experiment("config/embedded.yaml"))
-    resolved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    resolved = yaml.safe_load(run_config(tmp_path).read_text())
     embedded = experiment("config/embedded.yaml")
     assert {**resolved, "results_dir": None, "dataset": {**resolved["dataset"], "root": None}} == \
         {**embedded, "results_dir": None, "dataset": {**embedded["dataset"], "root": None}}
@@ -143,7 +151,7 @@ def test_changed_plotting_code_reruns_only_the_plot(tmp_path):
     args = ["--configfile", "config/smoke.yaml", "--config", f"results_dir={tmp_path}",
             f"dataset={{root: {tmp_path}/dataset}}"]
     plan = snakemake("-n", *args, target="fig3")
-    written = (tmp_path / "config.yaml").stat().st_mtime_ns
+    written = run_config(tmp_path).stat().st_mtime_ns
     outputs = [p for line in plan.splitlines() if line.startswith("    output: ") for p in line[12:].split(", ")]
     assert f"{tmp_path}/figures/fig3.png" in outputs and len(outputs) > 40
     old = 946684800  # 2000-01-01: every result of fig3's DAG exists, the figure is newer than its data ...
@@ -156,7 +164,7 @@ def test_changed_plotting_code_reruns_only_the_plot(tmp_path):
     for name in ("fig3.png", "fig3.pdf"):  # and once the figure is redrawn, nothing is left to do
         os.utime(tmp_path / "figures" / name)
     assert "Nothing to be done" in snakemake("-n", *args, target="fig3")
-    assert (tmp_path / "config.yaml").stat().st_mtime_ns == written  # the same config is not written again
+    assert run_config(tmp_path).stat().st_mtime_ns == written  # the same config is not written again
 
 
 def test_slurm_profile_passes_resources_to_the_launcher(tmp_path):

@@ -91,3 +91,17 @@ def test_results_folder_not_writable_fails_at_job_start(data, tmp_path, monkeypa
     with pytest.raises(UserError, match=r"results folder .*ro is not writable \(Permission denied\)"):
         T.train(config, run, 0, ro)
     assert list(ro.iterdir()) == []
+
+
+def test_a_write_removes_the_temporary_files_that_a_kill_left_of_the_same_file(tmp_path):
+    """A kill during an atomic write leaves ``.<name>.<random>.tmp``; the rerun's write of that file removes it
+    (the chaos test found them beside attack parquets and figures), and nothing of another file."""
+    from saccader import io
+
+    left = [tmp_path / ".seed0.parquet.3tnn5_lr.tmp", tmp_path / ".seed0.parquet.a1b2c3d4.tmp"]
+    kept = [tmp_path / ".seed0.parquet.examples.npz.uzn5g_94.tmp", tmp_path / ".seed1.parquet.abcdefgh.tmp"]
+    for path in left + kept:
+        path.write_bytes(b"partial")
+    io.write_text(tmp_path / "seed0.parquet", "done")
+    assert (tmp_path / "seed0.parquet").read_text() == "done"
+    assert not any(p.exists() for p in left) and all(p.exists() for p in kept)

@@ -31,6 +31,8 @@ for _name, _target in analysis_targets().items():
         params:
             target=_name,
             results=lambda wc, output, rel=_target.outputs[0]: output[0][: -len(rel) - 1],
+        resources:
+            run_config=RUN_CONFIG,
         shell:
             "python -m analysis {params.target:q} --results {params.results:q} --out {params.results:q}"
-            " > {log:q} 2>&1"
+            " --config {resources.run_config:q} > {log:q} 2>&1"

@@ -12,10 +12,19 @@ from pathlib import Path
 
 import yaml
 
+from snakemake.logging import logger
+
 from saccader import io as sio
 from saccader.errors import UserError
 from saccader.config import check_cluster_tools, check_dataset_root, check_profile_resources, validate
 from saccader.data.folder import LOADING_KEYS
+from saccader.snakelock import OWNER, owner_value, release_stale_locks
+
+# A Snakemake killed with SIGKILL leaves its locks: release them when no other invocation runs, so that rerunning
+# the same command resumes the run (saccader/snakelock.py). Runs while parsing, before this invocation's own lock.
+release_stale_locks(".snakemake", log=logger.warning)
+# ... and its jobs: they end once this Snakemake is gone, so that the rerun's copy of a job is the only one.
+os.environ[OWNER] = owner_value()
 
 # config.yaml (the Snakefile's configfile) is the base; each --configfile (config/embedded.yaml, ...) is an overlay
 # holding only its deviations, merged over it by Snakemake, then --config. The merged result is what is validated,
@@ -47,28 +56,30 @@ R = config["results_dir"].rstrip("/")
 # Jobs run with the interpreter that runs Snakemake (the project's venv), also when the venv is not activated.
 os.environ.update(PATH=os.pathsep.join([os.path.dirname(sys.executable), os.getenv("PATH", "")]))
 ENV = "../../environment.yml"  # the same software as a conda environment (for --software-deployment-method conda)
-CONFIG = f"{R}/config.yaml"
+CONFIG = f"{R}/config.yaml"  # the config of the latest invocation that ran jobs, for reading: no job reads it
 DIGITS = config["dataset"]["name"] == "digits"
 SEEDS = [str(s) for s in config["seeds"]]
 RUNS = sorted(config["train"])
 
 
-def _write_resolved_config():
-    """Write the validated config to results/config.yaml only when its content changes (reruns stay no-ops)."""
-    text = yaml.safe_dump(config, sort_keys=True)
-    if not os.path.isfile(CONFIG) or open(CONFIG).read() != text:
-        sio.write_text(CONFIG, text)
+def _resolved_config_text():
+    return yaml.safe_dump(config, sort_keys=True)
 
 
-# A changed config is written under Snakemake's lock (onstart), so a second invocation that the lock refuses never
-# replaces the config that running jobs read; a first run (or a dry run of one) writes it while parsing.
-if not os.path.isfile(CONFIG):
-    _write_resolved_config()
+# Jobs read a content-addressed copy of the resolved config, passed as a resource (`--config
+# {resources.run_config}`): no invocation can rewrite a file that a running job reads, not even one that
+# Snakemake's lock refuses (the lock only covers the files of the jobs it would run, and is taken after parsing).
+# A resource, not a param, so that a change of the execution settings alone reruns no job.
+RUN_CONFIG = f"{R}/configs/{hashlib.sha256(_resolved_config_text().encode()).hexdigest()[:16]}.yaml"
+if not os.path.isfile(RUN_CONFIG):
+    sio.write_text(RUN_CONFIG, _resolved_config_text())
 
 
 onstart:
     check_before_submitting()
-    _write_resolved_config()
+    # Under Snakemake's lock, and only when jobs run: the readable copy of what this invocation runs with.
+    if not os.path.isfile(CONFIG) or open(CONFIG).read() != _resolved_config_text():
+        sio.write_text(CONFIG, _resolved_config_text())
 
 
 wildcard_constraints:
@@ -158,10 +169,10 @@ LAUNCH = (
     " --cluster {resources.submitit_cluster:q} --partition={resources.slurm_partition:q}"
     " --account={resources.slurm_account:q} --gpus {resources.gpu} --cpus {resources.cpus_per_task}"
     " --mem-mb {resources.mem_mb} --time-min {resources.runtime}"
-    " -- {params.args:q} > {log:q} 2>&1"
+    " -- {params.args:q} --config {resources.run_config:q} > {log:q} 2>&1"
 )
 HEAVY_RESOURCES = dict(submitit_cluster="local", slurm_partition="", slurm_account="", gpu=0, cpus_per_task=1,
-                       mem_mb=4000, runtime=24 * 60)
+                       mem_mb=4000, runtime=24 * 60, run_config=RUN_CONFIG)
 
 
 # ----------------------------------------------------------------------------------------------------- training
@@ -186,7 +197,7 @@ def train_inputs(wildcards):
 def train_args(wildcards):
     out = run_dir(wildcards.run, wildcards.seed)
     # Snakemake reruns a job whose recipe changed (params digest); its old checkpoint is then stale, not resumable.
-    args = ["train", "--config", CONFIG, "--run", wildcards.run, "--seed", wildcards.seed, "--out", out,
+    args = ["train", "--run", wildcards.run, "--seed", wildcards.seed, "--out", out,
             "--stale-checkpoint", "restart"]
     return args + ckpt_args(init_runs(wildcards.run), wildcards.seed, flag="--init")
 
@@ -200,7 +211,7 @@ def eval_inputs(wildcards):
 
 def eval_args(wildcards, output):
     runs = eval_runs(wildcards.kind, wildcards.model)
-    args = ["evaluate", "--config", CONFIG, "--kind", wildcards.kind, "--model", wildcards.model]
+    args = ["evaluate", "--kind", wildcards.kind, "--model", wildcards.model]
     return args + ["--seed", wildcards.seed, "--out", output[0]] + ckpt_args(runs, wildcards.seed)
 
 
@@ -213,7 +224,7 @@ def eval_params(rule):
 
 
 def attack_args(wildcards, output):
-    args = ["attack", "--config", CONFIG, "--model", wildcards.model, "--seed", wildcards.seed, "--out", output[0]]
+    args = ["attack", "--model", wildcards.model, "--seed", wildcards.seed, "--out", output[0]]
     return args + ckpt_args(attack_runs(wildcards.model), wildcards.seed)
 
 

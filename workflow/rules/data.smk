@@ -14,10 +14,11 @@ if DIGITS:
         log:
             f"{R}/logs/make_dataset.log",
         params:
-            config=CONFIG,
             digest=digest("dataset"),
+        resources:
+            run_config=RUN_CONFIG,
         shell:
-            "python -m saccader make-dataset --config {params.config:q} > {log:q} 2>&1"
+            "python -m saccader make-dataset --config {resources.run_config:q} > {log:q} 2>&1"
 
 
 rule check_data:
@@ -32,7 +33,7 @@ rule check_data:
     benchmark:
         f"{R}/benchmarks/check_data.tsv"
     params:
-        args=lambda wc, output: ["check-data", "--config", CONFIG, "--stamp", output[0]],
+        args=lambda wc, output: ["check-data", "--stamp", output[0]],
         folder=f"{R}/logs/submitit/check_data",
         digest=digest("dataset"),
     resources:

@@ -4,7 +4,7 @@
 
 rule plan:
     input:
-        config=CONFIG,
+        config=RUN_CONFIG,  # the content-addressed copy (written while parsing; never rewritten)
         profile="slurm/config.yaml",
     output:
         f"{R}/plan.md",

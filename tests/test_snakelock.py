@@ -1,0 +1,70 @@
+"""Stale Snakemake locks (saccader/snakelock.py): released when their owner is dead, kept while another runs."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+from saccader import snakelock
+
+
+def locks(folder):
+    (folder / "locks").mkdir(parents=True, exist_ok=True)
+    for name in ("0.input.lock", "0.output.lock"):
+        (folder / "locks" / name).write_text("results/x\n")
+    return sorted((folder / "locks").iterdir())
+
+
+def register(folder, pid, start):
+    (folder / snakelock.REGISTRY).mkdir(parents=True, exist_ok=True)
+    (folder / snakelock.REGISTRY / f"{socket.gethostname()}.{pid}").write_text(start)
+
+
+def test_locks_of_a_killed_invocation_are_released(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    register(tmp_path, dead.pid, "123")
+    register(tmp_path, os.getppid(), "1")  # a live PID with another start time: a reused PID, not the owner
+    held = locks(tmp_path)
+    lines = []
+    assert snakelock.release_stale_locks(tmp_path, log=lines.append) == held
+    assert not any((tmp_path / "locks").iterdir()) and "stale lock" in lines[0]
+    assert [p.name for p in (tmp_path / snakelock.REGISTRY).iterdir()] == [f"{socket.gethostname()}.{os.getpid()}"]
+
+
+def test_locks_are_kept_while_another_invocation_runs(tmp_path):
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        register(tmp_path, alive.pid, snakelock.start_time(alive.pid))
+        held = locks(tmp_path)
+        assert snakelock.release_stale_locks(tmp_path, log=print) == []
+        assert sorted((tmp_path / "locks").iterdir()) == held
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def test_an_invocation_on_another_host_counts_as_alive(tmp_path):
+    (tmp_path / snakelock.REGISTRY).mkdir(parents=True)
+    (tmp_path / snakelock.REGISTRY / "some-other-host.1").write_text("1")
+    locks(tmp_path)
+    assert snakelock.release_stale_locks(tmp_path, log=print) == []
+
+
+def test_a_job_exits_once_its_snakemake_is_gone_and_not_on_another_host(tmp_path):
+    owner = subprocess.Popen(["sleep", "300"])
+    value = f"{socket.gethostname()}:{owner.pid}:{snakelock.start_time(owner.pid)}"
+    job = subprocess.Popen([sys.executable, "-c", "from saccader.snakelock import exit_with_snakemake as e; "
+                            "import time; e(0.05); print('up', flush=True); time.sleep(60)"],
+                           env={**os.environ, snakelock.OWNER: value}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert job.stdout.readline() == "up\n" and not snakelock.owner_gone(value)
+        owner.kill()
+        owner.wait()
+        assert job.wait(timeout=10) == -9 and snakelock.owner_gone(value)
+        assert not snakelock.owner_gone(f"some-other-host:{owner.pid}:1")  # a SLURM node cannot check it
+    finally:
+        owner.kill()
+        job.kill()
