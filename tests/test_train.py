@@ -237,3 +237,11 @@ def test_dram_hybrid_step_unrolls_its_monte_carlo_samples_as_one_batch(monkeypat
     assert torch.equal(rewards, expected)
     loss.backward()
     assert model.emission[0].weight.grad.abs().sum() > 0  # REINFORCE reaches the location weights
+
+
+@pytest.mark.parametrize("budget, steps", [(2, 2), (50, 5), (None, 5)])
+def test_steps_per_epoch_caps_an_epoch_never_extends_it(data, tmp_path, budget, steps):
+    # 48 train images - 8 dev = 40 at batch 8: 5 steps an epoch; the wet run's budget cuts an epoch short
+    budgets = {} if budget is None else {"steps_per_epoch": budget}
+    T.train(tiny_config(data, bagnet77_lowd=recipe(epochs=2, **budgets)), "bagnet77_lowd", 0, tmp_path)
+    assert torch_load(tmp_path / "checkpoint.pt")["scheduler"]["last_epoch"] == 2 * steps  # optimiser steps taken
