@@ -13,9 +13,9 @@ For each training run (default: BagNet-77-lowD and ResNet-v2-50; ``--all-runs``:
   the run's resolution already on the device, in fp32 and in bf16 autocast with channels_last; no data, no waits.
   The loop's rate over the synthetic one is the share of the GPU the loop keeps busy.
 
-Nothing here sets a backend flag: the real loop runs first and sets what training sets (cudnn, TF32: train()'s
-choices), and the synthetic steps after it run under the same settings. ``--json`` (default
-``results/benchmarks/gpu_train.json``) gets the measured images/s per (run, precision, resolution) for
+Nothing here sets a backend flag: the real loop runs first and sets what training sets (``cudnn.benchmark``, in
+``saccader.distributed.init``; TF32 convolutions are PyTorch's default), and the synthetic steps after it run under
+the same settings. ``--json`` (default ``results/benchmarks/gpu_train.json``) gets the measured images/s per (run, precision, resolution) for
 ``saccader plan``: the real loop's where measured, else the synthetic step's.
 
 The projection of the paper-scale cost of ``all``: for each run, epochs x training images (ImageNet train minus the

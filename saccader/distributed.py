@@ -31,7 +31,8 @@ def init(device: str | torch.device | None = None) -> torch.device:
     """Join the process group when launched with several tasks (submitit or torchrun) and return this task's device.
 
     ``device`` None means CUDA when available, else CPU. A CUDA device without an index becomes ``cuda:LOCAL_RANK``
-    (made the current device, and the process group is bound to it), so the tasks of a node use one GPU each.
+    (made the current device, and the process group is bound to it), so the tasks of a node use one GPU each; on
+    CUDA, cuDNN autotunes its convolutions (``cudnn.benchmark``).
     One process: no process group, and ``cuda`` is ``cuda:0``.
     """
     _export_submitit_environment()
@@ -40,6 +41,9 @@ def init(device: str | torch.device | None = None) -> torch.device:
         if dev.index is None:
             dev = torch.device("cuda", local_rank())
         torch.cuda.set_device(dev)
+        # Every job feeds fixed shapes (one resolution, drop-last training batches, fixed glimpse sizes): let cuDNN
+        # time its convolution algorithms once per shape and keep the fastest.
+        torch.backends.cudnn.benchmark = True
     if dist.is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return dev
     backend = "nccl" if dev.type == "cuda" else "gloo"

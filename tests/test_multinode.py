@@ -62,7 +62,9 @@ def test_each_task_takes_the_gpu_of_its_local_rank(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("LOCAL_RANK", "3")
     monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     assert distributed.init() == torch.device("cuda", 3)
+    assert torch.backends.cudnn.benchmark  # fixed shapes: cuDNN picks its fastest algorithms once
     assert calls == {"set_device": torch.device("cuda", 3), "backend": "nccl", "device_id": torch.device("cuda", 3),
                      "timeout": calls["timeout"]}
     calls.clear()
