@@ -15,8 +15,8 @@ For each training run (default: BagNet-77-lowD and ResNet-v2-50; ``--all-runs``:
 
 Nothing here sets a backend flag: the real loop runs first and sets what training sets (``cudnn.benchmark``, in
 ``saccader.distributed.init``; TF32 convolutions are PyTorch's default), and the synthetic steps after it run under
-the same settings. ``--json`` (default ``results/benchmarks/gpu_train.json``) gets the measured images/s per (run, precision, resolution) for
-``saccader plan``: the real loop's where measured, else the synthetic step's.
+the same settings. ``--json`` (default ``results/benchmarks/gpu_train.json``) gets the measured images/s per (run,
+precision, resolution) for ``saccader plan``: the real loop's where measured, else the synthetic step's.
 
 The projection of the paper-scale cost of ``all``: for each run, epochs x training images (ImageNet train minus the
 dev split) x seeds / its measured bf16 images/s, in GPU-hours; runs not measured take the images/s of the measured
