@@ -76,7 +76,8 @@ def build_executor(args) -> submitit.AutoExecutor:
     if args.cluster == "local" and args.warm_start:  # fork the job from a server that has torch imported
         extra["local_python"] = f"{shlex.quote(sys.executable)} -m saccader.warmstart --threads {args.cpus}"
     executor = submitit.AutoExecutor(folder=args.folder, cluster=args.cluster,
-                                     slurm_max_num_timeout=args.max_requeues, **extra)
+                                     slurm_max_num_timeout=args.max_requeues, local_max_num_timeout=args.max_requeues,
+                                     **extra)
     params = dict(name=args.name or args.command[0], timeout_min=args.time_min, cpus_per_task=args.cpus,
                   # one task per GPU, as DINO's launcher: saccader.distributed joins them into one process group
                   gpus_per_node=args.gpus, tasks_per_node=max(1, args.gpus), nodes=args.nodes,
@@ -87,6 +88,8 @@ def build_executor(args) -> submitit.AutoExecutor:
     if args.account:
         params["slurm_account"] = args.account
     executor.update_parameters(**params)
+    if args.cluster == "local":  # AutoExecutor takes no signal delay for local jobs; the LocalExecutor itself does
+        executor._executor.update_parameters(signal_delay_s=args.signal_delay_s)
     return executor
 
 

@@ -230,6 +230,9 @@ def test_launcher_maps_resources_to_sbatch_and_requeues_the_same_command(tmp_pat
                  "--cpus-per-task=6", "--mem=64000MB", "--time=90", "--signal=USR2@77", "--job-name=train"):
         assert f"#SBATCH {flag}\n" in sbatch
     assert executor._executor.max_num_timeout == 5  # executor.max_requeues of the experiment config
+    local = launcher.build_executor(launcher.parse_args(["--folder", str(tmp_path), "--no-warm-start", "--",
+                                                         *command]))._executor
+    assert local.parameters["signal_delay_s"] == 77 and local.max_num_timeout == 5  # local jobs honour them too
     job = launcher.SaccaderJob(args.command, threads=args.cpus)
     again = job.checkpoint().function  # what submitit requeues on preemption or time-out
     assert again.argv == command and again.threads == 6
