@@ -27,7 +27,7 @@ LEVEL = 0.95
 # A model is called robust to PGD when its PGD accuracy keeps at least this fraction of its clean accuracy and
 # stays above chance. The paper's models keep at most 7.6 % (BagNet-77-lowD: 5.5 / 72.0, Table Supp.6); half is a
 # generous bar. A model near chance on clean images has nothing to lose, so the ratio alone would call it robust
-# (an embedded DRAM at 11.9 % clean, 6.2 % under PGD: 0.52); accuracy at or below guessing under attack is not
+# (a near-chance DRAM once passed that way); accuracy at or below guessing under attack is not
 # robustness ("meaningfully robust", Appendix D).
 ROBUST_FRACTION = 0.5
 

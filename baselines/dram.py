@@ -116,7 +116,7 @@ class DRAM(nn.Module):
         return self._crop(self._source(images), locations, glimpse_size, use_resolution)
 
     def _source(self, images: torch.Tensor) -> torch.Tensor:
-        """[image, y, x]: built once per unroll, not once per step (its concatenation was 13 % of a CPU step)."""
+        """[image, y, x]: built once per unroll, not once per step (a per-step concatenation weighs on a CPU step)."""
         n, _, h, w = images.shape
         if h != w:
             raise UserError(f"DRAM needs square images, got {h}x{w}", "resize the images to a square")

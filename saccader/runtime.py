@@ -9,11 +9,10 @@ log = logging.getLogger(__name__)
 
 # glibc mallopt parameters (malloc.h). By default glibc hands freed memory back to the kernel (trim at 128 KB,
 # mmap for blocks over 128 KB-32 MB), so every training step of a CPU job maps, faults in and zeroes its activation
-# buffers again: about a tenth of a job's CPU time was kernel time. Keeping the freed memory in the heap makes a
-# training step up to 10 % faster alone and 4-6 % with two jobs side by side (bench/malloc.py, bench/README.md),
-# with peak memory within 1 %. No PyTorch or ecosystem API sets this (the usual advice is to preload jemalloc or
-# tcmalloc, which are not installed here); the allocator never changes a number that is computed, so weights and
-# results stay bitwise the same.
+# buffers again, in kernel time. Keeping the freed memory in the heap spares that work at about the same peak
+# memory (bench/malloc.py measures both per embedded run; figures in bench/README.md). No PyTorch or ecosystem
+# API sets this (the usual advice is to preload jemalloc or tcmalloc, which are not installed here); the allocator
+# never changes a number that is computed, so weights and results stay bitwise the same.
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 KEEP_FREED = {_M_MMAP_THRESHOLD: 1 << 30, _M_TRIM_THRESHOLD: 1 << 30, _M_TOP_PAD: 1 << 28}
 

@@ -446,9 +446,9 @@ def _to(images, device: torch.device, channels_last: bool = False, standardize=N
 
 
 def use_channels_last(rec: dict, device: torch.device) -> bool:
-    """The recipe's ``channels_last``; by default on CUDA only. On CPU it is a per-run choice, measured per run by
-    bench/cpu_channels_last.py: a step 1.1-1.9x faster for every embedded run (NASNet's separable convolutions
-    most), though torch's channels_last BatchNorm is less exact on CPU (tests/test_models.py)."""
+    """The recipe's ``channels_last``; by default on CUDA only. On CPU it is a per-run choice, because the gain
+    differs by model and CPU (bench/cpu_channels_last.py measures it per run), and torch's channels_last BatchNorm is
+    less exact on CPU (tests/test_models.py)."""
     return bool(rec.get("channels_last", device.type == "cuda"))
 
 
@@ -460,9 +460,9 @@ def cpu_has_native_bf16() -> bool:
 
 def use_bf16(rec: dict, device: torch.device) -> bool:
     """The recipe's ``bf16`` (autocast of the training and dev forwards); by default on CUDA only. On CPU it is a per-run
-    choice that needs native bf16 (``cpu_has_native_bf16``): there a BagNet step is 1.5x faster with AMX and
-    1.6-2.3x faster with AVX512-BF16 (bench/cpu_bf16.py), while NASNet's depthwise convolutions get slower; without
-    either, bf16 is emulated and slow, so such a CPU trains in fp32 (and says so)."""
+    choice that needs native bf16 (``cpu_has_native_bf16``): there convolution-heavy steps get faster while
+    NASNet's depthwise convolutions get slower (bench/cpu_bf16.py measures each run); without either, bf16 is
+    emulated and slow, so such a CPU trains in fp32 (and says so)."""
     if not rec.get("bf16", device.type == "cuda"):
         return False
     if device.type == "cpu" and not cpu_has_native_bf16():

@@ -144,7 +144,7 @@ class Saccader(nn.Module):
         feats = mixed.flatten(2)                                   # (N, d, L)
         flat_logits = logits2d.flatten(2)                          # (N, C, L)
         # Row-vector x matrix bmm products instead of einsum: einsum lowers two of these contractions to batched
-        # matrix-vector products plus a copy of F per step, 10x slower on CPU (bench/p1_saccader_inference.py).
+        # matrix-vector products plus a copy of F per step, much slower on CPU (bench/p1_saccader_inference.py).
         feats_t = feats.transpose(1, 2)                           # (N, L, d), a view
         space = (self.a @ feats) / math.sqrt(d)                    # (N, L)
         visited = feats.new_zeros(n, cells)
