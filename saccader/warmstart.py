@@ -392,8 +392,26 @@ def _stdio_fds() -> list[int]:
     return fds
 
 
+_PENDING: list[int] = []  # signals caught before the job's pid was known
+
+
 def run_forked(threads: int, module: str, args: list[str], idle_s: float = IDLE_S) -> int:
     """Run ``python -m module args`` as a child of the server; return its exit code (or die by its signal)."""
+    # Signals are caught from before the request: the job can start (and its submitter see it run) before the
+    # server's reply with its pid reaches us, and a signal in that gap must reach the job, not kill this client.
+    job = {"pid": None}
+
+    def forward(signum, _frame):
+        if job["pid"] is None:
+            _PENDING.append(signum)
+            return
+        try:
+            os.kill(job["pid"], signum)
+        except ProcessLookupError:
+            pass
+
+    for sig in FORWARDED:
+        signal.signal(sig, forward)
     for _ in range(3):  # a server that went idle between connect and request: start another
         sock = connect_or_start(threads, idle_s)
         request = {"module": module, "args": args, "cwd": os.getcwd(), "env": dict(os.environ)}
@@ -407,16 +425,9 @@ def run_forked(threads: int, module: str, args: list[str], idle_s: float = IDLE_
         sock.close()
     else:
         raise WarmStartUnavailable("the server closed every connection before taking the job")
-    pid = reply["pid"]
-
-    def forward(signum, _frame):
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
-
-    for sig in FORWARDED:
-        signal.signal(sig, forward)
+    job["pid"] = reply["pid"]
+    while _PENDING:
+        forward(_PENDING.pop(0), None)
     # The job has started: from here no error may fall back to a fresh interpreter, which would run it again.
     try:
         reply = _recv(sock)
@@ -462,6 +473,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_forked(args.threads, module, module_args, args.idle_s)
     except (WarmStartUnavailable, OSError) as exc:
         print(f"warmstart: {exc}; running a fresh interpreter instead", file=sys.stderr, flush=True)
+        for sig in FORWARDED:
+            signal.signal(sig, signal.SIG_DFL)
+        for signum in _PENDING:  # no job started: a signal sent meanwhile acts as on a plain interpreter
+            os.kill(os.getpid(), signum)
         os.execv(sys.executable, [sys.executable, *python_args])
 
 
