@@ -23,7 +23,7 @@ from cleverhans.torch.attacks.projected_gradient_descent import projected_gradie
 from cleverhans.torch.attacks.spsa import _margin_logit_loss, _project_perturbation
 from torch import nn
 
-from saccader import results
+from saccader import catalog, results
 from saccader.config import add_config_argument
 from saccader.errors import UserError
 
@@ -31,16 +31,14 @@ log = logging.getLogger(__name__)
 
 __all__ = ["MODELS", "required_runs", "Standardized", "spsa", "spsa_gradient", "partial_dir", "attack", "register"]
 
-# Attacked models (Table Supp.6); each is its own training run.
-MODELS = ("saccader", "dram", "resnet_v2_50", "bagnet77_lowd")
-_GLIMPSE_MODELS = ("saccader", "dram")
+# Attacked models (Table Supp.6, ``saccader.catalog.ATTACKS``); each is its own training run.
+MODELS = tuple(catalog.ATTACKS)
+_GLIMPSE_MODELS = tuple(m for m, glimpses in catalog.ATTACKS.items() if glimpses)
 
 
 def required_runs(model: str) -> list[str]:
     """Training runs whose ``model.pt`` the attack on ``model`` loads."""
-    if model not in MODELS:
-        raise UserError(f"no attack job for model {model!r}", f"use one of {', '.join(MODELS)}")
-    return [model]
+    return [catalog.known("attacked model", model, MODELS)]
 
 
 class Standardized(nn.Module):

@@ -31,17 +31,6 @@ REQUIRED = ("format", "saccader_version", "run", "model", "overrides", "num_clas
 INPUT_KEYS = ("image_size", "resolution", "high_res_size", "crop_padding_fraction", "mean", "std")
 
 
-def _overrides(config: dict, name: str) -> dict:
-    """Constructor overrides exactly as ``models.from_config`` resolves them (composites take their parts')."""
-    from saccader.models import _COMPOSITE
-
-    models = config.get("models", {}) or {}
-    overrides = dict(models.get(name, {}) or {})
-    for key, part in _COMPOSITE.get(name, {}).items():
-        overrides.setdefault(key, dict(models.get(part, {}) or {}))
-    return overrides
-
-
 def _test_pointer(config: dict, run: str, seed: int) -> dict | None:
     """Where the workflow's evaluation job puts this run's test accuracy (``workflow/rules/evaluate.smk``)."""
     from saccader.evaluate import JOBS
@@ -63,6 +52,7 @@ def make_card(config: dict, run: str, seed: int, dev_top1: float | None, dev_top
     """The card of training run ``run`` / ``seed`` under ``config`` (its dataset must be readable: class names)."""
     from saccader import __version__, results
     from saccader.data.folder import _check_layout
+    from saccader.models import config_overrides
     from saccader.train import _resolution, fingerprint, recipe
 
     rec, ds = recipe(config, run), config["dataset"]
@@ -70,7 +60,7 @@ def make_card(config: dict, run: str, seed: int, dev_top1: float | None, dev_top
     return {
         "format": FORMAT, "saccader_version": __version__, "code_version": results.code_version(),
         "run": run, "seed": seed, "stage": rec["stage"], "model": rec["model"],
-        "overrides": _overrides(config, rec["model"]),
+        "overrides": config_overrides(rec["model"], config),
         "num_classes": ds["num_classes"], "label_offset": ds["label_offset"], "class_names": classes,
         "dataset": ds["name"],
         "input": {"image_size": ds["image_size"], "resolution": _resolution(config, rec),

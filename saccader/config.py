@@ -66,11 +66,29 @@ def _describe(error) -> str:
     return f"config key {where} = {error.instance!r} is invalid: {error.message}"
 
 
+def _catalog_problem(config: dict) -> str | None:
+    """The first name of the config that the experiment catalog does not know (a run's stage or model, an
+    evaluated policy), as the schema's enum message: the catalog, not the schema, holds those vocabularies."""
+    from saccader import catalog
+
+    names = [(f"train.{run}.{key}", (rec or {}).get(key), allowed)
+             for run, rec in (config.get("train") or {}).items()
+             for key, allowed in (("stage", list(catalog.STAGES)), ("model", list(catalog.MODELS)))]
+    names += [(f"evaluate.policies.{i}", name, catalog.engineered_policies())
+              for i, name in enumerate((config.get("evaluate") or {}).get("policies") or [])]
+    for where, name, allowed in names:
+        if name is not None and name not in allowed:
+            return f"config key {where} = {name!r} is not allowed; use one of {allowed}"
+    return None
+
+
 def validate(config: dict, source: str = "config") -> dict:
     """Validate ``config`` in place (defaults filled) and return it; raise ``UserError`` on the first problem."""
     errors = sorted(_Validator(load_schema()).iter_errors(config), key=lambda e: (len(e.absolute_path), e.path))
     if errors:
         raise UserError(f"{source}: {_describe(errors[0])}")
+    if (problem := _catalog_problem(config)) is not None:
+        raise UserError(f"{source}: {problem}")
     return config
 
 
@@ -182,3 +200,4 @@ def add_config_argument(parser) -> None:
     parser.add_argument("--config", required=True, action="append", metavar="YAML",
                         help="experiment config; repeat to merge overlays in order, as Snakemake's --configfile: "
                              "--config config.yaml --config config/embedded.yaml")
+

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from saccader import catalog
 from saccader.errors import UserError
 from saccader.io import atomic_path
 
@@ -31,8 +32,7 @@ COLUMNS: dict[str, str] = {
     "config_hash": "str",
     "code_version": "str",
 }
-EXPERIMENTS = {"glimpses", "full_image", "occlusion", "nasnet", "robustness"}
-POLICIES = {"saccader", "random", "ordered_logits", "sobel_mean", "sobel_var", "dram", "full_image"}
+EXPERIMENTS = {*catalog.EVALUATIONS, "robustness"}  # the evaluation kinds and the attacks
 METRICS = {"top1", "top5", "area", "occluded_top1", "occluded_top5", "clean_acc", "pgd_acc", "spsa_acc"}
 
 
@@ -44,7 +44,8 @@ def validate(df: pd.DataFrame, source: str = "results") -> pd.DataFrame:
         raise UserError(f"{source}: columns differ from the results schema (missing {sorted(missing)}, "
                         f"unexpected {sorted(extra)})", "write results with saccader.results.save")
     df = df[list(COLUMNS)].astype(COLUMNS)
-    for column, allowed in (("experiment", EXPERIMENTS), ("policy", POLICIES), ("metric", METRICS)):
+    policies = {*catalog.policies(), "full_image"}  # the catalog's glimpse policies; full-image references
+    for column, allowed in (("experiment", EXPERIMENTS), ("policy", policies), ("metric", METRICS)):
         bad = set(df[column]) - allowed
         if bad:
             raise UserError(f"{source}: unknown {column} {sorted(bad)}", f"use one of {sorted(allowed)}")

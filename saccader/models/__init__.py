@@ -14,36 +14,21 @@ from __future__ import annotations
 import importlib
 import inspect
 
+from saccader import catalog
 from saccader.errors import UserError
 
-__all__ = ["create", "from_config", "load", "list_models", "allowed_overrides", "count_parameters"]
-
-# name -> ("module:constructor", fixed constructor arguments that define the variant)
-_REGISTRY = {
-    "bagnet77_lowd": ("saccader.models.bagnet:BagNet", {}),
-    "bagnet77": ("saccader.models.bagnet:BagNet", {"lowd_dim": None}),
-    "resnet_v2_50": ("baselines.resnet_v2:ResNetV2", {}),
-    "saccader": ("saccader.models.saccader:Saccader", {}),
-    "saccader_no_attention": ("saccader.models.saccader:Saccader", {"attention": False}),
-    "dram": ("baselines.dram:DRAM", {}),
-    "nasnet_a_large": ("baselines.nasnet:nasnet_a_large", {}),
-    "saccader_nasnet": ("baselines.nasnet:SaccaderNASNet", {}),
-}
-
-# saccader_nasnet is built from the config's saccader and NASNet entries unless it names its own.
-_COMPOSITE = {"saccader_nasnet": {"saccader": "saccader", "nasnet": "nasnet_a_large"}}
+__all__ = ["create", "config_overrides", "from_config", "load", "list_models", "allowed_overrides", "count_parameters"]
 
 
 def list_models() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(catalog.MODELS)
 
 
 def _constructor(name: str):
-    if name not in _REGISTRY:
-        raise UserError(f"unknown model {name!r}", f"use one of {', '.join(list_models())}")
-    target, fixed = _REGISTRY[name]
-    module, attr = target.split(":")
-    return getattr(importlib.import_module(module), attr), fixed
+    """The constructor of catalog model ``name`` and its fixed arguments (``saccader.catalog.MODELS``)."""
+    entry = catalog.MODELS[catalog.known("model", name, list_models())]
+    module, attr = entry.constructor.split(":")
+    return getattr(importlib.import_module(module), attr), dict(entry.fixed)
 
 
 def allowed_overrides(name: str) -> list[str]:
@@ -67,13 +52,19 @@ def create(name: str, num_classes: int, **overrides):
     return fn(num_classes=num_classes, **fixed, **args)
 
 
-def from_config(name: str, config: dict):
-    """``create(name, dataset.num_classes, **models[name])``; composite models take their parts' entries too."""
+def config_overrides(name: str, config: dict) -> dict:
+    """The constructor overrides of ``name`` in ``config['models']``; a composite model takes its parts' entries
+    unless it names its own (``saccader.catalog.MODELS``)."""
     models = config.get("models", {}) or {}
     overrides = dict(models.get(name, {}) or {})
-    for key, part in _COMPOSITE.get(name, {}).items():
+    for key, part in catalog.MODELS[catalog.known("model", name, list_models())].parts:
         overrides.setdefault(key, dict(models.get(part, {}) or {}))
-    return create(name, config["dataset"]["num_classes"], **overrides)
+    return overrides
+
+
+def from_config(name: str, config: dict):
+    """``create(name, dataset.num_classes, **models[name])``; composite models take their parts' entries too."""
+    return create(name, config["dataset"]["num_classes"], **config_overrides(name, config))
 
 
 def load(path, device=None):

@@ -1,7 +1,7 @@
 # Config resolution and the path / argument helpers of every rule. The experiment's structure (runs, their
 # initialisations, evaluation jobs, attacked models, figures) comes from the package itself, so the DAG and the
-# code cannot disagree: saccader.train.init_runs, saccader.evaluate.JOBS / required_runs,
-# baselines.attacks.MODELS / required_runs, analysis.TARGETS.
+# code cannot disagree: saccader.config.init_runs, saccader.catalog.EVALUATIONS / required_runs,
+# saccader.catalog.ATTACKS, analysis.TARGETS. Nothing imported here imports torch (tests/test_catalog.py).
 import fnmatch
 import functools
 import hashlib
@@ -14,6 +14,7 @@ import yaml
 
 from snakemake.logging import logger
 
+from saccader import catalog
 from saccader import io as sio
 from saccader.errors import UserError
 from saccader.config import check_cluster_tools, check_dataset_root, check_profile_resources, validate
@@ -118,27 +119,19 @@ def init_runs(run):
 
 
 def eval_jobs():
-    from saccader.evaluate import JOBS
-
-    return JOBS
+    return catalog.EVALUATIONS
 
 
 def eval_runs(kind, model):
-    from saccader.evaluate import required_runs
-
-    return required_runs(kind, model)
+    return catalog.required_runs(kind, model)
 
 
 def attack_models():
-    from baselines.attacks import MODELS
-
-    return list(MODELS)
+    return list(catalog.ATTACKS)
 
 
 def attack_runs(model):
-    from baselines.attacks import required_runs
-
-    return required_runs(model)
+    return [catalog.known("attacked model", model, catalog.ATTACKS)]
 
 
 def analysis_targets():
