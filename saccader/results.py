@@ -5,8 +5,6 @@ One row per measurement; files are validated when written and when read, and wri
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import subprocess
 from pathlib import Path
@@ -73,8 +71,9 @@ def load(paths) -> pd.DataFrame:
 
 def config_hash(config: dict) -> str:
     """A short stable hash of a resolved config (keys sorted)."""
-    blob = json.dumps(config, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:12]
+    from saccader.config import digest
+
+    return digest(config, length=12)
 
 
 def code_version() -> str:

@@ -32,8 +32,6 @@ statistics are those of each micro-batch, as per-core batch norm on the paper's 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import sys
 import time
@@ -47,8 +45,9 @@ from tqdm import tqdm
 
 from saccader import checkpoint, distributed, io, losses
 from saccader.cli import parse_run_dirs
-from saccader.config import add_config_argument, load
-from saccader.data.folder import LOADING_KEYS
+# recipe, init_runs, split_problem, check_layout: torch-free, so the workflow reads them while it parses
+from saccader.config import (RUN_EXECUTION_KEYS, add_config_argument, check_layout, digest, init_runs,  # noqa: F401
+                             load, recipe, split_problem)
 from saccader.errors import UserError
 from saccader.schedule import build_scheduler
 
@@ -64,19 +63,6 @@ SAMPLING_STAGES = ("reinforce", "dram")  # objectives whose baseline b depends o
 
 
 # --------------------------------------------------------------------------------------------------- recipes
-
-def recipe(config: dict, run: str) -> dict:
-    """The ``train.<run>`` recipe of ``config``; an unknown run is a UserError listing the known ones."""
-    runs = config.get("train") or {}
-    if run not in runs:
-        raise UserError(f"unknown training run {run!r}", f"use one of {', '.join(sorted(runs)) or '(none configured)'}")
-    return runs[run]
-
-
-def init_runs(run: str, config: dict) -> list[str]:
-    """The runs whose final weights ``run`` starts from (the workflow's DAG edges)."""
-    return list(recipe(config, run).get("init_from", []))
-
 
 def _resolution(config: dict, rec: dict) -> int:
     return config["dataset"]["high_res_size" if rec.get("resolution") == "high_res" else "image_size"]
@@ -489,37 +475,6 @@ def _check_recipe(run: str, rec: dict, world: int, micro_batch: int = 0) -> None
         raise UserError(f"train.{run}: {problem[0]}", problem[1])
 
 
-def split_problem(batch: int, world: int, micro_batch: int = 0) -> tuple[str, str] | None:
-    """Why the global ``batch`` cannot be cut over ``world`` ranks and micro-batches of ``micro_batch`` images (the
-    problem and its fix), or None. Also what the workflow checks before it submits a job."""
-    if micro_batch < 0:
-        return f"micro-batch {micro_batch} is negative", "use 0 (no accumulation) or a positive number of images"
-    if batch % world:
-        return (f"batch_size = {batch} does not divide among {world} processes (nodes x GPUs)",
-                "use a number of nodes x GPUs that divides the global batch (the batch is the paper's)")
-    share = batch // world
-    if micro_batch and share % micro_batch:
-        return (f"micro-batch {micro_batch} does not divide the {share} images of each of the {world} processes "
-                f"(batch_size {batch})", f"use a micro-batch that divides {share} (or 0 for no accumulation)")
-    return None
-
-
-def check_layout(config: dict, resources: dict) -> None:
-    """Every run's global batch cuts into the ``train`` rule's profile resources ``nodes`` x ``gpu`` tasks and
-    ``micro_batch`` images (values or ``snakemake.resources.Resource``); else a UserError naming the run, the numbers
-    and the fix. The workflow calls it while parsing, before any job is submitted."""
-    value = lambda key: int(getattr(resources[key], "value", resources[key]))  # noqa: E731
-    nodes, gpus, micro = value("nodes"), value("gpu"), value("micro_batch")
-    where = f"profile resources of rule train: nodes={nodes}, gpu={gpus}, micro_batch={micro}"
-    if nodes < 1:
-        raise UserError(f"{where}: nodes must be at least 1", "set nodes to 1 or more under set-resources: train:")
-    for run, rec in sorted((config.get("train") or {}).items()):
-        problem = split_problem(rec["batch_size"], nodes * max(1, gpus), micro)
-        if problem:
-            raise UserError(f"rule train, run {run}: {problem[0]} ({where})",
-                            f"{problem[1]}: under set-resources: train: in the profile")
-
-
 class _Health:
     """The first non-finite mean loss of the epoch and its step, kept on the device (the step never waits for the
     GPU to know it); :meth:`check` reads it, at checkpoints, at the end of the epoch and every SYNC_EVERY steps."""
@@ -538,19 +493,13 @@ class _Health:
         return (step, float(self.value)) if step else None
 
 
-# Recipe and dataset keys that never change the weights a run ends with: changing them keeps its checkpoint valid.
-_EXECUTION_KEYS = {"checkpoint_every", "eval_every", "eval_batch_size", "paper_lr", "paper_batch_size", "root",
-                   *LOADING_KEYS}
-
-
 def fingerprint(config: dict, run: str) -> str:
     """Hash of what decides the weights of ``run``: its recipe, the ``models`` and ``dataset`` sections (execution
-    settings left out). Stored in the checkpoint so that a resume never mixes two configs."""
+    settings left out: ``saccader.config.RUN_EXECUTION_KEYS``). Stored in the checkpoint so that a resume never
+    mixes two configs."""
     part = {"run": run, "recipe": recipe(config, run), "models": config.get("models") or {},
             "dataset": config["dataset"]}
-    part = {k: {kk: vv for kk, vv in v.items() if kk not in _EXECUTION_KEYS} if isinstance(v, dict) else v
-            for k, v in part.items()}
-    return hashlib.sha256(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return digest(part, RUN_EXECUTION_KEYS)
 
 
 STALE_CHOICES = ("error", "restart")

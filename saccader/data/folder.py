@@ -26,9 +26,7 @@ from saccader.errors import UserError
 log = logging.getLogger("saccader.data")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 SPLIT_FOLDERS = {"train": "train", "dev": "train", "test": "val"}
-# dataset keys that say how images are loaded, never which: changing one changes no result (no Snakemake rerun,
-# checkpoints stay resumable)
-LOADING_KEYS = ("num_workers", "cache_images")
+from saccader.config import LOADING_KEYS  # noqa: E402,F401 (how images are loaded, never which)
 
 
 def split_train_dev(relpaths, dev_size: int, salt: str = "saccader-dev") -> tuple[list[str], list[str]]:

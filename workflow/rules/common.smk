@@ -5,7 +5,6 @@
 import fnmatch
 import functools
 import hashlib
-import json
 import os
 import sys
 from pathlib import Path
@@ -17,8 +16,8 @@ from snakemake.logging import logger
 from saccader import catalog
 from saccader import io as sio
 from saccader.errors import UserError
-from saccader.config import check_cluster_tools, check_dataset_root, check_profile_resources, validate
-from saccader.data.folder import LOADING_KEYS
+from saccader.config import (check_cluster_tools, check_dataset_root, check_profile_resources, init_runs as _init_runs,
+                             job_digest, validate)
 from saccader.snakelock import OWNER, owner_value, release_stale_locks
 
 # A Snakemake killed with SIGKILL leaves its locks: release them when no other invocation runs, so that rerunning
@@ -92,11 +91,7 @@ def digest(*keys, **extra):
     """Short hash of the config sections a job depends on: a rule param, so that Snakemake reruns exactly the jobs
     whose part of the config changed (rerun trigger 'params') and no others. Execution settings (data-loader
     workers, the image cache, the executor section, resources) are left out: they never change a result."""
-    part = {k: config.get(k) for k in keys}
-    if "dataset" in part:
-        part["dataset"] = {k: v for k, v in part["dataset"].items() if k not in LOADING_KEYS}
-    part.update(extra)
-    return hashlib.sha256(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return job_digest(config, *keys, **extra)
 
 
 def run_dir(run, seed):
@@ -113,8 +108,6 @@ def ckpt_args(runs, seed, flag="--ckpt"):
 
 
 def init_runs(run):
-    from saccader.train import init_runs as _init_runs
-
     return _init_runs(run, config)
 
 
