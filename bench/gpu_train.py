@@ -170,7 +170,7 @@ def forward_rate(config: dict, model_name: str, batch: int, device: torch.device
 
     model = from_config(model_name, config).to(device).eval().requires_grad_(False)
     if hasattr(model, "glimpse_gradient"):
-        model.glimpse_gradient = True  # DRAM, as the attack job sets it (baselines/attacks.py)
+        model.glimpse_gradient = True  # DRAM, as the attack job sets it (saccader/attack.py)
     model = model.to(memory_format=torch.channels_last)
     t = config["attack"]["num_glimpses"] if model_name in ("saccader", "dram") else None
     res = config["dataset"]["image_size"]
@@ -319,7 +319,7 @@ def main(argv=None) -> int:
     rows += plan
     rows.append({"total_train_gpu_hours": sum(r["gpu_hours"] for r in plan), "config": args.config})
     if args.attacks:
-        from baselines.attacks import MODELS
+        from saccader.attack import MODELS
 
         fwd = {m: forward_rate(config, m, args.batch, device, args.steps) for m in MODELS}
         fwd_bwd = {m: forward_rate(config, m, args.batch, device, args.steps, backward=True) for m in MODELS}

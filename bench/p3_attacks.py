@@ -93,7 +93,7 @@ def pretrain(fn: nn.Module, config: dict, steps: int, batch: int = 64, lr: float
 
 def images(config: dict, n: int) -> torch.Tensor:
     try:
-        from baselines.attacks import _subset
+        from saccader.attack import _subset
 
         subset = _subset(config)
         return torch.stack([subset[i][0] for i in range(min(n, len(subset)))]).clamp(0, 1)

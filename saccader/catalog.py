@@ -1,6 +1,7 @@
 """The experiment catalog: every name the experiment is built from, declared once, importable without torch.
 
-    STAGES       training objectives (``train.<run>.stage``)
+    STAGES       training stages (``train.<run>.stage``), each implemented by an ``@objective(stage)`` class next to
+                 its model's code (``saccader/objectives.py``, ``baselines/dram.py``)
     MODELS       registry names -> constructor, fixed arguments, composite parts, label (``saccader.models``)
     RUNS         runs the evaluation and the figures name, with their labels (the Saccader ablations are traces)
     policies()   glimpse policies with label and figure order: the learned ones (Saccader, DRAM) are declared here;
@@ -19,13 +20,14 @@ from __future__ import annotations
 
 import ast
 import functools
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from saccader.errors import UserError
 
-__all__ = ["Stage", "Model", "Policy", "STAGES", "MODELS", "RUNS", "EVALUATIONS", "ATTACKS", "FULL_IMAGE",
+__all__ = ["Stage", "Model", "Policy", "STAGES", "objective", "objective_class", "MODELS", "RUNS", "EVALUATIONS", "ATTACKS", "FULL_IMAGE",
            "policy", "policies", "engineered_policies", "policy_function", "traces", "label", "known",
            "required_runs", "glimpse_source"]
 
@@ -36,17 +38,37 @@ __all__ = ["Stage", "Model", "Policy", "STAGES", "MODELS", "RUNS", "EVALUATIONS"
 class Stage:
     name: str
     objective: str  # what it minimises, by the paper's equation
-    samples: bool = False  # its REINFORCE baseline b depends on sampled trajectories (micro-batches: a pre-pass)
+    module: str  # where its ``@objective(name)`` class is (imported only to train)
 
 
 STAGES: dict[str, Stage] = {s.name: s for s in (
-    Stage("classify", "eq 4 / eq 7: cross-entropy on the full image (BagNets on mean logits, ResNet, NASNet)"),
-    Stage("location_pretrain", "eq 5: the location path learns the cells in descending order of logit"),
-    Stage("reinforce", "eq 6: REINFORCE over S sampled trajectories + cross-entropy", samples=True),
-    Stage("dram_pretrain", "DRAM classification pre-training on random glimpses (Appendix C)"),
-    Stage("dram", "DRAM hybrid loss: cross-entropy + REINFORCE over S samples (Appendix C)", samples=True),
-    Stage("glimpse_finetune", "cross-entropy of a NASNet on the patches a frozen Saccader picks (Tables Supp.2-3)"),
+    Stage("classify", "eq 4 / eq 7: cross-entropy on the full image (BagNets on mean logits, ResNet, NASNet)",
+          "saccader.objectives"),
+    Stage("location_pretrain", "eq 5: the location path learns the cells in descending order of logit",
+          "saccader.objectives"),
+    Stage("reinforce", "eq 6: REINFORCE over S sampled trajectories + cross-entropy", "saccader.objectives"),
+    Stage("dram_pretrain", "DRAM classification pre-training on random glimpses (Appendix C)", "baselines.dram"),
+    Stage("dram", "DRAM hybrid loss: cross-entropy + REINFORCE over S samples (Appendix C)", "baselines.dram"),
+    Stage("glimpse_finetune", "cross-entropy of a NASNet on the patches a frozen Saccader picks (Tables Supp.2-3)",
+          "saccader.objectives"),
 )}
+_objectives: dict[str, type] = {}
+
+
+def objective(stage: str) -> Callable:
+    """Register the class that implements training stage ``stage`` (declared in ``STAGES``)."""
+    def register(cls: type) -> type:
+        _objectives[known("stage", stage, STAGES)] = cls
+        return cls
+
+    return register
+
+
+def objective_class(stage: str) -> type:
+    """The objective class of training stage ``stage`` (its module is imported on first use)."""
+    if stage not in _objectives:
+        importlib.import_module(STAGES[known("stage", stage, STAGES)].module)
+    return _objectives[stage]
 
 # ------------------------------------------------------------------------------------------------------- models
 
@@ -69,7 +91,7 @@ MODELS: dict[str, Model] = {m.name: m for m in (
           fixed=(("attention", False),)),
     Model("dram", "baselines.dram:DRAM", "DRAM"),
     Model("nasnet_a_large", "baselines.nasnet:nasnet_a_large", "NASNet-A Large"),
-    Model("saccader_nasnet", "baselines.nasnet:SaccaderNASNet", "Saccader-NASNet",
+    Model("saccader_nasnet", "saccader.models.saccader_nasnet:SaccaderNASNet", "Saccader-NASNet",
           parts=(("saccader", "saccader"), ("nasnet", "nasnet_a_large"))),
 )}
 
@@ -197,8 +219,6 @@ def policy_function(name: str) -> Callable:
         entry = policies().get(name)
         if entry is None or entry.module is None:
             known("engineered policy", name, engineered_policies())
-        import importlib
-
         importlib.import_module(entry.module)
     return _functions[name]
 

@@ -24,7 +24,7 @@ COMMANDS = {
     "check-data": "saccader.data.folder",
     "train": "saccader.train",
     "evaluate": "saccader.evaluate",
-    "attack": "baselines.attacks",
+    "attack": "saccader.attack",
     "params": "saccader.params",
     "plan": "saccader.plan",
     "card": "saccader.bundle",

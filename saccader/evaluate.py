@@ -29,6 +29,7 @@ from saccader import catalog, geometry, results
 from saccader.config import add_config_argument
 from saccader.errors import UserError
 from saccader.io import atomic_path, ensure_writable, torch_load
+from saccader.models import image_logits  # noqa: F401 (saccader.evaluate.image_logits, as before)
 
 log = logging.getLogger(__name__)
 
@@ -78,20 +79,6 @@ def load_run(config: dict, run: str, ckpts: dict[str, Path], dev: torch.device |
     if use_channels_last(config.get("train", {}).get(run) or {}, dev):
         model = model.to(memory_format=torch.channels_last)
     return model
-
-
-def image_logits(model, images: torch.Tensor, num_glimpses: int | None = None) -> torch.Tensor:
-    """Class logits (N, C) of any model of the zoo on standardised images.
-
-    BagNets return per-location logits (N, C, h, w), averaged over space (eq. 4, reference-notes section 1.1);
-    the Saccader returns (logits, locations, policy); DRAM a dict with ``logits``; ResNet / NASNet plain logits.
-    """
-    out = model(images) if num_glimpses is None else model(images, num_glimpses)
-    if isinstance(out, dict):
-        out = out["logits"]
-    elif isinstance(out, (tuple, list)):
-        out = out[0]
-    return out.mean(dim=(2, 3)) if out.dim() == 4 else out
 
 
 def grid_boxes(model, locations: torch.Tensor, image_size: int, target_size: int | None = None) -> torch.Tensor:

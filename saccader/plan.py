@@ -3,7 +3,7 @@
     saccader plan --config config.yaml [--profile slurm] [--gpu H100-80GB-SXM] [--mfu 0.3]
 
 For every job of the config's DAG (the jobs come from the functions the workflow uses: ``saccader.train.init_runs``,
-``saccader.evaluate.JOBS`` / ``required_runs``, ``baselines.attacks.MODELS`` / ``required_runs``):
+``saccader.evaluate.JOBS`` / ``required_runs``, ``saccader.attack.MODELS`` / ``required_runs``):
 
 - FLOPs per image of the forward and of a training step, counted by ``torch.utils.flop_counter`` on the real model
   at its real resolution, built and run on fake tensors (``FakeTensorMode``: shapes only, no compute), so that
@@ -415,10 +415,11 @@ def _count_saccader_nasnet(model, config, x, t_max):
 
 def count_attack(config: dict, model_name: str) -> dict:
     """FLOPs per query of the attacked function: a forward, and a forward + input gradient (a PGD step), in the
-    precision the attack runs in on a GPU (the attacked run's recipe: ``baselines.attacks.attack``)."""
+    precision the attack runs in on a GPU (the attacked run's recipe: ``saccader.attack.attack``)."""
     import torch
 
-    from baselines import attacks as A
+    from baselines.attacks import Standardized
+    from saccader import attack as A
 
     at, ds = config["attack"], config["dataset"]
     size = ds["image_size"]
@@ -430,7 +431,7 @@ def count_attack(config: dict, model_name: str) -> dict:
             net.glimpse_gradient = True
         net.requires_grad_(False)
         params = _param_counts(net)["params"]
-        fn = A.Standardized(net, ds["mean"], ds["std"], at["num_glimpses"] if model_name in A._GLIMPSE_MODELS
+        fn = Standardized(net, ds["mean"], ds["std"], at["num_glimpses"] if model_name in A._GLIMPSE_MODELS
                             else None, bf16)
 
         def run_batch(b, full):
@@ -646,7 +647,7 @@ def _spsa_active_fraction(config: dict, results_dir: Path, model: str) -> tuple[
 
 def _counts(config: dict) -> dict:
     """Cache key -> (counting function, its arguments) of every count the DAG's jobs need."""
-    from baselines import attacks
+    from saccader import attack as attacks
     from saccader import evaluate
 
     tasks = {_cache_key(config, _count_key(config, run)): ("count_train", (run,)) for run in sorted(config["train"])}
@@ -690,7 +691,7 @@ def fill_cache(config: dict, cache: Cache, workers: int = 2) -> None:
 
 def build_jobs(config: dict, cache: Cache, results_dir: Path) -> list[Job]:
     """Every GPU job of the DAG with its per-seed cost (counts from ``cache`` or computed)."""
-    from baselines import attacks
+    from saccader import attack as attacks
     from saccader import evaluate
     from saccader import train as T
 
@@ -820,7 +821,7 @@ def plan_job(job: Job, config: dict, profile: dict, settings: Settings, measured
             from saccader.train import use_bf16
 
             job.precision = "bf16" if use_bf16(config["train"][run], torch.device("cpu")) else "fp32"
-        elif rule == "attack":  # attacks run fp32 on a CPU (baselines.attacks.attack)
+        elif rule == "attack":  # attacks run fp32 on a CPU (saccader.attack.attack)
             job.precision = "fp32"
         rate = settings.cpu_rates[job.precision]
         job.rate_source = f"{rate / 1e9:.1f} GFLOP/s measured on this CPU"

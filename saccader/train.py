@@ -1,6 +1,7 @@
 """Training of every model of the paper (Section 3.2, Appendix C): ``saccader train``.
 
-One loop serves all runs; a run's ``stage`` picks the objective:
+One loop serves all runs; a run's ``stage`` picks the objective, one class per stage registered in
+``saccader.catalog.STAGES`` (``saccader/objectives.py``; DRAM's in ``baselines/dram.py``):
 
     classify            eq 4 / eq 7: cross-entropy (BagNet-77(-lowD) on mean logits, ResNet-v2-50, NASNet, and the
                         NASNet-77/-113 fine-tuning on the Saccader's patches)
@@ -39,11 +40,10 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from saccader import checkpoint, distributed, io, losses
+from saccader import catalog, checkpoint, distributed, io
 from saccader.cli import parse_run_dirs
 # recipe, init_runs, split_problem, check_layout: torch-free, so the workflow reads them while it parses
 from saccader.config import (RUN_EXECUTION_KEYS, add_config_argument, check_layout, digest, init_runs,  # noqa: F401
@@ -54,12 +54,13 @@ from saccader.schedule import build_scheduler
 __all__ = ["STAGES", "recipe", "init_runs", "step_loss", "accumulate_gradients", "predict", "train", "register"]
 
 log = logging.getLogger("saccader.train")
-STAGES = ("classify", "location_pretrain", "reinforce", "dram_pretrain", "dram", "glimpse_finetune")
+STAGES = tuple(catalog.STAGES)
 MOMENTUM = 0.9  # Nesterov momentum of every run (Section 3.2, Appendix C)
 # The training step never waits for the GPU; the host reads the loss (finite?) at checkpoints, at the end of an
 # epoch and every SYNC_EVERY steps, so a non-finite loss stops the run at most that many steps late.
 SYNC_EVERY = 100
-SAMPLING_STAGES = ("reinforce", "dram")  # objectives whose baseline b depends on the sampled trajectories
+# objectives whose baseline b depends on the sampled trajectories
+SAMPLING_STAGES = tuple(s for s in STAGES if catalog.objective_class(s).samples)
 
 
 # --------------------------------------------------------------------------------------------------- recipes
@@ -147,12 +148,9 @@ def _train_mode(model: nn.Module) -> None:
 
 # --------------------------------------------------------------------------------------------------- objectives
 
-def _logits(out) -> torch.Tensor:
-    if isinstance(out, dict):
-        out = out["logits"]
-    if isinstance(out, tuple):
-        out = out[0]
-    return losses.mean_logits(out) if out.dim() == 4 else out
+def objective(rec: dict):
+    """The objective of the recipe's stage (``saccader.catalog.STAGES``), its baseline b averaged over the ranks."""
+    return catalog.objective_class(rec["stage"])(distributed.all_reduce_mean)
 
 
 def step_loss(model: nn.Module, rec: dict, images: torch.Tensor, labels: torch.Tensor,
@@ -163,52 +161,7 @@ def step_loss(model: nn.Module, rec: dict, images: torch.Tensor, labels: torch.T
     ``baseline``: b of eq 6 / DRAM's REINFORCE term; by default the accuracy of the sampled trajectories over the
     global minibatch, all-reduced over the ranks (:func:`accumulate_gradients` passes the one of the whole global
     batch when it is cut into micro-batches)."""
-    stage = rec["stage"]
-    if stage == "classify":
-        logits = _logits(model(images))
-        return losses.classification_loss(logits, labels, rec.get("label_smoothing", 0.0)), losses.correct(logits,
-                                                                                                               labels)
-    if stage == "location_pretrain":  # eq 5
-        if isinstance(images, dict):  # representation outputs computed once (``cache_features``)
-            with _cached_representation(model):
-                out = model.backbone(dict(images))
-        else:
-            out = model.backbone(images)
-        targets = losses.ordered_logits_targets(out["logits2d"], rec["num_glimpses"])
-        # The cell state follows the targets (eq 5 conditions each step on C^{t-1} of the target sequence).
-        roll = model.rollout(out["mixed"], out["logits2d"], rec["num_glimpses"], targets=targets)
-        hits = (roll["policy_logits"].argmax(dim=2) == targets).float().mean(dim=1)  # targets the policy would pick
-        return losses.location_pretraining_loss(roll["policy_logits"], targets), hits
-    if stage == "reinforce":  # eq 6: S trajectories share one backbone pass
-        out = model.backbone(images)
-        rolls = [model.rollout(out["mixed"], out["logits2d"], rec["num_glimpses"], sample=True, generator=generator)
-                 for _ in range(rec.get("mc_samples", 2))]
-        return _monte_carlo(rolls, labels, losses.saccader_loss, rec.get("reinforce_weight", 1.0), baseline)
-    if stage == "glimpse_finetune":  # NASNet-77 / -113 on the Saccader's patches (Tables Supp.2-3)
-        logits = _logits(model(*_base_and_high_res(images, model, rec)))
-        return losses.classification_loss(logits, labels, rec.get("label_smoothing", 0.0)), losses.correct(logits,
-                                                                                                               labels)
-    if stage == "dram_pretrain":
-        logits = model.pretrain_forward(images, glimpse_size=rec.get("glimpse_size"), num_steps=rec["num_glimpses"],
-                                        generator=generator)
-        return losses.classification_loss(logits, labels), losses.correct(logits, labels)
-    if stage == "dram":  # the S trajectories unrolled as one batch of S * N images, as tiling the batch does in TF
-        s = rec.get("mc_samples", 2)
-        out = model(torch.cat([images] * s), rec["num_glimpses"], sample=True, generator=generator)
-        outs = [{"logits": lg, "log_probs": lp} for lg, lp in zip(out["logits"].chunk(s), out["log_probs"].chunk(s))]
-        return _monte_carlo(outs, labels, losses.dram_hybrid_loss, rec.get("reinforce_weight", 0.1), baseline)
-    raise UserError(f"unknown stage {stage!r}", f"use one of {', '.join(STAGES)}")
-
-
-def _monte_carlo(outs: list[dict], labels: torch.Tensor, loss_fn, reinforce_weight: float, baseline=None):
-    """Eq 6 / the DRAM hybrid loss over S sampled trajectories: stacked logits and log-probs, baseline b = the
-    accuracy over the global minibatch (unless given); returns (loss, per-image mean reward)."""
-    logits = torch.stack([o["logits"] for o in outs])
-    log_probs = torch.stack([o["log_probs"] for o in outs])
-    if baseline is None:
-        baseline = distributed.all_reduce_mean(losses.correct(logits, labels.expand(len(outs), -1)).mean())
-    loss, rewards = loss_fn(logits, log_probs, labels, baseline, reinforce_weight)
-    return loss, rewards.mean(dim=0)
+    return objective(rec).loss(model, rec, images, labels, generator, baseline)
 
 
 def _split(images, size: int) -> list:
@@ -240,7 +193,7 @@ def accumulate_gradients(model: nn.Module, rec: dict, images, labels: torch.Tens
     chunks, targets = _split(images, micro_batch), labels.split(micro_batch)
     k = len(chunks)
     baseline = (_global_baseline(model, rec, chunks, targets, generator, autocast)
-                if rec["stage"] in SAMPLING_STAGES else None)
+                if objective(rec).samples else None)
     total, rights = 0.0, []
     for x, y in zip(chunks, targets):
         with autocast():
@@ -277,30 +230,9 @@ def _global_baseline(model: nn.Module, rec: dict, chunks: list, targets: list, g
 
 @torch.no_grad()
 def predict(model: nn.Module, rec: dict, images: torch.Tensor) -> torch.Tensor:
-    """Test-time logits of the trained model: full image (classify), greedy policy (Saccader), mean location (DRAM)."""
-    stage = rec["stage"]
-    if stage in ("location_pretrain", "reinforce"):
-        out = model.backbone(images)
-        t = rec.get("eval_glimpses", rec["num_glimpses"])
-        return model.rollout(out["mixed"], out["logits2d"], t, sample=False)["logits"]
-    if stage == "dram":
-        return _logits(model(images, rec["num_glimpses"], sample=False))
-    if stage == "dram_pretrain":
-        return _logits(model.pretrain_forward(images, glimpse_size=rec.get("glimpse_size"),
-                                              num_steps=rec["num_glimpses"]))
-    if stage == "glimpse_finetune":
-        return _logits(model(*_base_and_high_res(images, model, rec)))
-    return _logits(model(images))
-
-
-def _base_and_high_res(images: torch.Tensor, model: nn.Module, rec: dict):
-    """Arguments of a Saccader-NASNet: the Saccader sees the image at its base resolution; for ``high_res`` runs
-    (NASNet-113) the loader gives the high-resolution image, resized here (bicubic, antialiased, like the data
-    transform) for the Saccader, and the NASNet crops the high-resolution one."""
-    if rec.get("resolution") != "high_res":
-        return images, rec["num_glimpses"]
-    base = F.interpolate(images, size=(rec["base_size"],) * 2, mode="bicubic", antialias=True, align_corners=False)
-    return base, rec["num_glimpses"], images
+    """Test-time logits of the trained model under its stage's objective: full image (classify), greedy policy
+    (Saccader), mean location (DRAM)."""
+    return objective(rec).predict(model, rec, images)
 
 
 def evaluate(model: nn.Module, rec: dict, loader, device, autocast, standardize=None) -> tuple[float, float]:
@@ -324,23 +256,6 @@ def evaluate(model: nn.Module, rec: dict, loader, device, autocast, standardize=
 
 
 # --------------------------------------------------------------------------------------------------- data
-
-class _Passthrough(nn.Module):
-    def forward_features(self, cached: dict) -> dict:
-        return cached
-
-
-@contextlib.contextmanager
-def _cached_representation(model: nn.Module):
-    """Run ``model.backbone`` on cached representation outputs: the frozen representation network is swapped for a
-    pass-through for the duration of the call, so the attention net, mixing conv and cell run as in the model."""
-    representation = model.representation
-    model.representation = _Passthrough()
-    try:
-        yield
-    finally:
-        model.representation = representation
-
 
 class _CachedFeatures(torch.utils.data.Dataset):
     """Outputs of the frozen representation network (features, what, logits2d) for every training image.

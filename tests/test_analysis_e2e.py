@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_every_target_from_real_job_outputs(tiny_setup, tmp_path):  # noqa: F811
-    from baselines.attacks import attack
+    from saccader.attack import attack
     from saccader import evaluate, models
 
     torch.set_num_threads(1)

@@ -62,7 +62,7 @@ def test_a_subcommand_imports_only_its_own_module():
 
     probe = ("import sys, runpy; sys.argv = ['saccader', 'params', '--help']\n"
              "try:\n    runpy.run_module('saccader', run_name='__main__')\nexcept SystemExit:\n    pass\n"
-             "print(sorted(m for m in ('sklearn', 'cleverhans', 'saccader.evaluate', 'baselines.attacks') "
+             "print(sorted(m for m in ('sklearn', 'cleverhans', 'saccader.evaluate', 'saccader.attack') "
              "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -81,7 +81,7 @@ def test_every_run_is_paper_size_and_took_a_real_step(wet):
 
 
 def test_every_evaluation_and_attack_saw_real_images(wet):
-    from baselines import attacks
+    from saccader import attack as attacks
     from saccader import evaluate
 
     config, results, _ = wet
@@ -107,7 +107,7 @@ def test_figures_report_and_the_meaningless_banner(wet):
 
 
 def test_each_heavy_job_recorded_its_time_and_peak_memory(wet):
-    from baselines import attacks
+    from saccader import attack as attacks
     from saccader import evaluate
 
     config, results, table = wet

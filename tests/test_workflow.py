@@ -44,7 +44,7 @@ def experiment(config_file: str) -> dict:
 def expected_counts(config: dict) -> dict[str, int]:
     """What `all` must run: every run and seed, every evaluation and attack job, every analysis target."""
     import analysis
-    from baselines import attacks
+    from saccader import attack as attacks
     from saccader import evaluate
 
     seeds = len(config["seeds"])

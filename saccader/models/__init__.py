@@ -17,7 +17,7 @@ import inspect
 from saccader import catalog
 from saccader.errors import UserError
 
-__all__ = ["create", "config_overrides", "from_config", "load", "list_models", "allowed_overrides", "count_parameters"]
+__all__ = ["create", "config_overrides", "from_config", "class_logits", "image_logits", "load", "list_models", "allowed_overrides", "count_parameters"]
 
 
 def list_models() -> list[str]:
@@ -65,6 +65,22 @@ def config_overrides(name: str, config: dict) -> dict:
 def from_config(name: str, config: dict):
     """``create(name, dataset.num_classes, **models[name])``; composite models take their parts' entries too."""
     return create(name, config["dataset"]["num_classes"], **config_overrides(name, config))
+
+
+def class_logits(out):
+    """Class logits (N, C) of the output of any model of the zoo: a dict's ``logits`` (DRAM), a tuple's first item
+    (the Saccader's (logits, locations, policy)); BagNets' per-location logits (N, C, h, w) averaged over space
+    (eq 4, ``saccader.losses.mean_logits``); ResNet / NASNet logits as they are."""
+    if isinstance(out, dict):
+        out = out["logits"]
+    elif isinstance(out, (tuple, list)):
+        out = out[0]
+    return out.mean(dim=(2, 3)) if out.dim() == 4 else out
+
+
+def image_logits(model, images, num_glimpses: int | None = None):
+    """Class logits (N, C) of ``model`` on standardised images (a glimpse model takes ``num_glimpses``)."""
+    return class_logits(model(images) if num_glimpses is None else model(images, num_glimpses))
 
 
 def load(path, device=None):

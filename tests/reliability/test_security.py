@@ -37,7 +37,7 @@ def is_true(value) -> bool:
 
 def test_scan_sees_the_code():
     names = {p.relative_to(ROOT).as_posix() for p in python_files()}
-    assert {"saccader/io.py", "saccader/train.py", "saccader/launch.py", "baselines/attacks.py"} <= names
+    assert {"saccader/io.py", "saccader/train.py", "saccader/launch.py", "saccader/attack.py"} <= names
 
 
 def test_every_torch_load_is_weights_only():
