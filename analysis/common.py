@@ -14,9 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from saccader import catalog, results
+from saccader import catalog
+
+from saccader.pipeline import results
 from saccader.errors import UserError
-from saccader.io import atomic_path, write_text
+from saccader.pipeline.io import atomic_path, write_text
 
 # The paper's training T (Section 3.2, Table Supp.5): the dotted line of Fig 3 and the T of the summary table.
 PAPER_EPS_255 = 2  # Appendix D

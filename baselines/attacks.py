@@ -1,5 +1,5 @@
 """Adversarial robustness (Appendix D, Table Supp.6): the attacked function and the attacks (PGD, SPSA at l-inf
-eps = 2/255). The job that runs them on a trained model is ``saccader attack`` (``saccader/attack.py``).
+eps = 2/255). The job that runs them on a trained model is ``saccader attack`` (``saccader/pipeline/attack.py``).
 
 A fixed random subset of the reporting split (``attack.subset_size``; 3,906 images at paper scale) is attacked in
 [0, 1] pixel space: images are clipped to [0, 1] (clean accuracy is measured after clipping) and standardisation

@@ -10,10 +10,10 @@
     EVALUATIONS  evaluation jobs: kind -> evaluated name -> training runs whose ``model.pt`` it loads
     ATTACKS      attacked runs (Table Supp.6) and whether each picks glimpses
 
-The config schema's checks (``saccader.config``), the workflow's job lists (``workflow/rules``), the evaluation and
-attack jobs, the results vocabulary (``saccader.results``) and the figures (``analysis``) all read these; an unknown
-name is a ``UserError`` naming the known ones. A figure draws every trace present in the data, in ``traces()``
-order, so a new policy appears in Figs 3 and 5 and the summary table without an edit there.
+The config schema's checks (``saccader.pipeline.config``), the workflow's job lists (``workflow/rules``), the
+evaluation and attack jobs, the results vocabulary (``saccader.pipeline.results``) and the figures (``analysis``) all
+read these; an unknown name is a ``UserError`` naming the known ones. A figure draws every trace present in the
+data, in ``traces()`` order, so a new policy appears in Figs 3 and 5 and the summary table without an edit there.
 """
 
 from __future__ import annotations

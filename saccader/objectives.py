@@ -3,8 +3,8 @@
 A stage (``train.<run>.stage``, declared in ``saccader.catalog.STAGES``) names one ``Objective``: the loss of a
 minibatch with the per-image correctness the training log sums, and the test-time logits of the model it trains (dev
 accuracy). Each class is registered with ``@objective(stage)`` next to its model's code: the Saccader's and the
-full-image classifiers' here, DRAM's in ``baselines/dram.py``. The training loop (``saccader.train``) only looks
-them up.
+full-image classifiers' here, DRAM's in ``baselines/dram.py``. The training loop (``saccader.pipeline.train``) only
+looks them up.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ __all__ = ["Objective", "Classify", "LocationPretrain", "Reinforce", "GlimpseFin
 
 class Objective:
     """One stage's objective. ``global_mean`` averages a scalar over the processes of a distributed run (the
-    training loop passes ``saccader.distributed.all_reduce_mean``): the REINFORCE baseline b is the accuracy over
-    the global minibatch. ``samples``: b depends on the sampled trajectories (micro-batches need a pre-pass)."""
+    training loop passes ``saccader.pipeline.distributed.all_reduce_mean``): the REINFORCE baseline b is the accuracy
+    over the global minibatch. ``samples``: b depends on the sampled trajectories (micro-batches need a pre-pass)."""
 
     samples = False
 

@@ -7,8 +7,8 @@ from cleverhans.torch.attacks.spsa import spsa as upstream_spsa
 from torch import nn
 
 from baselines import attacks
-from saccader import attack as job
-from saccader import results
+from saccader.pipeline import attack as job
+from saccader.pipeline import results
 from test_evaluate import tiny_setup  # noqa: F401  (fixture: tiny dataset and checkpoints)
 
 

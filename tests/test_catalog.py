@@ -12,8 +12,10 @@ import pandas as pd
 import pytest
 import torch
 
-from saccader import catalog, evaluate
-from saccader.config import load_experiment, validate
+from saccader import catalog
+
+from saccader.pipeline import evaluate
+from saccader.pipeline.config import load_experiment, validate
 from saccader.errors import UserError
 from test_evaluate import tiny_setup  # noqa: F401 (a fixture: tiny dataset, tiny models of every run)
 
@@ -21,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_catalog_and_the_analysis_import_no_torch():
-    code = ("import sys, saccader.catalog as c, saccader.config, saccader.results, analysis.common, analysis.glimpses,"
-            " analysis.area, analysis.tables, analysis.pictures, analysis.claims, analysis.index; c.policies(); "
+    code = ("import sys, saccader.catalog as c, saccader.pipeline.config, saccader.pipeline.results, analysis.common,"
+            " analysis.glimpses, analysis.area, analysis.tables, analysis.pictures, analysis.claims, analysis.index; c.policies(); "
             "c.label('center'); torch = sorted(m for m in sys.modules if m.split('.')[0] == 'torch'); "
             "assert not torch, torch")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -113,3 +115,33 @@ def test_a_policy_defined_here_reaches_the_evaluation_figures_and_table(corners_
     summary = pd.read_csv(tmp_path / "out" / "tables" / "table_summary.csv")
     assert list(summary.loc[summary.experiment == "glimpses", "policy"]) == [
         "saccader", "dram", "ordered_logits", "corners_first", "random", "sobel_mean", "sobel_var", "center"]
+
+
+def _imports(path: Path) -> list[tuple[str, str]]:
+    """(imported module, enclosing function or '') of every import statement of a source file."""
+    import ast
+
+    found = []
+
+    def visit(node, where):
+        for child in ast.iter_child_nodes(node):
+            name = child.name if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) else where
+            if isinstance(child, ast.Import):
+                found.extend((a.name, where) for a in child.names)
+            elif isinstance(child, ast.ImportFrom) and child.level == 0:
+                found.extend([(child.module, where)] + [(f"{child.module}.{a.name}", where) for a in child.names])
+            visit(child, name)
+
+    visit(ast.parse(path.read_text()), "")
+    return found
+
+
+def test_baselines_depend_on_the_method_and_never_the_reverse():
+    """The method (saccader/ outside saccader/pipeline/) imports neither baselines nor the pipeline, except the bundle
+    reader behind saccader.models.load; baselines import the method, never the pipeline."""
+    method = [p for p in (ROOT / "saccader").rglob("*.py") if "pipeline" not in p.parts and p.name != "__main__.py"]
+    bad = [f"{p.relative_to(ROOT)}: {m}" for p in method for m, where in _imports(p)
+           if m.startswith(("baselines", "saccader.pipeline")) and (p.name, where) != ("__init__.py", "load")]
+    bad += [f"{p.relative_to(ROOT)}: {m}" for p in (ROOT / "baselines").rglob("*.py") for m, _ in _imports(p)
+            if m.startswith("saccader.pipeline")]
+    assert not bad, bad

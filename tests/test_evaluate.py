@@ -7,8 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from saccader import evaluate, geometry, models, results
-from saccader.config import load, load_experiment
+from saccader import geometry, models
+
+from saccader.pipeline import evaluate, results
+from saccader.pipeline.config import load, load_experiment
 from saccader.errors import UserError
 
 TINY = dict(blocks=[1, 1], planes=[4, 8], expansion=2, strides=[2, 1], kernel3=[1, 1], stem_channels=4, lowd_dim=8)
@@ -116,7 +118,7 @@ def test_full_image_bagnet_matches_mean_of_logits(tiny_setup):
     frame = evaluate.evaluate(config, "full_image", "bagnet77_lowd", 0, ckpts, tmp_path / "f.parquet")
     assert set(frame["metric"]) == {"top1", "top5"} and (frame["num_glimpses"] == 0).all()
     model = evaluate.load_run(config, "bagnet77_lowd", ckpts)
-    from saccader.data.folder import build_dataset
+    from saccader.pipeline.data.folder import build_dataset
 
     ds = build_dataset(config, "test")
     x = torch.stack([ds[i][0] for i in range(len(ds))])

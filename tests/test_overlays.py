@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from saccader import config as cfg
+from saccader.pipeline import config as cfg
 from saccader.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,9 +15,9 @@ import pytest
 import torch
 from PIL import Image
 
-from saccader import train as T
-from saccader.cli import main
-from saccader.data import check_data
+from saccader.pipeline import train as T
+from saccader.pipeline.cli import main
+from saccader.pipeline.data import check_data
 from saccader.errors import UserError
 from tiny_runs import make_images, stage_config, write_config, write_inits
 

@@ -1,6 +1,6 @@
 # Config resolution and the path / argument helpers of every rule. The experiment's structure (runs, their
 # initialisations, evaluation jobs, attacked models, figures) comes from the package itself, so the DAG and the
-# code cannot disagree: saccader.config.init_runs, saccader.catalog.EVALUATIONS / required_runs,
+# code cannot disagree: saccader.pipeline.config.init_runs, saccader.catalog.EVALUATIONS / required_runs,
 # saccader.catalog.ATTACKS, analysis.TARGETS. Nothing imported here imports torch (tests/test_catalog.py).
 import fnmatch
 import functools
@@ -14,14 +14,15 @@ import yaml
 from snakemake.logging import logger
 
 from saccader import catalog
-from saccader import io as sio
+from saccader.pipeline import io as sio
 from saccader.errors import UserError
-from saccader.config import (check_cluster_tools, check_dataset_root, check_profile_resources, init_runs as _init_runs,
-                             job_digest, validate)
-from saccader.snakelock import OWNER, owner_value, release_stale_locks
+from saccader.pipeline.config import (check_cluster_tools, check_dataset_root, check_profile_resources,
+                                      init_runs as _init_runs, job_digest, validate)
+from saccader.pipeline.snakelock import OWNER, owner_value, release_stale_locks
 
 # A Snakemake killed with SIGKILL leaves its locks: release them when no other invocation runs, so that rerunning
-# the same command resumes the run (saccader/snakelock.py). Runs while parsing, before this invocation's own lock.
+# the same command resumes the run (saccader/pipeline/snakelock.py). Runs while parsing, before this invocation's own
+# lock.
 release_stale_locks(".snakemake", log=logger.warning)
 # ... and its jobs: they end once this Snakemake is gone, so that the rerun's copy of a job is the only one.
 os.environ[OWNER] = owner_value()
@@ -151,7 +152,7 @@ def all_outputs():
 # Launcher flags from the rule's resources (set per rule in the profiles; the rules hold local defaults). They are
 # resources, not params, so that moving a run between clusters never makes Snakemake rerun it.
 LAUNCH = (
-    "python -m saccader.launch --folder {params.folder:q}"
+    "python -m saccader.pipeline.launch --folder {params.folder:q}"
     " --cluster {resources.submitit_cluster:q} --partition={resources.slurm_partition:q}"
     " --account={resources.slurm_account:q} --gpus {resources.gpu} --cpus {resources.cpus_per_task}"
     " --mem-mb {resources.mem_mb} --time-min {resources.runtime}"

@@ -43,17 +43,19 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from saccader import catalog, checkpoint, distributed, io
-from saccader.cli import parse_run_dirs
+from saccader import catalog
+
+from saccader.pipeline import checkpoint, distributed, io
+from saccader.pipeline.cli import parse_run_dirs
 # recipe, init_runs, split_problem, check_layout: torch-free, so the workflow reads them while it parses
-from saccader.config import (RUN_EXECUTION_KEYS, add_config_argument, check_layout, digest, init_runs,  # noqa: F401
-                             load, recipe, split_problem)
+from saccader.pipeline.config import (RUN_EXECUTION_KEYS, add_config_argument, check_layout, digest,  # noqa: F401
+                                      init_runs, load, recipe, split_problem)
 from saccader.errors import UserError
 from saccader.schedule import build_scheduler
 
 __all__ = ["STAGES", "recipe", "init_runs", "step_loss", "accumulate_gradients", "predict", "train", "register"]
 
-log = logging.getLogger("saccader.train")
+log = logging.getLogger("saccader.pipeline.train")
 STAGES = tuple(catalog.STAGES)
 MOMENTUM = 0.9  # Nesterov momentum of every run (Section 3.2, Appendix C)
 # The training step never waits for the GPU; the host reads the loss (finite?) at checkpoints, at the end of an
@@ -360,8 +362,8 @@ def cpu_has_native_bf16() -> bool:
 
 
 def use_bf16(rec: dict, device: torch.device) -> bool:
-    """The recipe's ``bf16`` (autocast of the training and dev forwards); by default on CUDA only. On CPU it is a per-run
-    choice that needs native bf16 (``cpu_has_native_bf16``): there a BagNet step is 1.5x faster with AMX and
+    """The recipe's ``bf16`` (autocast of the training and dev forwards); by default on CUDA only. On CPU it is a
+    per-run choice that needs native bf16 (``cpu_has_native_bf16``): there a BagNet step is 1.5x faster with AMX and
     1.6-2.3x faster with AVX512-BF16 (bench/cpu_bf16.py), while NASNet's depthwise convolutions get slower; without
     either, bf16 is emulated and slow, so such a CPU trains in fp32 (and says so)."""
     if not rec.get("bf16", device.type == "cuda"):
@@ -410,7 +412,7 @@ class _Health:
 
 def fingerprint(config: dict, run: str) -> str:
     """Hash of what decides the weights of ``run``: its recipe, the ``models`` and ``dataset`` sections (execution
-    settings left out: ``saccader.config.RUN_EXECUTION_KEYS``). Stored in the checkpoint so that a resume never
+    settings left out: ``saccader.pipeline.config.RUN_EXECUTION_KEYS``). Stored in the checkpoint so that a resume never
     mixes two configs."""
     part = {"run": run, "recipe": recipe(config, run), "models": config.get("models") or {},
             "dataset": config["dataset"]}
@@ -488,7 +490,7 @@ def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, st
     params = [p for g in groups for p in g["params"]]
     optimizer = torch.optim.SGD(groups, lr=rec["lr"], momentum=MOMENTUM, nesterov=True)
 
-    from saccader.data.folder import Standardize, build_dataset
+    from saccader.pipeline.data.folder import Standardize, build_dataset
 
     res = _resolution(config, rec)
     standardize = Standardize(config["dataset"]["mean"], config["dataset"]["std"])
@@ -662,7 +664,8 @@ def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, st
     if main:
         with io.atomic_path(out / "train_log.parquet") as tmp:
             pd.DataFrame(rows).to_parquet(tmp, index=False)
-        from saccader.bundle import write_card  # card.json first: a model.pt always has its card (saccader.bundle)
+        from saccader.pipeline.bundle import write_card  # card.json first: a model.pt always has its card
+                                                         # (saccader.pipeline.bundle)
 
         write_card(config, run, seed, out, rows[-1]["dev_top1"] if rows else None,
                    rows[-1]["dev_top5"] if rows else None)

@@ -21,7 +21,7 @@ from jsonschema import Draft202012Validator, validators
 
 from saccader.errors import UserError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO / "workflow" / "schemas" / "config.schema.yaml"
 BASE = REPO / "config.yaml"  # the base every overlay deviates from (the Snakefile's configfile)
 
@@ -208,8 +208,9 @@ def add_config_argument(parser) -> None:
 # Which keys of a config say how something executes, never what it computes, decided here for every hash of a config:
 # the dataset's LOADING_KEYS say how images are loaded, never which; RUN_EXECUTION_KEYS (with them and the dataset's
 # root) never change the weights a run ends with, so a checkpoint stays resumable when one changes
-# (saccader.train.fingerprint). The workflow's job digests (workflow/rules/common.smk) leave out the LOADING_KEYS
-# only: a new dataset folder or a new recipe value reruns the job. results.config_hash keeps the whole config: it
+# (saccader.pipeline.train.fingerprint). The workflow's job digests (workflow/rules/common.smk) leave out the
+# LOADING_KEYS only: a new dataset folder or a new recipe value reruns the job. results.config_hash keeps the whole
+# config: it
 # records where a result came from.
 LOADING_KEYS = ("num_workers", "cache_images")
 RUN_EXECUTION_KEYS = frozenset({"checkpoint_every", "eval_every", "eval_batch_size", "paper_lr", "paper_batch_size",

@@ -17,8 +17,9 @@ import torch
 from cleverhans.torch.attacks.projected_gradient_descent import projected_gradient_descent
 
 from baselines.attacks import Standardized, spsa
-from saccader import catalog, results
-from saccader.config import add_config_argument
+from saccader import catalog
+from saccader.pipeline import results
+from saccader.pipeline.config import add_config_argument
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def required_runs(model: str) -> list[str]:
 
 def _subset(config: dict):
     """The fixed random subset of the reporting split, in [0, 1] pixels (same for every model and seed)."""
-    from saccader.data.folder import build_dataset
+    from saccader.pipeline.data.folder import build_dataset
 
     dataset = build_dataset(config, "test", normalize=False)
     at = config["attack"]
@@ -66,7 +67,7 @@ def _job_key(config: dict, model: str, seed: int, ckpt: Path, dev: torch.device)
 
 def _load_partials(folder: Path, key: str) -> list[dict]:
     """The finished batches 0, 1, ... of this job (the run of consecutive files from batch 0), [] if none or stale."""
-    from saccader.io import torch_load
+    from saccader.pipeline.io import torch_load
 
     done = []
     while (folder / f"batch{len(done):06d}.pt").exists():
@@ -87,7 +88,7 @@ def attack(config: dict, model: str, seed: int, ckpts: dict[str, Path], out: Pat
     atomically to ``partial_dir(out)``; a job started again (a requeue after the time limit) continues after the last
     finished batch and writes the parquet an uninterrupted job writes, then deletes the partial results.
 
-    Precision: the recipe's bf16 autocast on CUDA (``saccader.train.use_bf16``), logits and losses in float32
+    Precision: the recipe's bf16 autocast on CUDA (``saccader.pipeline.train.use_bf16``), logits and losses in float32
     (``Standardized``). PGD stays sound: the input gradient is float32, bf16 keeps float32's exponent range (no
     underflow, no loss scaling), and PGD uses only its sign. SPSA's queries differ by delta / std (about 0.04 in
     the network's input space), 5-10 times bf16's rounding of standardised inputs (|x| < 4), and its estimate
@@ -97,10 +98,10 @@ def attack(config: dict, model: str, seed: int, ckpts: dict[str, Path], out: Pat
     """
     from tqdm import tqdm
 
-    from saccader import checkpoint
-    from saccader.evaluate import ckpt_file, device, load_run
-    from saccader.io import ensure_writable, torch_save
-    from saccader.train import use_bf16
+    from saccader.pipeline import checkpoint
+    from saccader.pipeline.evaluate import ckpt_file, device, load_run
+    from saccader.pipeline.io import ensure_writable, torch_save
+    from saccader.pipeline.train import use_bf16
 
     runs = required_runs(model)
     out = Path(out)
@@ -167,8 +168,8 @@ def attack(config: dict, model: str, seed: int, ckpts: dict[str, Path], out: Pat
 
 
 def _run(args) -> int:
-    from saccader.config import load
-    from saccader.evaluate import parse_ckpts
+    from saccader.pipeline.config import load
+    from saccader.pipeline.evaluate import parse_ckpts
 
     attack(load(args.config), args.model, args.seed, parse_ckpts(args.ckpt), Path(args.out))
     return 0

@@ -13,7 +13,7 @@ import pandas as pd
 
 from saccader import catalog
 from saccader.errors import UserError
-from saccader.io import atomic_path
+from saccader.pipeline.io import atomic_path
 
 COLUMNS: dict[str, str] = {
     "experiment": "str",
@@ -40,7 +40,7 @@ def validate(df: pd.DataFrame, source: str = "results") -> pd.DataFrame:
     extra = set(df.columns) - set(COLUMNS)
     if missing or extra:
         raise UserError(f"{source}: columns differ from the results schema (missing {sorted(missing)}, "
-                        f"unexpected {sorted(extra)})", "write results with saccader.results.save")
+                        f"unexpected {sorted(extra)})", "write results with saccader.pipeline.results.save")
     df = df[list(COLUMNS)].astype(COLUMNS)
     policies = {*catalog.policies(), "full_image"}  # the catalog's glimpse policies; full-image references
     for column, allowed in (("experiment", EXPERIMENTS), ("policy", policies), ("metric", METRICS)):
@@ -71,7 +71,7 @@ def load(paths) -> pd.DataFrame:
 
 def config_hash(config: dict) -> str:
     """A short stable hash of a resolved config (keys sorted)."""
-    from saccader.config import digest
+    from saccader.pipeline.config import digest
 
     return digest(config, length=12)
 

@@ -25,11 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from saccader import catalog, geometry, results
-from saccader.config import add_config_argument
+from saccader import catalog, geometry
+
+from saccader.pipeline import results
+from saccader.pipeline.config import add_config_argument
 from saccader.errors import UserError
-from saccader.io import atomic_path, ensure_writable, torch_load
-from saccader.models import image_logits  # noqa: F401 (saccader.evaluate.image_logits, as before)
+from saccader.pipeline.io import atomic_path, ensure_writable, torch_load
+from saccader.models import image_logits  # noqa: F401 (saccader.pipeline.evaluate.image_logits, as before)
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,7 @@ def device() -> torch.device:
 
 def parse_ckpts(items: list[str]) -> dict[str, Path]:
     """``--ckpt RUN=DIR`` pairs from the command line -> {run: DIR}."""
-    from saccader.cli import parse_run_dirs
+    from saccader.pipeline.cli import parse_run_dirs
 
     return parse_run_dirs(items, "--ckpt")
 
@@ -74,7 +76,7 @@ def load_run(config: dict, run: str, ckpts: dict[str, Path], dev: torch.device |
     model = model.to(dev).eval()
     # The memory format the run trained in (bench/cpu_channels_last.py); a channels_last weight makes the
     # convolutions pick it whatever the input's layout, and logits are the same up to float rounding.
-    from saccader.train import use_channels_last
+    from saccader.pipeline.train import use_channels_last
 
     if use_channels_last(config.get("train", {}).get(run) or {}, dev):
         model = model.to(memory_format=torch.channels_last)
@@ -183,7 +185,7 @@ class _Tally:
 def _loader(config: dict, resolution: int | None = None, normalize: bool = True, dev=None):
     """Batches of the test split on ``dev``: the workers send uint8 images (a quarter of the bytes of float32),
     standardised on the device, bitwise as the transform would (``folder.Standardize``)."""
-    from saccader.data.folder import Standardize, build_dataset
+    from saccader.pipeline.data.folder import Standardize, build_dataset
 
     ev, ds = config["evaluate"], config["dataset"]
     dataset = build_dataset(config, "test", resolution=resolution, uint8=True)
@@ -341,7 +343,7 @@ def examples_path(out) -> Path:
 def save_examples(config: dict, models: dict, generator: torch.Generator, path: Path, dev) -> None:
     """``<out>.examples.npz``: images uint8 (N, H, W, 3), labels (N,), indices (N,), and per policy
     boxes_<policy> (N, T, 4) (y0, x0, y1, x1, T = evaluate.train_glimpses) and pred_<policy> (N,) after T glimpses."""
-    from saccader.data.folder import build_dataset
+    from saccader.pipeline.data.folder import build_dataset
 
     ev, ds = config["evaluate"], config["dataset"]
     raw = build_dataset(config, "test", normalize=False)
@@ -395,7 +397,7 @@ KINDS = {"glimpses": _glimpses, "full_image": _full_image, "occlusion": _occlusi
 
 
 def _run(args) -> int:
-    from saccader.config import load
+    from saccader.pipeline.config import load
 
     config = load(args.config)
     evaluate(config, args.kind, args.model, args.seed, parse_ckpts(args.ckpt), Path(args.out))
@@ -407,7 +409,7 @@ def register(subparsers) -> None:
                               description=__doc__.splitlines()[0])
     add_config_argument(p)
     p.add_argument("--kind", required=True, choices=sorted(JOBS))
-    p.add_argument("--model", required=True, help="model to evaluate (see saccader.evaluate.JOBS)")
+    p.add_argument("--model", required=True, help="model to evaluate (see saccader.pipeline.evaluate.JOBS)")
     p.add_argument("--seed", required=True, type=int)
     p.add_argument("--ckpt", action="append", default=[], metavar="RUN=DIR",
                    help="training run directory holding model.pt; repeat for every run the job needs")
