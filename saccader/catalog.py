@@ -27,9 +27,9 @@ from typing import Callable
 
 from saccader.errors import UserError
 
-__all__ = ["Stage", "Model", "Policy", "STAGES", "objective", "objective_class", "MODELS", "RUNS", "EVALUATIONS", "ATTACKS", "FULL_IMAGE",
-           "policy", "policies", "engineered_policies", "policy_function", "traces", "label", "known",
-           "required_runs", "glimpse_source"]
+__all__ = ["Stage", "Model", "Run", "Policy", "STAGES", "MODELS", "RUNS", "EVALUATIONS", "ATTACKS", "FULL_IMAGE",
+           "objective", "objective_class", "policy", "policies", "engineered_policies", "policy_function", "traces",
+           "ablations", "label", "known", "required_runs", "glimpse_source"]
 
 # ------------------------------------------------------------------------------------------------------- stages
 

@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_the_catalog_and_the_analysis_import_no_torch():
     code = ("import sys, saccader.catalog as c, saccader.pipeline.config, saccader.pipeline.results, analysis.common,"
-            " analysis.glimpses, analysis.area, analysis.tables, analysis.pictures, analysis.claims, analysis.index; c.policies(); "
-            "c.label('center'); torch = sorted(m for m in sys.modules if m.split('.')[0] == 'torch'); "
+            " analysis.glimpses, analysis.area, analysis.tables, analysis.pictures, analysis.claims, analysis.index; "
+            "c.policies(); c.label('center'); torch = sorted(m for m in sys.modules if m.split('.')[0] == 'torch'); "
             "assert not torch, torch")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -6,7 +6,8 @@
 
 Defaults are the paper's models (224 input, q = 77, stride 8, 2048-d features, 512-d what features); the
 ``models:`` section of a config holds the overrides that make the small embedded variants. Overrides are the keyword
-arguments of the model's constructor; an unknown one is a ``UserError`` naming the allowed ones.
+arguments of the model's constructor; an unknown one is a ``UserError`` naming the allowed ones. The names, their
+constructors and labels are ``saccader.catalog.MODELS``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import inspect
 from saccader import catalog
 from saccader.errors import UserError
 
-__all__ = ["create", "config_overrides", "from_config", "class_logits", "image_logits", "load", "list_models", "allowed_overrides", "count_parameters"]
+__all__ = ["create", "config_overrides", "from_config", "class_logits", "image_logits", "load", "list_models",
+           "allowed_overrides", "count_parameters"]
 
 
 def list_models() -> list[str]:
