@@ -13,7 +13,7 @@ matplotlib.use("Agg")  # never open a window, also when a DISPLAY is set (figure
 
 from analysis import TARGETS, common, run  # noqa: E402
 from saccader.errors import UserError  # noqa: E402
-from saccader.snakelock import exit_with_snakemake  # noqa: E402
+from saccader.pipeline.snakelock import exit_with_snakemake  # noqa: E402
 
 
 def main(argv=None) -> int:

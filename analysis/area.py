@@ -21,10 +21,8 @@ def versus_area(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 def _panel(ax, summary, metric, colours):
     table = versus_area(summary, metric)
-    for name in common.TRACES:
-        part = table[table["trace"] == name]
-        if len(part):
-            common.errorbar(ax, part, "x_mean", colours[name], common.label(name), xerr=True)
+    for name in common.traces(table):
+        common.errorbar(ax, table[table["trace"] == name], "x_mean", colours[name], common.label(name), xerr=True)
     common.percent_axis(ax, "x")
     common.percent_axis(ax, "y")
 

@@ -136,8 +136,8 @@ def evaluate(glimpses: pd.DataFrame, occlusion: pd.DataFrame, attack: pd.DataFra
     """Test each claim on per-seed results (the tidy results frames; empty frames for missing inputs)."""
     glimpses, occlusion = _traced(glimpses), _traced(occlusion)
     rows = []
-    top1 = {name: per_seed(glimpses, name, "top1") for name in common.TRACES}
-    area = {name: per_seed(glimpses, name, "area") for name in common.TRACES}
+    top1 = {name: per_seed(glimpses, name, "top1") for name in common.traces()}
+    area = {name: per_seed(glimpses, name, "area") for name in common.traces()}
     few = range(1, train_t + 1)
 
     ok1, ev1 = _beats(top1["saccader"], top1["ordered_logits"], few, "Saccader", "ordered logits")

@@ -1,7 +1,8 @@
 """Shared helpers for ``analysis/``: read the tidy parquet, aggregate over seeds, one colour per policy, write outputs.
 
 Only pandas/numpy at import time; matplotlib and seaborn are imported inside the drawing helpers so that
-``import analysis`` (done by the Snakefile) stays cheap.
+``import analysis`` (done by the Snakefile) stays cheap. Names, labels and the order of the traces come from the
+experiment catalog (``saccader.catalog``, torch-free): a figure draws every trace of its data in that order.
 """
 
 from __future__ import annotations
@@ -13,35 +14,35 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from saccader import results
+from saccader import catalog
+
+from saccader.pipeline import results
 from saccader.errors import UserError
-from saccader.io import atomic_path, write_text
+from saccader.pipeline.io import atomic_path, write_text
 
 # The paper's training T (Section 3.2, Table Supp.5): the dotted line of Fig 3 and the T of the summary table.
 PAPER_EPS_255 = 2  # Appendix D
 PAPER_TRAIN_GLIMPSES = 6
 
-# Policies whose model is not the classifier named by the policy: the Saccader ablations are separate traces.
-ABLATIONS = ("saccader_no_pretrain", "saccader_no_attention")
-# Trace order = legend order = colour order (seaborn "colorblind"); one colour per trace in every figure.
-TRACES = ("saccader", "dram", "ordered_logits", "random", "sobel_mean", "sobel_var") + ABLATIONS
-FULL_IMAGE_MARKERS = {"resnet_v2_50": "s", "bagnet77_lowd": "D", "bagnet77": "^", "nasnet": "P"}
-LABELS = {
-    "saccader": "Saccader", "dram": "DRAM", "ordered_logits": "Ordered logits (BagNet-77-lowD)",
-    "random": "Random (BagNet-77-lowD)", "sobel_mean": "Sobel mean (BagNet-77-lowD)",
-    "sobel_var": "Sobel variance (BagNet-77-lowD)", "saccader_no_pretrain": "Saccader, no location pretraining",
-    "saccader_no_attention": "Saccader, no attention network", "resnet_v2_50": "ResNet-v2-50",
-    "bagnet77_lowd": "BagNet-77-lowD", "bagnet77": "BagNet-77", "nasnet": "NASNet",
-    "saccader_nasnet": "Saccader-NASNet", "full_image": "full image",
-}
+# Runs whose policy is the Saccader's but whose curve is their own (Fig Supp.3), left out of Figs 3 and 5.
+ABLATIONS = tuple(catalog.ablations())
+FULL_IMAGE_MARKERS = catalog.FULL_IMAGE
 GROUP = ["experiment", "dataset", "model", "policy", "resolution", "num_glimpses", "metric"]
 
 
+def traces(frame: pd.DataFrame | None = None, exclude=()) -> list[str]:
+    """The traces of ``frame`` (its ``trace`` column; all the catalog's without one) in the catalog's order =
+    legend order = colour order, less ``exclude``."""
+    present = None if frame is None else set(frame["trace"])
+    return [t for t in catalog.traces() if (present is None or t in present) and t not in exclude]
+
+
 def palette() -> dict[str, tuple]:
-    """Trace -> RGB colour, the same in every figure (seaborn's colour-blind palette, fixed order)."""
+    """Trace -> RGB colour, the same in every figure (seaborn's colour-blind palette, in the catalog's order)."""
     import seaborn as sns
 
-    return dict(zip(TRACES, sns.color_palette("colorblind", len(TRACES))))
+    names = catalog.traces()
+    return dict(zip(names, sns.color_palette("colorblind", len(names))))
 
 
 def trace(model: str, policy: str) -> str:
@@ -50,7 +51,7 @@ def trace(model: str, policy: str) -> str:
 
 
 def label(name: str) -> str:
-    return LABELS.get(name, name)
+    return catalog.label(name)
 
 
 def paths(results_dir, patterns) -> list[str]:

@@ -59,7 +59,7 @@ def plot_fig3(results_dir, train_glimpses: int | None = None):
     n_classes = common.num_classes(results_dir)
     summary = common.summarise(glimpses[~glimpses["model"].isin(common.ABLATIONS)])
     full_summary = common.summarise(full) if len(full) else full
-    traces = [t for t in common.TRACES if t not in common.ABLATIONS]
+    traces = common.traces(summary, exclude=common.ABLATIONS)
     colours = common.palette()
     with common.style():
         fig, axes = common.new_figure(3)

@@ -20,7 +20,7 @@ import pandas as pd
 import yaml
 
 import analysis
-from saccader.io import write_text
+from saccader.pipeline.io import write_text
 
 REPORT_DIR = Path(__file__).resolve().parents[1] / "workflow" / "report"
 CSS = """body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em;color:#222}

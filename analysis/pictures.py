@@ -13,12 +13,12 @@ import numpy as np
 
 import analysis
 from analysis import common
+from saccader import catalog
 from saccader.errors import UserError
 
 EXAMPLES = [analysis.EXAMPLES]
-# Figure 4 rows (a)-(d): which model's file holds which policy.
-FIG4_ROWS = (("saccader", "saccader"), ("dram", "dram"), ("bagnet77_lowd", "ordered_logits"),
-             ("bagnet77_lowd", "random"))
+# Figure 4 rows (a)-(d): the paper's four policies, each from the examples of the run it steers.
+FIG4_POLICIES = ("saccader", "dram", "ordered_logits", "random")
 
 
 def load_examples(results_dir, model: str, policy: str, seed: int | None = None) -> dict:
@@ -59,7 +59,8 @@ def plot_fig4(results_dir, train_glimpses: int | None = None, n_images: int = 6)
     from matplotlib.figure import Figure
 
     train_t = common.train_glimpses(results_dir, train_glimpses)
-    rows = [(model, policy, load_examples(results_dir, model, policy)) for model, policy in FIG4_ROWS]
+    runs = {name: entry.run for name, entry in catalog.policies().items()}
+    rows = [(runs[p], p, load_examples(results_dir, runs[p], p)) for p in FIG4_POLICIES]
     n = min(n_images, *(len(r[2]["labels"]) for r in rows))
     colours = common.palette()
     fig = Figure(figsize=(1.3 * n + 0.8, 1.45 * len(rows)), layout="constrained")

@@ -82,7 +82,8 @@ def _row_order(group) -> tuple:
     """Glimpse policies in legend order, then Saccader-NASNet, then the full-image references."""
     (experiment, model, policy, res, n), part = group
     trace = part["trace"].iloc[0]
-    rank = common.TRACES.index(trace) if trace in common.TRACES else len(common.TRACES)
+    order = common.traces()
+    rank = order.index(trace) if trace in order else len(order)
     return ("glimpses", "nasnet", "full_image").index(experiment), rank, model, res
 
 

@@ -22,10 +22,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines.resnet_v2 import ResNetV2
+from saccader import losses
+from saccader.catalog import objective
 from saccader.errors import UserError
 from saccader.models.precision import float32, widen
+from saccader.objectives import Objective, monte_carlo
 
-__all__ = ["DRAM", "TFLSTMCell", "position_channels"]
+__all__ = ["DRAM", "TFLSTMCell", "position_channels", "DRAMPretrain", "DRAMHybrid"]
 
 
 class TFLSTMCell(nn.Module):
@@ -227,3 +230,39 @@ class DRAM(nn.Module):
         y0x0 = torch.floor(centre - glimpse_size / 2).long().clamp(0, image_size - glimpse_size)
         return torch.cat([y0x0, y0x0 + glimpse_size], dim=-1)
 
+
+
+@objective("dram_pretrain")
+class DRAMPretrain(Objective):
+    """DRAM classification pre-training (Appendix C): cross-entropy of the logits averaged over ``num_glimpses``
+    uniformly random glimpses of side ``glimpse_size`` (``DRAM.pretrain_forward``)."""
+
+    def _logits(self, model, rec, images, generator=None):
+        return model.pretrain_forward(images, glimpse_size=rec.get("glimpse_size"), num_steps=rec["num_glimpses"],
+                                      generator=generator)
+
+    def loss(self, model, rec, images, labels, generator, baseline=None):
+        logits = self._logits(model, rec, images, generator)
+        return losses.classification_loss(logits, labels), losses.correct(logits, labels)
+
+    def predict(self, model, rec, images):
+        return self._logits(model, rec, images)
+
+
+@objective("dram")
+class DRAMHybrid(Objective):
+    """The DRAM hybrid loss (Ba et al. 2014; Appendix C): cross-entropy plus ``reinforce_weight`` (0.1) times
+    REINFORCE over S sampled trajectories (``mc_samples``), unrolled as one batch of S * N images as tiling the batch
+    does in TF; test time: the mean-location policy."""
+
+    samples = True
+
+    def loss(self, model, rec, images, labels, generator, baseline=None):
+        s = rec.get("mc_samples", 2)
+        out = model(torch.cat([images] * s), rec["num_glimpses"], sample=True, generator=generator)
+        outs = [{"logits": lg, "log_probs": lp} for lg, lp in zip(out["logits"].chunk(s), out["log_probs"].chunk(s))]
+        return monte_carlo(outs, labels, losses.dram_hybrid_loss, rec.get("reinforce_weight", 0.1), self.global_mean,
+                           baseline)
+
+    def predict(self, model, rec, images):
+        return model(images, rec["num_glimpses"], sample=False)["logits"]

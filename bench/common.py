@@ -57,7 +57,7 @@ def interleaved(variants: dict, rounds: int, warmup: int = 1, sync=None) -> dict
 
 
 def embedded_config(path: str | Path = "config/embedded.yaml") -> dict:
-    from saccader.config import load_experiment
+    from saccader.pipeline.config import load_experiment
 
     return load_experiment(ROOT / path)
 
@@ -75,7 +75,7 @@ def report(name: str, rows: list[dict], out: str | None) -> None:
     for row in rows:
         print("  " + "  ".join(f"{k}={_fmt(v)}" for k, v in row.items()))
     if out:
-        from saccader.io import write_text
+        from saccader.pipeline.io import write_text
 
         write_text(out, json.dumps({"benchmark": name, "machine": machine(), "rows": rows}, indent=1) + "\n")
 

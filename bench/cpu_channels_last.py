@@ -2,9 +2,10 @@
 
     python bench/cpu_channels_last.py [--runs nasnet resnet_v2_50 ...] [--rounds 5] [--config C] [--out FILE.json]
 
-Decides the recipes' ``channels_last`` key on CPU (``saccader.train.use_channels_last``; on CUDA it is always on).
-Each run's objective (``saccader.train.step_loss``, model and optimiser set up by ``gpu_train._setup``) is timed on
-one batch of random images at the run's resolution, both formats interleaved round by round in one child process
+Decides the recipes' ``channels_last`` key on CPU (``saccader.pipeline.train.use_channels_last``; on CUDA it is always
+on). Each run's objective (``saccader.pipeline.train.step_loss``, model and optimiser set up by ``gpu_train._setup``) is
+timed on one batch of random images at the run's resolution, both formats interleaved round by round in one child
+process
 per run: a format the CPU kernels cannot run is reported as ``crashed`` instead of ending the benchmark (torch 2.14's
 oneDNN backward of a strided 1x1 conv corrupted memory in channels_last, which the BagNet projection now avoids).
 Figure: NCHW seconds / channels_last seconds (> 1: channels_last is faster).
@@ -31,7 +32,7 @@ def time_variants(run: str, rounds: int, batch: int, config_path: str,
     import torch
 
     from gpu_train import _setup
-    from saccader.train import step_loss
+    from saccader.pipeline.train import step_loss
 
     config = embedded_config(config_path)
     cpu = torch.device("cpu")

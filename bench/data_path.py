@@ -69,8 +69,8 @@ def measure(n: int = 48, workers=(0, 2), rounds: int = 3) -> dict:
     from PIL import Image
     from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
-    from saccader.config import load
-    from saccader.data.folder import FolderDataset, build_transform
+    from saccader.pipeline.config import load
+    from saccader.pipeline.data.folder import FolderDataset, build_transform
 
     config = load(ROOT / "config.yaml")
     transform = build_transform(config, train=True)
@@ -117,7 +117,7 @@ def write_canvases(folder: Path, n: int, size: int = 64, seed: int = 0) -> list[
 
 
 def measure_embedded(n: int = 256, rounds: int = 3) -> dict:
-    from saccader.data.folder import FolderDataset, _load_rgb, build_transform
+    from saccader.pipeline.data.folder import FolderDataset, _load_rgb, build_transform
 
     config = common.embedded_config()
     transform = build_transform(config, train=True)

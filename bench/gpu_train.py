@@ -5,11 +5,13 @@
 
 For each training run (default: BagNet-77-lowD and ResNet-v2-50; ``--all-runs``: every run of the config):
 
-- the real loop: ``saccader.train.train`` itself (data loader and its workers, host waits, checkpoint and the dev
+- the real loop: ``saccader.pipeline.train.train`` itself (data loader and its workers, host waits, checkpoint and the
+dev
   evaluation), one epoch cut to its first ``--steps`` batches of ``--batch`` images, random weights (``init_from``
   dropped), in the run's precision and memory format; images/s from the step after ``--warmup`` to the end of the
   loop, and the dev evaluation's images/s. It needs the config's dataset (ImageNet at paper scale).
-- the synthetic step: one training step of that run's objective (``saccader.train.step_loss``) on random images of
+- the synthetic step: one training step of that run's objective (``saccader.pipeline.train.step_loss``) on random images
+of
   the run's resolution already on the device, in fp32 and in bf16 autocast with channels_last; no data, no waits.
   The loop's rate over the synthetic one is the share of the GPU the loop keeps busy.
 
@@ -56,7 +58,7 @@ def train_images(config: dict) -> int:
 
 def _setup(config: dict, run: str, device: torch.device, channels_last: bool):
     from saccader.models import from_config
-    from saccader.train import MOMENTUM, _resolution, _train_mode, param_groups, recipe
+    from saccader.pipeline.train import MOMENTUM, _resolution, _train_mode, param_groups, recipe
 
     rec = {**recipe(config, run), "base_size": config["dataset"]["image_size"]}
     model = from_config(rec["model"], config).to(device)
@@ -70,7 +72,7 @@ def _setup(config: dict, run: str, device: torch.device, channels_last: bool):
 def train_rate(config: dict, run: str, batch: int, device: torch.device, amp: bool, channels_last: bool,
                compile_: bool = False, steps: int = 10, warmup: int = 3) -> float:
     """Images/s of ``steps`` training steps of ``run`` (after ``warmup`` steps)."""
-    from saccader.train import _autocast, step_loss
+    from saccader.pipeline.train import _autocast, step_loss
 
     rec, model, optimizer, res = _setup(config, run, device, channels_last)
     images = torch.randn(batch, 3, res, res, device=device)
@@ -115,7 +117,7 @@ def _patched(module, **replacements):
 
 def loop_rate(config: dict, run: str, batch: int, device: torch.device, steps: int = 30, warmup: int = 5,
               micro_batch: int = 0) -> dict:
-    """The real training loop of ``run`` (``saccader.train.train``) for ``steps`` batches of ``batch`` images.
+    """The real training loop of ``run`` (``saccader.pipeline.train.train``) for ``steps`` batches of ``batch`` images.
 
     Only the length of the epoch is changed, by cutting ``epoch_order`` to ``steps`` batches (the loop, its loader,
     its waits and its dev evaluation are train()'s own), and the step boundaries are read by wrapping
@@ -123,7 +125,7 @@ def loop_rate(config: dict, run: str, batch: int, device: torch.device, steps: i
     steps (to the end of its last step, which train() waits for before evaluating), the dev evaluation's images/s,
     and the seconds before the first step (model, data set, workers).
     """
-    from saccader import train as T
+    from saccader.pipeline import train as T
 
     config = copy.deepcopy(config)
     rec = config["train"][run]
@@ -148,7 +150,7 @@ def loop_rate(config: dict, run: str, batch: int, device: torch.device, steps: i
 
     kwargs = {"micro_batch": micro_batch} if "micro_batch" in inspect.signature(T.train).parameters else {}
     if micro_batch and not kwargs:
-        raise SystemExit("error: this saccader.train has no micro-batching; fix: run without --micro-batch")
+        raise SystemExit("error: this saccader.pipeline.train has no micro-batching; fix: run without --micro-batch")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gpu_train_") as out, \
             _patched(T, _train_mode=mark, evaluate=timed_evaluate,
@@ -165,12 +167,12 @@ def loop_rate(config: dict, run: str, batch: int, device: torch.device, steps: i
 def forward_rate(config: dict, model_name: str, batch: int, device: torch.device, steps: int = 10,
                  backward: bool = False) -> float:
     """Images/s of the attacked function (bf16, channels_last): a forward, or a forward + backward to the input."""
-    from saccader.evaluate import image_logits
+    from saccader.pipeline.evaluate import image_logits
     from saccader.models import from_config
 
     model = from_config(model_name, config).to(device).eval().requires_grad_(False)
     if hasattr(model, "glimpse_gradient"):
-        model.glimpse_gradient = True  # DRAM, as the attack job sets it (baselines/attacks.py)
+        model.glimpse_gradient = True  # DRAM, as the attack job sets it (saccader/pipeline/attack.py)
     model = model.to(memory_format=torch.channels_last)
     t = config["attack"]["num_glimpses"] if model_name in ("saccader", "dram") else None
     res = config["dataset"]["image_size"]
@@ -223,7 +225,7 @@ def attack_hours(config: dict, fwd: dict[str, float], fwd_bwd: dict[str, float])
 def contract_runs(config: dict, rows: list[dict], batch: int, micro_batch: int, device: torch.device) -> list[dict]:
     """The ``runs`` of gpu_train.json: images/s per GPU by (run, precision, resolution), the real loop's where it
     was measured (in the recipe's precision), else the synthetic step's."""
-    from saccader.train import _resolution, use_bf16
+    from saccader.pipeline.train import _resolution, use_bf16
 
     out = {}
     for row in rows:
@@ -246,7 +248,7 @@ def contract_runs(config: dict, rows: list[dict], batch: int, micro_batch: int, 
 
 
 def write_json(path: str | Path, runs: list[dict], rows: list[dict], device: torch.device) -> None:
-    from saccader.io import write_text
+    from saccader.pipeline.io import write_text
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else common.machine()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -255,7 +257,7 @@ def write_json(path: str | Path, runs: list[dict], rows: list[dict], device: tor
 
 
 def main(argv=None) -> int:
-    from saccader.config import load_experiment
+    from saccader.pipeline.config import load_experiment
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(ROOT / "config.yaml"))
@@ -294,7 +296,7 @@ def main(argv=None) -> int:
                                                            channels_last=True, steps=args.steps, warmup=args.warmup)
             row["bf16_cl/fp32"] = row["bf16_cl_img_s"] / row["fp32_img_s"]
             if "loop_img_s" in row:
-                from saccader.train import use_bf16
+                from saccader.pipeline.train import use_bf16
 
                 synthetic = row["bf16_cl_img_s"] if use_bf16(config["train"][run], device) else row["fp32_img_s"]
                 row["loop/synthetic"] = row["loop_img_s"] / synthetic
@@ -319,7 +321,7 @@ def main(argv=None) -> int:
     rows += plan
     rows.append({"total_train_gpu_hours": sum(r["gpu_hours"] for r in plan), "config": args.config})
     if args.attacks:
-        from baselines.attacks import MODELS
+        from saccader.pipeline.attack import MODELS
 
         fwd = {m: forward_rate(config, m, args.batch, device, args.steps) for m in MODELS}
         fwd_bwd = {m: forward_rate(config, m, args.batch, device, args.steps, backward=True) for m in MODELS}

@@ -3,7 +3,8 @@ against what each job's GPU consumes.
 
     python bench/jpeg_transform.py [--images 64] [--out results/benchmarks/jpeg_transform.json]
 
-Generates JPEGs of ImageNet's typical sizes (500 x 375 and 400 x 350, quality 90; ``saccader.plan.write_jpegs``) and
+Generates JPEGs of ImageNet's typical sizes (500 x 375 and 400 x 350, quality 90;
+``saccader.pipeline.plan.write_jpegs``) and
 times ``FolderDataset``'s path on one thread: PIL decode, then ``build_transform(config.yaml)`` (train: random
 resized crop, bicubic antialiased resize, flip, normalise; eval: centre crop and resize) at 224 and 331. The best of
 ``--rounds`` passes is kept (a pass a neighbour slowed is dropped). ``saccader plan`` reads ``--out`` when it sits
@@ -27,8 +28,8 @@ def main() -> None:
     args = parser.parse_args()
     setup_threads(1)
 
-    from saccader import plan
-    from saccader.config import load
+    from saccader.pipeline import plan
+    from saccader.pipeline.config import load
 
     config = load(ROOT / "config.yaml")
     rows = []

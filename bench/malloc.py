@@ -1,12 +1,13 @@
-"""Training step with glibc's default malloc vs with freed memory kept (``saccader.runtime.keep_freed_memory``).
+"""Training step with glibc's default malloc vs with freed memory kept
+(``saccader.pipeline.runtime.keep_freed_memory``).
 
     python bench/malloc.py [--runs bagnet77_lowd saccader ...] [--rounds 3] [--steps 10] [--out FILE.json]
 
 The setting is process-wide and must come before the first allocation, so each variant runs in its own child
 process, the two alternating round by round. A step is what a CPU training job does per batch: the Appendix C
 training transform of ``batch`` uint8 canvases (as the cached embedded loader gives them), then the run's objective
-(``saccader.train.step_loss``), backward and the optimiser step. Figures: default seconds / kept seconds (> 1: the
-setting is faster) and the ratio of peak resident memory (kept / default).
+(``saccader.pipeline.train.step_loss``), backward and the optimiser step. Figures: default seconds / kept seconds (> 1:
+the setting is faster) and the ratio of peak resident memory (kept / default).
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ def time_steps(run: str, steps: int, batch: int, config_path: str) -> dict:
     import torch
 
     from gpu_train import _setup
-    from saccader.data.folder import build_transform
-    from saccader.train import step_loss
+    from saccader.pipeline.data.folder import build_transform
+    from saccader.pipeline.train import step_loss
 
     config = embedded_config(config_path)
     torch.manual_seed(0)
@@ -73,7 +74,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.child:  # the setting first, before this process allocates anything large
         if args.keep:
-            from saccader.runtime import keep_freed_memory
+            from saccader.pipeline.runtime import keep_freed_memory
 
             if not keep_freed_memory():
                 print(json.dumps({"error": "mallopt unavailable (not glibc)"}))

@@ -1,16 +1,16 @@
-"""P2: throughput of a training step of ``saccader.train.train`` vs a bare PyTorch loop of the same model.
+"""P2: throughput of a training step of ``saccader.pipeline.train.train`` vs a bare PyTorch loop of the same model.
 
     python bench/p2_train_step.py [--runs bagnet77_lowd saccader] [--steps 12] [--repeats 2] [--out FILE.json]
 
 Both loops see the same in-memory tensors (the data path is measured apart, in ``bench/data_path.py``): for ours,
-``saccader.data.folder.build_dataset`` is swapped for an in-memory dataset of random images and ``train()`` runs two
-epochs of ``--steps`` steps of the embedded recipe; its second epoch (loop only: no end-of-epoch evaluation or
+``saccader.pipeline.data.folder.build_dataset`` is swapped for an in-memory dataset of random images and ``train()``
+runs two epochs of ``--steps`` steps of the embedded recipe; its second epoch (loop only: no end-of-epoch evaluation or
 checkpoint, the span ``train_log.parquet``'s ``images_per_s`` covers, which the script checks) is compared with a
 bare loop (``zero_grad / loss / backward / SGD step`` over pre-batched tensors, in the recipe's memory format and
 bf16 autocast, as ``train()`` runs them). Bare and ours alternate (bare, ours, bare, ..., bare) and the medians are
 compared, in wall time and in CPU time (the latter is robust to the other jobs of a shared machine). The bare
-loop's loss is a plain cross-entropy for ``classify`` runs and ``saccader.train.step_loss`` (the same objective,
-eq 6) for the others. Target: ours / bare >= 0.95.
+loop's loss is a plain cross-entropy for ``classify`` runs and ``saccader.pipeline.train.step_loss`` (the same
+objective, eq 6) for the others. Target: ours / bare >= 0.95.
 """
 
 from __future__ import annotations
@@ -55,9 +55,9 @@ def _data(config: dict, n: int, seed: int = 0) -> InMemory:
 
 def _init_dirs(config: dict, run: str, tmp: Path) -> dict[str, str]:
     """Fresh weights for each run the recipe starts from (the loop's speed does not depend on their values)."""
-    from saccader import io
+    from saccader.pipeline import io
     from saccader.models import from_config
-    from saccader.train import recipe
+    from saccader.pipeline.train import recipe
 
     init = {}
     for name in recipe(config, run).get("init_from", []):
@@ -85,10 +85,10 @@ class _EpochClock:
 
 def ours(config: dict, run: str, steps: int, tmp: Path) -> tuple[float, float]:
     """(wall, CPU) images/s of the second epoch of ``train()`` on in-memory data."""
-    from saccader import bundle
-    from saccader import train as loop
-    from saccader.data import folder
-    from saccader.train import train
+    from saccader.pipeline import bundle
+    from saccader.pipeline import train as loop
+    from saccader.pipeline.data import folder
+    from saccader.pipeline.train import train
 
     config = copy.deepcopy(config)
     rec = config["train"][run]
@@ -113,7 +113,8 @@ def ours(config: dict, run: str, steps: int, tmp: Path) -> tuple[float, float]:
 def bare(config: dict, run: str, steps: int) -> tuple[float, float]:
     """(wall, CPU) images/s of a bare loop: pre-batched tensors, zero_grad, loss, backward, SGD (Nesterov) step."""
     from saccader.models import from_config
-    from saccader.train import MOMENTUM, _autocast, _to, param_groups, recipe, step_loss, use_bf16, use_channels_last
+    from saccader.pipeline.train import (MOMENTUM, _autocast, _to, param_groups, recipe, step_loss, use_bf16,
+                                         use_channels_last)
 
     rec, device = recipe(config, run), torch.device("cpu")
     torch.manual_seed(0)

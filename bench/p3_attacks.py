@@ -66,7 +66,7 @@ def pretrain(fn: nn.Module, config: dict, steps: int, batch: int = 64, lr: float
     """A few SGD steps of the Saccader's representation network (eq 4 on the embedded train split), so that the
     attacked model classifies and success rates mean something without a finished workflow run; returns the
     final training-batch accuracy of the BagNet."""
-    from saccader.data.folder import build_dataset
+    from saccader.pipeline.data.folder import build_dataset
 
     bagnet = fn.model.representation
     data = build_dataset(config, "train", train=False)
@@ -93,7 +93,7 @@ def pretrain(fn: nn.Module, config: dict, steps: int, batch: int = 64, lr: float
 
 def images(config: dict, n: int) -> torch.Tensor:
     try:
-        from baselines.attacks import _subset
+        from saccader.pipeline.attack import _subset
 
         subset = _subset(config)
         return torch.stack([subset[i][0] for i in range(min(n, len(subset)))]).clamp(0, 1)
@@ -121,7 +121,7 @@ def measure(n: int = 8, iters: int = 5, config: dict | None = None, eps_255: flo
     at = config["attack"]
     fn = Counting(attacked(config))
     if ckpt:  # a trained saccader run (model.pt): success rates at the paper's eps mean something
-        from saccader.io import torch_load
+        from saccader.pipeline.io import torch_load
 
         fn.fn.model.load_state_dict(torch_load(ckpt))
     train_acc = pretrain(fn.fn, config, pretrain_steps) if pretrain_steps else float("nan")

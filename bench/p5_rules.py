@@ -83,7 +83,7 @@ def main(argv=None) -> int:
         return 2
     print(text, end="")
     if args.out:
-        from saccader.io import write_text
+        from saccader.pipeline.io import write_text
 
         write_text(args.out, text)
     return 0

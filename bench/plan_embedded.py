@@ -2,8 +2,8 @@
 
     python bench/plan_embedded.py --benchmarks /path/to/results/benchmarks [--out F.json]
 
-Plans ``config/embedded.yaml`` for this CPU (``saccader.plan.measure_cpu``: FLOP rates and a per-kernel overhead
-solved from real training steps measured now) and compares each training job's projected seconds with the ``s``
+Plans ``config/embedded.yaml`` for this CPU (``saccader.pipeline.plan.measure_cpu``: FLOP rates and a per-kernel
+overhead solved from real training steps measured now) and compares each training job's projected seconds with the ``s``
 (wall) column of its Snakemake benchmark file. Reported: every job's ratio, and the share within a factor 1.5.
 The recorded run and this measurement share a 2-core machine with other work: both are noisy.
 """
@@ -29,8 +29,8 @@ def main() -> None:
 
     import torch
 
-    from saccader import plan
-    from saccader.config import load_experiment
+    from saccader.pipeline import plan
+    from saccader.pipeline.config import load_experiment
 
     torch.set_num_threads(1)
     config = load_experiment(ROOT / args.config)

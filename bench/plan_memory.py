@@ -8,8 +8,8 @@ step at batch ``small`` (allocating gradients, momentum and oneDNN's caches), th
 CPU tensors hold, like ``torch.cuda.max_memory_allocated`` on a GPU) is read after every op, forward and backward
 (a dispatch mode); the step's peak above its start is its activation memory. The growth of that peak from ``small``
 to ``large`` images is the measurement; the plan's estimate is its saved-for-backward bytes per image
-(``saccader.plan.count_train`` on fake tensors) times ``large - small``. Peak RSS growth is reported beside it: it
-also holds what malloc keeps after frees (fragmentation), so it reads higher. Needs glibc >= 2.33.
+(``saccader.pipeline.plan.count_train`` on fake tensors) times ``large - small``. Peak RSS growth is reported beside it:
+it also holds what malloc keeps after frees (fragmentation), so it reads higher. Needs glibc >= 2.33.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def step_peaks(config: dict, run: str, batches, bf16: bool) -> list[tuple[int, i
 
     import torch
 
-    from saccader import train as T
+    from saccader.pipeline import train as T
     from saccader.models import from_config
 
     rec = {**T.recipe(config, run), "base_size": config["dataset"]["image_size"]}
@@ -89,9 +89,9 @@ def step_peaks(config: dict, run: str, batches, bf16: bool) -> list[tuple[int, i
 def measure(config_path: str, run: str, small: int = 8, large: int = 72) -> dict:
     import torch
 
-    from saccader import plan
-    from saccader import train as T
-    from saccader.config import load_experiment
+    from saccader.pipeline import plan
+    from saccader.pipeline import train as T
+    from saccader.pipeline.config import load_experiment
 
     torch.set_num_threads(1)
     config = load_experiment(ROOT / config_path)

@@ -2,8 +2,9 @@
 
     python bench/warmstart.py [--jobs 5] [--commands train evaluate attack] [--out FILE.json]
 
-Each job is what a Snakemake rule runs, ``python -m saccader.launch --folder F -- <command> --help``: the launcher,
-submitit's local controller, then the job, which imports what that subcommand imports (torch, torchvision, timm,
+Each job is what a Snakemake rule runs, ``python -m saccader.pipeline.launch --folder F -- <command> --help``: the
+launcher, submitit's local controller, then the job, which imports what that subcommand imports (torch, torchvision,
+timm,
 pandas, the project's modules) and exits. So the time is all start-up, the part of every embedded job that does no
 work. The two modes alternate job by job; the server is started (and timed) before the first warm job. Figures per
 subcommand: median seconds a job, fresh and warm, and fresh / warm (> 1: warm start saves that factor).
@@ -25,8 +26,8 @@ from common import ROOT, report
 
 def launch(folder: str, warm: bool, command: str) -> float:
     """Seconds of one launched job (raises if it fails)."""
-    cmd = [sys.executable, "-m", "saccader.launch", "--folder", folder, "--warm-start" if warm else "--no-warm-start",
-           "--", command, "--help"]
+    cmd = [sys.executable, "-m", "saccader.pipeline.launch", "--folder", folder,
+           "--warm-start" if warm else "--no-warm-start", "--", command, "--help"]
     tick = time.perf_counter()
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
     return time.perf_counter() - tick

@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     except UserError as exc:
         print(f"error: {exc}")
         return 2
-    from saccader.io import atomic_path
+    from saccader.pipeline.io import atomic_path
 
     with atomic_path(Path(args.results) / "benchmarks" / "jobs.parquet") as tmp:
         frame.to_parquet(tmp, index=False)

@@ -1,5 +1,5 @@
 import sys
 
-from saccader.cli import main
+from saccader.pipeline.cli import main
 
 sys.exit(main())

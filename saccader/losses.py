@@ -2,7 +2,7 @@
 the DRAM hybrid loss (Appendix C, Ba et al. 2014).
 
 The l2 terms (lambda/2 |theta|^2, nu/2 |eta|^2) are not here: their gradient is lambda*theta, which is exactly SGD's
-``weight_decay``, so ``saccader.train`` puts lambda and nu on the optimizer's parameter groups.
+``weight_decay``, so ``saccader.pipeline.train`` puts lambda and nu on the optimizer's parameter groups.
 
 Reductions follow the official loss functions (google-research saccader/visual_attention/losses.py): eq 5 and the
 REINFORCE term of eq 6 are *means* over glimpses, trajectories and images, where the paper writes a sum over t. The

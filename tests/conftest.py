@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from saccader import config as cfg
+from saccader.pipeline import config as cfg
 
 REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)  # tests run beside other work on 2 cores; one thread is also the fastest for tiny nets
@@ -31,7 +31,7 @@ def tiny_config(root: Path) -> dict:
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> dict:
     """A built tiny cluttered-digits dataset; returns its (validated) config. Do not modify the files."""
-    from saccader.data.digits import build
+    from saccader.pipeline.data.digits import build
 
     config = tiny_config(tmp_path_factory.mktemp("tiny"))
     build(config)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from saccader import train as T
+from saccader.pipeline import train as T
 from saccader.errors import UserError
 from saccader.models import from_config
 

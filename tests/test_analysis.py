@@ -21,7 +21,7 @@ from analysis import common
 from analysis.area import plot_fig5, plot_fig_supp2
 from analysis.glimpses import plot_fig3, plot_fig6, plot_fig_supp3
 from analysis.pictures import plot_fig4, plot_fig_supp1
-from saccader import results
+from saccader.pipeline import results
 from saccader.errors import UserError
 
 SEEDS = (0, 1, 2)

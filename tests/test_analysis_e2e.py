@@ -17,8 +17,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_every_target_from_real_job_outputs(tiny_setup, tmp_path):  # noqa: F811
-    from baselines.attacks import attack
-    from saccader import evaluate, models
+    from saccader.pipeline.attack import attack
+    from saccader import models
+    from saccader.pipeline import evaluate
 
     torch.set_num_threads(1)
     config, ckpts, root = tiny_setup

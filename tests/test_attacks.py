@@ -7,7 +7,8 @@ from cleverhans.torch.attacks.spsa import spsa as upstream_spsa
 from torch import nn
 
 from baselines import attacks
-from saccader import results
+from saccader.pipeline import attack as job
+from saccader.pipeline import results
 from test_evaluate import tiny_setup  # noqa: F401  (fixture: tiny dataset and checkpoints)
 
 
@@ -118,12 +119,12 @@ def test_attack_job_writes_clean_pgd_spsa(tiny_setup):  # noqa: F811
     config["attack"].update(subset_size=6, batch_size=4, pgd_iters=2, spsa_samples=4, spsa_iters=2, num_glimpses=2)
     for model in ("saccader", "dram"):
         out = tmp_path / f"{model}.parquet"
-        attacks.attack(config, model, 0, ckpts, out)
+        job.attack(config, model, 0, ckpts, out)
         frame = results.load(out)
         assert set(frame["metric"]) == {"clean_acc", "pgd_acc", "spsa_acc"}
         assert (frame["n_images"] == 6).all() and set(frame["experiment"]) == {"robustness"}
         assert set(frame["num_glimpses"]) == {2}
-    assert attacks.required_runs("bagnet77_lowd") == ["bagnet77_lowd"]
+    assert job.required_runs("bagnet77_lowd") == ["bagnet77_lowd"]
 
 
 def test_attack_job_resumes_after_the_finished_batches(tiny_setup, monkeypatch):  # noqa: F811
@@ -132,7 +133,7 @@ def test_attack_job_resumes_after_the_finished_batches(tiny_setup, monkeypatch):
     results."""
     config, ckpts, tmp_path = tiny_setup
     config["attack"].update(subset_size=6, batch_size=2, pgd_iters=2, spsa_samples=4, spsa_iters=2, num_glimpses=2)
-    real_spsa, real_pgd = attacks.spsa, attacks.projected_gradient_descent
+    real_spsa, real_pgd = job.spsa, job.projected_gradient_descent
     adversarial = []
 
     def record(fn, die_at=None):
@@ -143,33 +144,33 @@ def test_attack_job_resumes_after_the_finished_batches(tiny_setup, monkeypatch):
             return adversarial[-1]
         return wrapped
 
-    monkeypatch.setattr(attacks, "spsa", record(real_spsa))
-    monkeypatch.setattr(attacks, "projected_gradient_descent", record(real_pgd))
-    whole = attacks.attack(config, "saccader", 0, ckpts, tmp_path / "whole.parquet")
+    monkeypatch.setattr(job, "spsa", record(real_spsa))
+    monkeypatch.setattr(job, "projected_gradient_descent", record(real_pgd))
+    whole = job.attack(config, "saccader", 0, ckpts, tmp_path / "whole.parquet")
     uninterrupted, adversarial[:] = list(adversarial), []
     out = tmp_path / "resumed.parquet"
-    monkeypatch.setattr(attacks, "spsa", record(real_spsa, die_at=5))  # PGD and SPSA of batches 1-2, PGD of 3
+    monkeypatch.setattr(job, "spsa", record(real_spsa, die_at=5))  # PGD and SPSA of batches 1-2, PGD of 3
     with pytest.raises(KeyboardInterrupt):
-        attacks.attack(config, "saccader", 0, ckpts, out)
-    assert sorted(p.name for p in attacks.partial_dir(out).iterdir()) == ["batch000000.pt", "batch000001.pt"]
+        job.attack(config, "saccader", 0, ckpts, out)
+    assert sorted(p.name for p in job.partial_dir(out).iterdir()) == ["batch000000.pt", "batch000001.pt"]
     adversarial[:] = []
-    monkeypatch.setattr(attacks, "spsa", record(real_spsa))
-    resumed = attacks.attack(config, "saccader", 0, ckpts, out)
+    monkeypatch.setattr(job, "spsa", record(real_spsa))
+    resumed = job.attack(config, "saccader", 0, ckpts, out)
     assert len(adversarial) == 2  # only batch 3 was attacked again, with the draws of the uninterrupted job
     assert torch.equal(adversarial[0], uninterrupted[4]) and torch.equal(adversarial[1], uninterrupted[5])
     assert resumed.drop(columns="code_version").equals(whole.drop(columns="code_version"))
     assert results.load(out)["value"].tolist() == results.load(tmp_path / "whole.parquet")["value"].tolist()
-    assert not attacks.partial_dir(out).exists()
+    assert not job.partial_dir(out).exists()
 
 
 def test_attack_partial_results_of_other_weights_are_not_reused(tiny_setup):  # noqa: F811
     config, ckpts, tmp_path = tiny_setup
     config["attack"].update(subset_size=2, batch_size=2, pgd_iters=1, spsa_samples=2, spsa_iters=1, num_glimpses=2)
     out = tmp_path / "a.parquet"
-    folder = attacks.partial_dir(out)
+    folder = job.partial_dir(out)
     folder.mkdir()
     torch.save({"key": "another job", "hits": {}, "rng": {}}, folder / "batch000000.pt")
-    frame = attacks.attack(config, "saccader", 0, ckpts, out)
+    frame = job.attack(config, "saccader", 0, ckpts, out)
     assert (frame["n_images"] == 2).all() and not folder.exists()
 
 

@@ -1,5 +1,6 @@
 """Bad input caught before any job is submitted, in one line: a profile resource with a typo, a dataset.root that
-does not exist, `--profile slurm` on a machine without SLURM (workflow/rules/common.smk, saccader/config.py)."""
+does not exist, `--profile slurm` on a machine without SLURM (workflow/rules/common.smk,
+saccader/pipeline/config.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from saccader import config as cfg
+from saccader.pipeline import config as cfg
 from saccader.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]

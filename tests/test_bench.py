@@ -26,7 +26,7 @@ import p3_attacks as p3  # noqa: E402
 import p5_rules  # noqa: E402
 import warmstart  # noqa: E402
 
-from saccader.config import load, load_experiment  # noqa: E402
+from saccader.pipeline.config import load, load_experiment  # noqa: E402
 from saccader.errors import UserError  # noqa: E402
 
 
@@ -194,7 +194,7 @@ def test_gpu_script_times_the_real_loop_and_writes_the_plan_contract(tiny_datase
 
 
 def test_gpu_loop_rate_runs_the_requested_steps_of_train(tiny_dataset, monkeypatch):
-    from saccader import train as T
+    from saccader.pipeline import train as T
 
     steps = []
     real = T.step_loss

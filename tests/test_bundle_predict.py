@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from saccader import bundle
-from saccader.cli import main
+from saccader.pipeline import bundle
+from saccader.pipeline.cli import main
 from saccader.errors import UserError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "reliability"))
@@ -24,7 +24,7 @@ from tiny_runs import ENV, ROOT, make_images, stage_config, write_config, write_
 def runs(tmp_path_factory):
     """A tiny ImageFolder, a trained Saccader (stage 3 from random stage-2 weights), a trained BagNet-lowD and their
     evaluation jobs' parquets in the workflow's layout (results/runs/..., results/eval/...)."""
-    from saccader import evaluate, train
+    from saccader.pipeline import evaluate, train
 
     torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("bundle")
@@ -52,7 +52,7 @@ def test_training_writes_a_card(runs):
     assert card["format"] == bundle.FORMAT and card["model"] == "saccader" and card["run"] == "saccader"
     assert card["class_names"] == ["0", "1", "2", "3"] and card["num_classes"] == 4 and card["label_offset"] == 0
     assert card["input"]["image_size"] == 16 and card["input"]["mean"] == [0.2] * 3
-    from saccader.train import fingerprint
+    from saccader.pipeline.train import fingerprint
 
     assert card["fingerprint"] == fingerprint(runs["config"], "saccader")
     assert 0.0 <= card["dev_top1"] <= 1.0
@@ -65,7 +65,7 @@ import json, sys, torch
 from pathlib import Path
 torch.set_num_threads(1)
 from saccader.models import load
-from saccader.predict import predict_batch, open_image, preprocess
+from saccader.pipeline.predict import predict_batch, open_image, preprocess
 model = load(sys.argv[1], "cpu")
 card = model.card
 assert not model.training
@@ -186,13 +186,13 @@ def test_predict_any_image_mode_and_an_unreadable_file(runs, tmp_path, capsys):
 def test_boxes_map_to_the_original_pixels(runs):
     """A box in model pixels maps back onto the pixels the crop + resize took it from: on an image that is an
     exact 3x upscale of a 16 px input (no crop padding), box coordinates scale by 3."""
-    from saccader.bundle import load
-    from saccader.predict import predict_image
+    from saccader.pipeline.bundle import load
+    from saccader.pipeline.predict import predict_image
 
     model = load(runs["dirs"]["saccader"], "cpu")
     img = Image.fromarray(np.zeros((48, 60, 3), dtype=np.uint8))  # centre 48 x 48 crop starts at x = 6
     rec = predict_image(model, model.card, img, 2)
-    from saccader.evaluate import grid_boxes
+    from saccader.pipeline.evaluate import grid_boxes
 
     boxes = [g["box_xyxy"] for g in rec["glimpses"]]
     # every box has side q * 3 and starts on the stride grid, shifted by the crop's left edge
@@ -223,7 +223,7 @@ def test_predict_bad_input(runs, tmp_path, capsys):
 def test_full_image_model_refuses_glimpses(runs, tmp_path, capsys):
     """A model that classifies the whole image (here a BagNet bundle relabelled as ResNet's card would read)."""
     from saccader.models import create
-    from saccader.io import torch_save
+    from saccader.pipeline.io import torch_save
 
     folder = tmp_path / "resnet"
     folder.mkdir()
@@ -252,9 +252,9 @@ def test_imagenet_wnids_get_names():
 def test_predict_dram_and_saccader_nasnet(runs, tmp_path, stage, t):
     """DRAM's continuous glimpses and Saccader-NASNet's (base and high-resolution patches) come out as boxes in the
     original image's pixels, one per glimpse."""
-    from saccader.io import torch_save
+    from saccader.pipeline.io import torch_save
     from saccader.models import from_config
-    from saccader.predict import predict
+    from saccader.pipeline.predict import predict
 
     high = stage.endswith("_high")
     config, run = stage_config(runs["data"], stage.removesuffix("_high"),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from saccader import checkpoint
+from saccader.pipeline import checkpoint
 from saccader.errors import UserError
 
 

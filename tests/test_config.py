@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from saccader import config as cfg
+from saccader.pipeline import config as cfg
 from saccader.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,8 +62,8 @@ def test_a_subcommand_imports_only_its_own_module():
 
     probe = ("import sys, runpy; sys.argv = ['saccader', 'params', '--help']\n"
              "try:\n    runpy.run_module('saccader', run_name='__main__')\nexcept SystemExit:\n    pass\n"
-             "print(sorted(m for m in ('sklearn', 'cleverhans', 'saccader.evaluate', 'baselines.attacks') "
-             "if m in sys.modules))")
+             "print(sorted(m for m in ('sklearn', 'cleverhans', 'saccader.pipeline.evaluate', "
+             "'saccader.pipeline.attack') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
     full = subprocess.run([sys.executable, "-m", "saccader", "--help"], capture_output=True, text=True, cwd=REPO)

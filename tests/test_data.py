@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from saccader.data import build_dataset, check_data, list_split, split_train_dev
-from saccader.data.digits import build, source_splits
+from saccader.pipeline.data import build_dataset, check_data, list_split, split_train_dev
+from saccader.pipeline.data.digits import build, source_splits
 from saccader.errors import UserError
 
 
@@ -87,7 +87,7 @@ def test_transforms_shape_and_normalisation(tiny_dataset, train):
 
 
 def test_zero_image_maps_to_minus_mean_over_std(tiny_dataset):
-    from saccader.data import build_transform
+    from saccader.pipeline.data import build_transform
 
     ds = tiny_dataset["dataset"]
     out = build_transform(tiny_dataset, train=False)(Image.new("RGB", (80, 80)))
@@ -99,8 +99,8 @@ def test_zero_image_maps_to_minus_mean_over_std(tiny_dataset):
                                               (False, False, "high_res_size")])
 def test_transform_is_bitwise_torchvisions_compose(tiny_dataset, train, hflip, size):
     """AppendixC (functional kernels) = the v2.Compose it stands for, same random draws, PIL or tensor input."""
-    from saccader.data import build_transform
-    from saccader.data.folder import _load_rgb
+    from saccader.pipeline.data import build_transform
+    from saccader.pipeline.data.folder import _load_rgb
 
     ds = tiny_dataset["dataset"]
     config = {**tiny_dataset, "dataset": {**ds, "hflip": hflip, "crop_padding_fraction": 0.1}}
@@ -129,7 +129,7 @@ def test_cached_images_give_the_same_items_and_pack_the_split(tiny_dataset, tmp_
     pack = root / ".decoded-train.pt"
     for n in range(2):  # the first dataset decodes and writes the pack, the second loads it
         cached = build_dataset(on, "train", train=True)
-        with caplog.at_level("INFO", logger="saccader.data"):
+        with caplog.at_level("INFO", logger="saccader.pipeline.data"):
             caplog.clear()
             for i in range(5):
                 torch.manual_seed(i)
@@ -139,7 +139,7 @@ def test_cached_images_give_the_same_items_and_pack_the_split(tiny_dataset, tmp_
         assert pack.exists() and ("decoded 80 images" in caplog.text) == (n == 0)
     assert len(cached._decoded) == len(plain) and plain._decoded is None and not (root / ".decoded-dev.pt").exists()
     pack.write_bytes(b"half-written by something else")  # an unreadable pack is decoded again, with a warning
-    with caplog.at_level("INFO", logger="saccader.data"):
+    with caplog.at_level("INFO", logger="saccader.pipeline.data"):
         caplog.clear()
         torch.manual_seed(0)
         assert torch.equal(build_dataset(on, "train", train=True)[0][0], plain_first)
@@ -147,19 +147,19 @@ def test_cached_images_give_the_same_items_and_pack_the_split(tiny_dataset, tmp_
     # an image that changes invalidates the pack: decoded again, and the new pixels are served
     victim = Path(plain.samples[3][0])
     Image.new("RGB", Image.open(victim).size, (255, 0, 0)).save(victim)
-    with caplog.at_level("INFO", logger="saccader.data"):
+    with caplog.at_level("INFO", logger="saccader.pipeline.data"):
         caplog.clear()
         fresh = build_dataset(on, "train", train=False, normalize=False)
         assert torch.equal(fresh[3][0][0], torch.ones_like(fresh[3][0][0])) and "decoded 80 images" in caplog.text
 
 
 def test_unwritable_pack_is_skipped(tiny_dataset, tmp_path, monkeypatch):
-    from saccader.data.folder import FolderDataset
+    from saccader.pipeline.data.folder import FolderDataset
 
     samples, _ = list_split(tiny_dataset, "test")
     transform = lambda img, generator=None: img  # noqa: E731
     ds = FolderDataset(samples[:3], transform, cache=True, pack=tmp_path / "no" / "such" / "dir" / "p.pt")
-    monkeypatch.setattr("saccader.io.atomic_path", _raise_oserror)
+    monkeypatch.setattr("saccader.pipeline.io.atomic_path", _raise_oserror)
     assert ds[2][0].dtype == torch.uint8 and not (tmp_path / "no").exists()
 
 
@@ -209,7 +209,7 @@ def test_bad_layouts_give_one_clear_line(tiny_dataset, tmp_path, damage, message
 
 
 def test_make_dataset_cli_refuses_imagenet_config(tmp_path, capsys):
-    from saccader.cli import main
+    from saccader.pipeline.cli import main
 
     assert main(["make-dataset", "--config", "config.yaml"]) == 2
     assert "error:" in capsys.readouterr().err
@@ -219,7 +219,7 @@ def test_atomic_writes_get_the_usual_file_mode(tmp_path):
     """Results are shared: an atomically written file gets 0666 & ~umask like open(), not mkstemp's 0600."""
     import os
 
-    from saccader.io import write_text
+    from saccader.pipeline.io import write_text
 
     old = os.umask(0o022)
     try:

@@ -23,7 +23,7 @@ import logging, sys, torch, yaml
 logging.basicConfig(level=logging.INFO)
 from torch import nn
 import saccader.models
-from saccader import train
+from saccader.pipeline import train
 torch.set_num_threads(1)
 
 def tiny(name, config):

@@ -52,7 +52,7 @@ IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 ALIASES = {"np": "numpy", "pd": "pandas", "nn": "torch.nn", "F": "torch.nn.functional",
            "v2": "torchvision.transforms.v2"}  # the code's import aliases
 PROGRAM_PATH = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
-PACKAGES = ("saccader", "baselines", "analysis")  # `cli.main` is saccader.cli.main
+PACKAGES = ("saccader", "saccader.pipeline", "baselines", "analysis")  # `cli.main` is saccader.pipeline.cli.main
 
 
 @functools.cache
@@ -121,7 +121,7 @@ def snakemake_targets() -> frozenset:
 
 @functools.cache
 def cli_commands() -> tuple:
-    from saccader.cli import COMMANDS as commands
+    from saccader.pipeline.cli import COMMANDS as commands
 
     return tuple(commands)
 
@@ -258,7 +258,7 @@ def check_command(line: str) -> str | None:
     if head == "saccader":
         sub = next((w for w in rest if not w.startswith("-")), None)
         if sub is not None and sub not in cli_commands():
-            return f"saccader has no subcommand {sub} (saccader.cli.COMMANDS)"
+            return f"saccader has no subcommand {sub} (saccader.pipeline.cli.COMMANDS)"
         return None
     if head == "analysis":
         sub = next((w for w in rest if not w.startswith("-")), None)

@@ -18,9 +18,9 @@ from torch.utils._pytree import tree_flatten
 
 from baselines import attacks
 from baselines import policies as engineered
-from saccader import evaluate as E
-from saccader import train as T
-from saccader.config import load_experiment
+from saccader.pipeline import evaluate as E
+from saccader.pipeline import train as T
+from saccader.pipeline.config import load_experiment
 from saccader.models import from_config
 
 META = torch.device("meta")
@@ -225,7 +225,7 @@ def test_eq5_targets_rank_float32_logits_of_the_representation(smoke):
 def test_micro_batched_step_has_no_host_wait_and_draws_on_the_device(smoke, run):
     """The micro-batched step (gradient accumulation, with the sampling stages' global baseline pre-pass)."""
     if not hasattr(T, "accumulate_gradients"):
-        pytest.skip("this saccader.train has no micro-batching")
+        pytest.skip("this saccader.pipeline.train has no micro-batching")
     rec, model, optimizer, images, labels = _meta_run(smoke, run)
     images, labels = torch.cat([images] * 2), torch.cat([labels] * 2)
     T._train_mode(model)

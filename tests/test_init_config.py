@@ -13,8 +13,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from saccader.cli import main
-from saccader.config import validate
+from saccader.pipeline.cli import main
+from saccader.pipeline.config import validate
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from saccader.errors import UserError
 from saccader.geometry import location_boxes
-from saccader.config import load_experiment
+from saccader.pipeline.config import load_experiment
 from saccader.models import create, from_config, list_models
 
 REPO = Path(__file__).resolve().parents[1]

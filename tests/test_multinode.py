@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from saccader import distributed
+from saccader.pipeline import distributed
 from test_distributed import _free_port
 from test_workflow import snakemake
 
@@ -28,7 +28,7 @@ def test_profile_nodes_and_micro_batch_reach_the_launcher_and_the_trainer(tmp_pa
     target = f"{tmp_path}/runs/bagnet77_lowd/seed0/model.pt"
     profile = yaml.safe_load(Path("slurm/config.yaml").read_text())["set-resources"]["train"]
     launch = next(line for line in snakemake(*args, target=target).splitlines()
-                  if "saccader.launch" in line and " train " in line)
+                  if "saccader.pipeline.launch" in line and " train " in line)
     assert f"--nodes {profile['nodes']} --gpus {profile['gpu']}" in launch
     assert f"--micro-batch {profile['micro_batch']} --config " in launch.split(" > ")[0]
     two = snakemake(*args, "--set-resources", "train:nodes=2", "train:gpu=4", "train:micro_batch=8", target=target)
@@ -79,7 +79,7 @@ def test_each_task_takes_the_gpu_of_its_local_rank(monkeypatch):
 CHILD = """
 import logging, os, sys, torch, yaml
 logging.basicConfig(level=logging.INFO)
-from saccader import train, distributed
+from saccader.pipeline import train, distributed
 torch.set_num_threads(1)
 stop = int(os.environ.get("STOP_AT_STEP", "0"))
 real, steps = train.accumulate_gradients, []
@@ -106,9 +106,9 @@ def _launch(script, args, world, per_node, stop=0):
 
 @pytest.mark.slow
 def test_two_nodes_of_two_ranks_resume_after_a_requeue_and_evaluate_sharded(tmp_path):
-    from saccader import io
-    from saccader import train as T
-    from saccader.data.folder import Standardize, build_dataset
+    from saccader.pipeline import io
+    from saccader.pipeline import train as T
+    from saccader.pipeline.data.folder import Standardize, build_dataset
     from saccader.models import from_config
 
     make_images(tmp_path / "data", per_class=14)  # 56 images: 16 dev, 40 train = 2 steps of 16 an epoch

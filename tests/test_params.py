@@ -1,10 +1,10 @@
-"""``saccader params``: Table Supp.1 at paper scale (saccader/params.py)."""
+"""``saccader params``: Table Supp.1 at paper scale (saccader/pipeline/params.py)."""
 
 import pandas as pd
 
-from saccader import cli
+from saccader.pipeline import cli
 from saccader.models import count_parameters, create
-from saccader.params import TABLE_SUPP1
+from saccader.pipeline.params import TABLE_SUPP1
 
 
 def test_params_cli_reproduces_table_supp1(tmp_path, capsys):

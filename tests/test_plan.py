@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from saccader import plan
-from saccader.config import load
+from saccader.pipeline import plan
+from saccader.pipeline.config import load
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -145,7 +145,7 @@ def test_gpu_train_json_and_jpeg_bench_files_are_read(tmp_path):
 @pytest.mark.slow
 def test_cli_writes_plan_md_and_json_and_the_index_links_them(tmp_path):
     from analysis.index import index
-    from saccader.cli import main
+    from saccader.pipeline.cli import main
 
     assert main(["plan", "--config", str(ROOT / "config.yaml"), "--config", str(ROOT / "config" / "smoke.yaml"), "--results", str(tmp_path)]) == 0
     result = __import__("json").loads((tmp_path / "plan.json").read_text())

@@ -69,3 +69,20 @@ def test_more_glimpses_than_cells_is_a_user_error():
         policies.ordered_logits(torch.zeros(1, 2, 2, 2), 5)
     with pytest.raises(UserError, match="max_glimpses"):
         policies.random_policy(1, (2, 2), 5)
+
+
+def test_center_takes_the_cells_nearest_the_image_centre_nearest_first():
+    from baselines.policies.center import center
+
+    # 3 x 3 cells of 8 px at stride 4 on a 16 px image: cell centres at 3.5, 7.5, 11.5; the image centre 7.5
+    cells = policies.Cells(torch.zeros(2, 5, 3, 3), torch.zeros(2, 3, 16, 16), patch=8, stride=4)
+    picked = center(9, cells)
+    assert picked.tolist() == [[4, 1, 3, 5, 7, 0, 2, 6, 8]] * 2  # the centre, its 4 neighbours, the corners
+    assert torch.equal(center(3, cells), picked[:, :3])  # its T-glimpse choice is the first T of any longer one
+    # 4 x 4 cells: the four central cells tie, taken row by row
+    cells = policies.Cells(torch.zeros(1, 5, 4, 4), torch.zeros(1, 3, 20, 20), patch=8, stride=4)
+    assert center(4, cells).tolist() == [[5, 6, 9, 10]]
+    with pytest.raises(UserError, match="cannot pick 17 distinct glimpses"):
+        center(17, cells)
+    assert policies.choose("center", 2, logits2d=cells.logits2d, images=cells.images, patch=8, stride=4).tolist() == [
+        [5, 6]]

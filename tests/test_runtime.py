@@ -1,4 +1,4 @@
-"""saccader.runtime: the allocator setting is applied on glibc and is a silent no-op elsewhere."""
+"""saccader.pipeline.runtime: the allocator setting is applied on glibc and is a silent no-op elsewhere."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import platform
 
 import pytest
 
-from saccader import runtime
+from saccader.pipeline import runtime
 
 
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
@@ -24,7 +24,7 @@ def test_keep_freed_memory_is_a_no_op_without_mallopt(monkeypatch):
 
 
 def test_cli_applies_it_before_the_subcommand(monkeypatch):
-    from saccader import cli
+    from saccader.pipeline import cli
 
     calls = []
     monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append("kept") or True)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from conftest import smoke_snakemake as snakemake
-from saccader import results as sres
+from saccader.pipeline import results as sres
 
 pytestmark = pytest.mark.slow
 

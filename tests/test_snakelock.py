@@ -1,4 +1,5 @@
-"""Stale Snakemake locks (saccader/snakelock.py): released when their owner is dead, kept while another runs."""
+"""Stale Snakemake locks (saccader/pipeline/snakelock.py): released when their owner is dead, kept while another
+runs."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import socket
 import subprocess
 import sys
 
-from saccader import snakelock
+from saccader.pipeline import snakelock
 
 
 def locks(folder):
@@ -56,7 +57,7 @@ def test_an_invocation_on_another_host_counts_as_alive(tmp_path):
 def test_a_job_exits_once_its_snakemake_is_gone_and_not_on_another_host(tmp_path):
     owner = subprocess.Popen(["sleep", "300"])
     value = f"{socket.gethostname()}:{owner.pid}:{snakelock.start_time(owner.pid)}"
-    job = subprocess.Popen([sys.executable, "-c", "from saccader.snakelock import exit_with_snakemake as e; "
+    job = subprocess.Popen([sys.executable, "-c", "from saccader.pipeline.snakelock import exit_with_snakemake as e; "
                             "import time; e(0.05); print('up', flush=True); time.sleep(60)"],
                            env={**os.environ, snakelock.OWNER: value}, stdout=subprocess.PIPE, text=True)
     try:

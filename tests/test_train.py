@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from saccader import train as T
-from saccader.config import validate
+from saccader.pipeline import train as T
+from saccader.pipeline.config import validate
 from saccader.errors import UserError
-from saccader.io import torch_load
+from saccader.pipeline.io import torch_load
 from saccader.models import from_config
 
 TINY_BAGNET = {"blocks": [1, 1], "planes": [4, 8], "expansion": 2, "strides": [2, 1], "kernel3": [1, 1],
@@ -141,7 +141,7 @@ def test_schema_rejects_unknown_recipe_key(data):
 def test_shipped_configs_are_consistent():
     """Every shipped recipe validates and starts only from runs that exist; the paper-scale recipes use the paper's
     rates at the paper's batch sizes (the embedded ones document each deviation from linear scaling in a comment)."""
-    from saccader.config import load_experiment
+    from saccader.pipeline.config import load_experiment
 
     for path in ("config.yaml", "config/embedded.yaml", "config/smoke.yaml"):
         config = load_experiment(path)
@@ -192,7 +192,7 @@ def test_bf16_is_a_recipe_choice_that_needs_native_bf16_on_cpu(monkeypatch, capl
     assert T.use_bf16({}, cuda) and not T.use_bf16({}, cpu) and not T.use_bf16({"bf16": False}, cuda)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
-    with caplog.at_level("WARNING", logger="saccader.train"):
+    with caplog.at_level("WARNING", logger="saccader.pipeline.train"):
         assert T.use_bf16({"bf16": True}, cpu) == (amx or avx512_bf16)
     assert ("neither AMX tiles nor AVX512-BF16" in caplog.text) == (not (amx or avx512_bf16))
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from saccader import train as T
-from saccader.data.folder import Standardize, build_dataset
+from saccader.pipeline import train as T
+from saccader.pipeline.data.folder import Standardize, build_dataset
 from test_train import make_images, recipe, tiny_config
 
 

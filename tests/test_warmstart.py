@@ -1,4 +1,5 @@
-"""Warm start (saccader/warmstart.py): local jobs forked from a server with torch imported behave as fresh ones.
+"""Warm start (saccader/pipeline/warmstart.py): local jobs forked from a server with torch imported behave as fresh
+ones.
 
 Every test gets its own server (a private TMPDIR, so its own socket) that exits soon after the test.
 """
@@ -52,7 +53,7 @@ def env(tmp_path):
 
 
 def client(env, *args, cwd, idle="5", **kw):
-    return subprocess.Popen([sys.executable, "-m", "saccader.warmstart", "--idle-s", idle, "-u", "-m", "probe",
+    return subprocess.Popen([sys.executable, "-m", "saccader.pipeline.warmstart", "--idle-s", idle, "-u", "-m", "probe",
                              *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             **kw)
 
@@ -159,7 +160,7 @@ def test_an_idle_server_exits_and_the_next_client_starts_another(env, tmp_path):
 
 
 def test_what_cannot_be_forked_runs_as_a_plain_interpreter(env, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "saccader.warmstart", "-c", "print('plain')"], env=env,
+    proc = subprocess.run([sys.executable, "-m", "saccader.pipeline.warmstart", "-c", "print('plain')"], env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout == "plain\n"
     assert "running a fresh interpreter instead" in proc.stderr
@@ -171,8 +172,8 @@ def test_a_launched_training_run_is_bitwise_the_same_warm_or_fresh(tiny_dataset,
     weights = {}
     for mode in ("--warm-start", "--no-warm-start"):
         out = tmp_path / mode.strip("-")
-        proc = subprocess.run([sys.executable, "-m", "saccader.launch", "--folder", str(out / "sub"), mode, "--",
-                               "train", "--config", str(config), "--run", "bagnet77_lowd", "--seed", "0",
+        proc = subprocess.run([sys.executable, "-m", "saccader.pipeline.launch", "--folder", str(out / "sub"), mode,
+                               "--", "train", "--config", str(config), "--run", "bagnet77_lowd", "--seed", "0",
                                "--out", str(out / "run")], cwd=ROOT, env=env, capture_output=True, text=True,
                               timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -187,12 +188,12 @@ def test_a_launched_training_run_is_bitwise_the_same_warm_or_fresh(tiny_dataset,
 
 
 def test_the_launcher_hands_submitit_the_warm_interpreter_for_local_jobs_only(tmp_path):
-    from saccader import launch as launcher
+    from saccader.pipeline import launch as launcher
 
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({"executor": {"warm_start": True}}))
     command = ["--", "params", "--config", str(tmp_path / "c.yaml")]
     local = launcher.build_executor(launcher.parse_args(["--folder", str(tmp_path), "--cpus", "3", *command]))
-    assert local._executor.python.endswith("-m saccader.warmstart --threads 3")
+    assert local._executor.python.endswith("-m saccader.pipeline.warmstart --threads 3")
     off = launcher.parse_args(["--folder", str(tmp_path), "--no-warm-start", *command])
     assert "warmstart" not in launcher.build_executor(off)._executor.python
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({"executor": {}}))

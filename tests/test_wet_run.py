@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from saccader import config as cfg
+from saccader.pipeline import config as cfg
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +62,7 @@ def test_the_generated_tree_is_imagenets_layout(wet):
 def test_every_run_is_paper_size_and_took_a_real_step(wet):
     """Each training run's weights have every tensor shape of the paper's model (config.yaml's models: {}), 1001
     outputs, and its log shows one optimizer step on real images and a dev evaluation."""
-    from saccader.io import torch_load
+    from saccader.pipeline.io import torch_load
     from saccader.models import from_config
 
     config, results, _ = wet
@@ -81,8 +81,8 @@ def test_every_run_is_paper_size_and_took_a_real_step(wet):
 
 
 def test_every_evaluation_and_attack_saw_real_images(wet):
-    from baselines import attacks
-    from saccader import evaluate
+    from saccader.pipeline import attack as attacks
+    from saccader.pipeline import evaluate
 
     config, results, _ = wet
     for kind, models in evaluate.JOBS.items():
@@ -107,8 +107,8 @@ def test_figures_report_and_the_meaningless_banner(wet):
 
 
 def test_each_heavy_job_recorded_its_time_and_peak_memory(wet):
-    from baselines import attacks
-    from saccader import evaluate
+    from saccader.pipeline import attack as attacks
+    from saccader.pipeline import evaluate
 
     config, results, table = wet
     jobs = pd.read_parquet(results / "benchmarks" / "jobs.parquet")

@@ -1,4 +1,4 @@
-"""The Snakemake workflow and the submitit launcher (workflow/, slurm/, saccader/launch.py).
+"""The Snakemake workflow and the submitit launcher (workflow/, slurm/, saccader/pipeline/launch.py).
 
 Dry-runs only, plus two tiny launcher jobs: nothing here trains. Every Snakemake call writes into a temporary
 results_dir, never into the repository's results/.
@@ -36,7 +36,7 @@ def job_counts(out: str) -> dict[str, int]:
 
 
 def experiment(config_file: str) -> dict:
-    from saccader.config import load_experiment
+    from saccader.pipeline.config import load_experiment
 
     return load_experiment(ROOT / config_file)
 
@@ -44,8 +44,8 @@ def experiment(config_file: str) -> dict:
 def expected_counts(config: dict) -> dict[str, int]:
     """What `all` must run: every run and seed, every evaluation and attack job, every analysis target."""
     import analysis
-    from baselines import attacks
-    from saccader import evaluate
+    from saccader.pipeline import attack as attacks
+    from saccader.pipeline import evaluate
 
     seeds = len(config["seeds"])
     counts = {"check_data": 1, "param_counts": 1, "all": 1, "train": len(config["train"]) * seeds,
@@ -171,7 +171,7 @@ def test_slurm_profile_passes_resources_to_the_launcher(tmp_path):
     out = snakemake("-n", "-p", "--profile", "slurm", "--config", f"results_dir={tmp_path}",
                     f"dataset={{root: {tmp_path}/imagenet}}", target=f"{tmp_path}/runs/bagnet77_lowd/seed0/model.pt")
     profile = yaml.safe_load((ROOT / "slurm/config.yaml").read_text())["set-resources"]["train"]
-    launch = next(line for line in out.splitlines() if "saccader.launch" in line and " train " in line)
+    launch = next(line for line in out.splitlines() if "saccader.pipeline.launch" in line and " train " in line)
     assert f"--cluster slurm --partition={profile['slurm_partition']}" in launch
     assert f"--gpus {profile['gpu']} --cpus {profile['cpus_per_task']} --mem-mb {profile['mem_mb']}" in launch
     assert f"--time-min {profile['runtime']}" in launch
@@ -182,11 +182,11 @@ def test_default_profile_leaves_the_slurm_profile_alone():
     default = yaml.safe_load((ROOT / "workflow/profiles/default/config.yaml").read_text())
     slurm = yaml.safe_load((ROOT / "slurm/config.yaml").read_text())
     assert not set(default) & set(slurm)
-    assert "executor" not in slurm  # heavy jobs reach SLURM through saccader.launch (submitit), not a plugin
+    assert "executor" not in slurm  # heavy jobs reach SLURM through saccader.pipeline.launch (submitit), not a plugin
 
 
 def launch(*args, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "saccader.launch", *args], cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "saccader.pipeline.launch", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=120)
 
 
@@ -211,7 +211,7 @@ def test_launcher_runs_a_subcommand_as_a_local_submitit_job(tiny_dataset, tmp_pa
 
 
 def test_launcher_maps_resources_to_sbatch_and_requeues_the_same_command(tmp_path, monkeypatch):
-    from saccader import launch as launcher
+    from saccader.pipeline import launch as launcher
 
     # submitit's SLURM executor insists on finding srun; the sbatch script is only written here, never submitted.
     (tmp_path / "bin").mkdir()

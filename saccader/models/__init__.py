@@ -6,7 +6,8 @@
 
 Defaults are the paper's models (224 input, q = 77, stride 8, 2048-d features, 512-d what features); the
 ``models:`` section of a config holds the overrides that make the small embedded variants. Overrides are the keyword
-arguments of the model's constructor; an unknown one is a ``UserError`` naming the allowed ones.
+arguments of the model's constructor; an unknown one is a ``UserError`` naming the allowed ones. The names, their
+constructors and labels are ``saccader.catalog.MODELS``.
 """
 
 from __future__ import annotations
@@ -14,36 +15,22 @@ from __future__ import annotations
 import importlib
 import inspect
 
+from saccader import catalog
 from saccader.errors import UserError
 
-__all__ = ["create", "from_config", "load", "list_models", "allowed_overrides", "count_parameters"]
-
-# name -> ("module:constructor", fixed constructor arguments that define the variant)
-_REGISTRY = {
-    "bagnet77_lowd": ("saccader.models.bagnet:BagNet", {}),
-    "bagnet77": ("saccader.models.bagnet:BagNet", {"lowd_dim": None}),
-    "resnet_v2_50": ("baselines.resnet_v2:ResNetV2", {}),
-    "saccader": ("saccader.models.saccader:Saccader", {}),
-    "saccader_no_attention": ("saccader.models.saccader:Saccader", {"attention": False}),
-    "dram": ("baselines.dram:DRAM", {}),
-    "nasnet_a_large": ("baselines.nasnet:nasnet_a_large", {}),
-    "saccader_nasnet": ("baselines.nasnet:SaccaderNASNet", {}),
-}
-
-# saccader_nasnet is built from the config's saccader and NASNet entries unless it names its own.
-_COMPOSITE = {"saccader_nasnet": {"saccader": "saccader", "nasnet": "nasnet_a_large"}}
+__all__ = ["create", "config_overrides", "from_config", "class_logits", "image_logits", "load", "list_models",
+           "allowed_overrides", "count_parameters"]
 
 
 def list_models() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(catalog.MODELS)
 
 
 def _constructor(name: str):
-    if name not in _REGISTRY:
-        raise UserError(f"unknown model {name!r}", f"use one of {', '.join(list_models())}")
-    target, fixed = _REGISTRY[name]
-    module, attr = target.split(":")
-    return getattr(importlib.import_module(module), attr), fixed
+    """The constructor of catalog model ``name`` and its fixed arguments (``saccader.catalog.MODELS``)."""
+    entry = catalog.MODELS[catalog.known("model", name, list_models())]
+    module, attr = entry.constructor.split(":")
+    return getattr(importlib.import_module(module), attr), dict(entry.fixed)
 
 
 def allowed_overrides(name: str) -> list[str]:
@@ -67,19 +54,41 @@ def create(name: str, num_classes: int, **overrides):
     return fn(num_classes=num_classes, **fixed, **args)
 
 
-def from_config(name: str, config: dict):
-    """``create(name, dataset.num_classes, **models[name])``; composite models take their parts' entries too."""
+def config_overrides(name: str, config: dict) -> dict:
+    """The constructor overrides of ``name`` in ``config['models']``; a composite model takes its parts' entries
+    unless it names its own (``saccader.catalog.MODELS``)."""
     models = config.get("models", {}) or {}
     overrides = dict(models.get(name, {}) or {})
-    for key, part in _COMPOSITE.get(name, {}).items():
+    for key, part in catalog.MODELS[catalog.known("model", name, list_models())].parts:
         overrides.setdefault(key, dict(models.get(part, {}) or {}))
-    return create(name, config["dataset"]["num_classes"], **overrides)
+    return overrides
+
+
+def from_config(name: str, config: dict):
+    """``create(name, dataset.num_classes, **models[name])``; composite models take their parts' entries too."""
+    return create(name, config["dataset"]["num_classes"], **config_overrides(name, config))
+
+
+def class_logits(out):
+    """Class logits (N, C) of the output of any model of the zoo: a dict's ``logits`` (DRAM), a tuple's first item
+    (the Saccader's (logits, locations, policy)); BagNets' per-location logits (N, C, h, w) averaged over space
+    (eq 4, ``saccader.losses.mean_logits``); ResNet / NASNet logits as they are."""
+    if isinstance(out, dict):
+        out = out["logits"]
+    elif isinstance(out, (tuple, list)):
+        out = out[0]
+    return out.mean(dim=(2, 3)) if out.dim() == 4 else out
+
+
+def image_logits(model, images, num_glimpses: int | None = None):
+    """Class logits (N, C) of ``model`` on standardised images (a glimpse model takes ``num_glimpses``)."""
+    return class_logits(model(images) if num_glimpses is None else model(images, num_glimpses))
 
 
 def load(path, device=None):
     """A trained model from its bundle alone (a run folder, its model.pt or card.json), in eval mode, no config
-    needed; ``model.card`` describes it (saccader.bundle)."""
-    from saccader.bundle import load as load_bundle
+    needed; ``model.card`` describes it (saccader.pipeline.bundle)."""
+    from saccader.pipeline.bundle import load as load_bundle
 
     return load_bundle(path, device)
 

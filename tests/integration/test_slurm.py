@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from saccader.config import load_experiment
+from saccader.pipeline.config import load_experiment
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = "bagnet77_lowd"
@@ -94,8 +94,8 @@ def test_profile_slurm_runs_and_a_requeued_training_job_resumes(tmp_path):
 
     # The same run without interruption, same code path (local submitit job, 1 thread): identical weights.
     reference = tmp_path / "reference"
-    subprocess.run([sys.executable, "-m", "saccader.launch", "--folder", str(tmp_path / "ref-submitit"), "--cpus",
-                    "1", "--", "train", "--config", str(results / "config.yaml"), "--run", RUN, "--seed", "0",
+    subprocess.run([sys.executable, "-m", "saccader.pipeline.launch", "--folder", str(tmp_path / "ref-submitit"),
+                    "--cpus", "1", "--", "train", "--config", str(results / "config.yaml"), "--run", RUN, "--seed", "0",
                     "--out", str(reference)], cwd=ROOT, check=True, timeout=600)
     import torch
 

@@ -4,8 +4,8 @@ undisturbed run). Replay a failure with the seed it printed:
 
     .venv/bin/python tests/reliability/chaos.py --seed 1234 --config config/smoke.yaml --root /tmp/chaos
 
-Targets (``KINDS``): Snakemake itself, the warm-start server (saccader/warmstart.py), the process that computes a
-heavy job (a child of that server, or the job's own interpreter without it: check_data, train, evaluate,
+Targets (``KINDS``): Snakemake itself, the warm-start server (saccader/pipeline/warmstart.py), the process that computes
+a heavy job (a child of that server, or the job's own interpreter without it: check_data, train, evaluate,
 evaluate_glimpses, attack) and the light jobs (make_dataset, param_counts, a figure/table job of analysis/). Each
 event is a SIGKILL or a SIGTERM (a hung job has its own test: tests/reliability/test_workflow_faults.py).
 Only processes of this run are ever signalled: they name this run's folder, or are children of its own warm-start
@@ -100,7 +100,7 @@ def targets(results: Path, snakemake_pid: int | None, tmpdir: Path) -> dict[str,
     for pid in procs:
         cmd = _cmdline(pid)
         line = " ".join(cmd)
-        if "saccader.warmstart" in line and "--serve" in cmd and str(tmpdir) in line:
+        if "saccader.pipeline.warmstart" in line and "--serve" in cmd and str(tmpdir) in line:
             servers.add(pid)
             found["warmstart"].append((pid, "warm-start server"))
     for pid in procs:
@@ -111,7 +111,7 @@ def targets(results: Path, snakemake_pid: int | None, tmpdir: Path) -> dict[str,
         job = None
         if _ppid(pid) in servers:  # a forked job
             job = _job_folder(pid)
-        elif "submitit.core._submit" in line and str(results) in line and "saccader.warmstart" not in line:
+        elif "submitit.core._submit" in line and str(results) in line and "saccader.pipeline.warmstart" not in line:
             job = _job_folder(pid)  # a job in its own interpreter (no warm start)
         if job:
             rule = job.split("/")[0]

@@ -15,9 +15,9 @@ import pytest
 import torch
 from PIL import Image
 
-from saccader import train as T
-from saccader.cli import main
-from saccader.data import check_data
+from saccader.pipeline import train as T
+from saccader.pipeline.cli import main
+from saccader.pipeline.data import check_data
 from saccader.errors import UserError
 from tiny_runs import make_images, stage_config, write_config, write_inits
 
@@ -83,7 +83,7 @@ def test_stale_checkpoint_restart(finished, tmp_path, caplog):
     ("lr", 0, r"train\.bagnet77_lowd\.lr = 0 is out of range; fix: set it > 0"),
     ("batch_size", -8, r"train\.bagnet77_lowd\.batch_size = -8 is out of range; fix: set it >= 1"),
     ("batch_size", 0, r"batch_size = 0 is out of range"),
-    ("model", "bagnet99", r"unknown model 'bagnet99'; fix: use one of .*bagnet77_lowd"),
+    ("model", "bagnet99", r"train\.\w+\.model = 'bagnet99' is not allowed; use one of .*bagnet77_lowd"),
 ])
 def test_bad_recipe_value(finished, tmp_path, capsys, key, value, message):
     config, run, out = finished

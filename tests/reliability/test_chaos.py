@@ -74,7 +74,7 @@ def _tensors_equal(a, b) -> bool:
 
 
 def leftovers(results: Path) -> list[str]:
-    """Temporary files (saccader.io's .<name>.*.tmp, submitit's and Snakemake's partial files)."""
+    """Temporary files (saccader.pipeline.io's .<name>.*.tmp, submitit's and Snakemake's partial files)."""
     return sorted(f for f in files(results) if re.search(r"(^|/)\.[^/]*\.tmp$|\.tmp$|\.partial$", f))
 
 

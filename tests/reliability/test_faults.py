@@ -9,8 +9,10 @@ import os
 import pytest
 import torch
 
-from saccader import io, losses
-from saccader import train as T
+from saccader import losses
+
+from saccader.pipeline import io
+from saccader.pipeline import train as T
 from saccader.errors import UserError
 from tiny_runs import make_images, stage_config
 
@@ -96,7 +98,7 @@ def test_results_folder_not_writable_fails_at_job_start(data, tmp_path, monkeypa
 def test_a_write_removes_the_temporary_files_that_a_kill_left_of_the_same_file(tmp_path):
     """A kill during an atomic write leaves ``.<name>.<random>.tmp``; the rerun's write of that file removes it
     (the chaos test found them beside attack parquets and figures), and nothing of another file."""
-    from saccader import io
+    from saccader.pipeline import io
 
     left = [tmp_path / ".seed0.parquet.3tnn5_lr.tmp", tmp_path / ".seed0.parquet.a1b2c3d4.tmp"]
     kept = [tmp_path / ".seed0.parquet.examples.npz.uzn5g_94.tmp", tmp_path / ".seed1.parquet.abcdefgh.tmp"]

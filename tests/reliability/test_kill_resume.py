@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 import torch
 
-from saccader import checkpoint
-from saccader import train as T
+from saccader.pipeline import checkpoint
+from saccader.pipeline import train as T
 from tiny_runs import STAGES, make_images, stage_config, write_inits
 
 EPOCHS = 2  # of 6 steps (8 images a step, 48 training images after the dev split)

@@ -132,7 +132,7 @@ def test_no_profile_turns_the_lock_off():
 def test_launcher_cancels_its_job_when_its_snakemake_is_killed(tiny_dataset, tmp_path):
     """A Snakemake killed with SIGKILL leaves its job processes: the launcher sees its owner (SACCADER_SNAKEMAKE,
     set by the workflow) gone and cancels the job, so that the rerun's copy of the job is the only one."""
-    from saccader.snakelock import start_time
+    from saccader.pipeline.snakelock import start_time
 
     dataset = {**tiny_dataset["dataset"], "cache_images": False}  # no decoded-image pack in the shared dataset
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({**tiny_dataset, "dataset": dataset}))
@@ -140,7 +140,7 @@ def test_launcher_cancels_its_job_when_its_snakemake_is_killed(tiny_dataset, tmp
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "SACCADER_SNAKEMAKE": f"{socket.gethostname()}:{owner.pid}:{start_time(owner.pid)}"}
     folder = tmp_path / "sub"
-    argv = [sys.executable, "-m", "saccader.launch", "--folder", str(folder), "--no-warm-start", "--", "train",
+    argv = [sys.executable, "-m", "saccader.pipeline.launch", "--folder", str(folder), "--no-warm-start", "--", "train",
             "--config", str(tmp_path / "c.yaml"), "--run", "bagnet77", "--seed", "0", "--out", str(tmp_path / "o")]
     launcher = subprocess.Popen(argv, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
     try:
@@ -179,9 +179,9 @@ def test_a_local_job_past_its_time_limit_is_requeued_and_resumes(tiny_dataset, t
               "dataset": {**tiny_dataset["dataset"], "cache_images": False}}  # the shared dataset stays as built
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     folder = tmp_path / "sub"
-    argv = [sys.executable, "-m", "saccader.launch", "--folder", str(folder), "--no-warm-start", "--time-min", "1",
-            "--signal-delay-s", "40", "--max-requeues", "8", "--", "train", "--config", str(tmp_path / "c.yaml"),
-            "--run", "bagnet77", "--seed", "0", "--out", str(tmp_path / "o")]
+    argv = [sys.executable, "-m", "saccader.pipeline.launch", "--folder", str(folder), "--no-warm-start",
+            "--time-min", "1", "--signal-delay-s", "40", "--max-requeues", "8", "--", "train", "--config",
+            str(tmp_path / "c.yaml"), "--run", "bagnet77", "--seed", "0", "--out", str(tmp_path / "o")]
     proc = subprocess.run(argv, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
                           text=True, timeout=600)
     err = "".join(p.read_text() for p in folder.glob("*_log.err"))

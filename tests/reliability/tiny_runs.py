@@ -53,7 +53,7 @@ def stage_config(data: Path, stage: str, **changes) -> tuple[dict, str]:
 
 def write_inits(config: dict, stage: str, folder: Path) -> dict[str, str]:
     """``model.pt`` of each run the stage starts from (randomly initialised weights: resuming is what is tested)."""
-    from saccader import io
+    from saccader.pipeline import io
     from saccader.models import from_config
 
     inits = {}

@@ -1,4 +1,4 @@
-# Robustness (Table Supp.6): PGD and SPSA against each model of baselines.attacks.MODELS, every seed.
+# Robustness (Table Supp.6): PGD and SPSA against each model of saccader.catalog.ATTACKS, every seed.
 
 
 rule attack:

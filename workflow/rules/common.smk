@@ -1,11 +1,10 @@
 # Config resolution and the path / argument helpers of every rule. The experiment's structure (runs, their
 # initialisations, evaluation jobs, attacked models, figures) comes from the package itself, so the DAG and the
-# code cannot disagree: saccader.train.init_runs, saccader.evaluate.JOBS / required_runs,
-# baselines.attacks.MODELS / required_runs, analysis.TARGETS.
+# code cannot disagree: saccader.pipeline.config.init_runs, saccader.catalog.EVALUATIONS / required_runs,
+# saccader.catalog.ATTACKS, analysis.TARGETS. Nothing imported here imports torch (tests/test_catalog.py).
 import fnmatch
 import functools
 import hashlib
-import json
 import os
 import sys
 from pathlib import Path
@@ -14,14 +13,16 @@ import yaml
 
 from snakemake.logging import logger
 
-from saccader import io as sio
+from saccader import catalog
+from saccader.pipeline import io as sio
 from saccader.errors import UserError
-from saccader.config import check_cluster_tools, check_dataset_root, check_profile_resources, validate
-from saccader.data.folder import LOADING_KEYS
-from saccader.snakelock import OWNER, owner_value, release_stale_locks
+from saccader.pipeline.config import (check_cluster_tools, check_dataset_root, check_profile_resources,
+                                      init_runs as _init_runs, job_digest, validate)
+from saccader.pipeline.snakelock import OWNER, owner_value, release_stale_locks
 
 # A Snakemake killed with SIGKILL leaves its locks: release them when no other invocation runs, so that rerunning
-# the same command resumes the run (saccader/snakelock.py). Runs while parsing, before this invocation's own lock.
+# the same command resumes the run (saccader/pipeline/snakelock.py). Runs while parsing, before this invocation's own
+# lock.
 release_stale_locks(".snakemake", log=logger.warning)
 # ... and its jobs: they end once this Snakemake is gone, so that the rerun's copy of a job is the only one.
 os.environ[OWNER] = owner_value()
@@ -91,11 +92,7 @@ def digest(*keys, **extra):
     """Short hash of the config sections a job depends on: a rule param, so that Snakemake reruns exactly the jobs
     whose part of the config changed (rerun trigger 'params') and no others. Execution settings (data-loader
     workers, the image cache, the executor section, resources) are left out: they never change a result."""
-    part = {k: config.get(k) for k in keys}
-    if "dataset" in part:
-        part["dataset"] = {k: v for k, v in part["dataset"].items() if k not in LOADING_KEYS}
-    part.update(extra)
-    return hashlib.sha256(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return job_digest(config, *keys, **extra)
 
 
 def run_dir(run, seed):
@@ -112,33 +109,23 @@ def ckpt_args(runs, seed, flag="--ckpt"):
 
 
 def init_runs(run):
-    from saccader.train import init_runs as _init_runs
-
     return _init_runs(run, config)
 
 
 def eval_jobs():
-    from saccader.evaluate import JOBS
-
-    return JOBS
+    return catalog.EVALUATIONS
 
 
 def eval_runs(kind, model):
-    from saccader.evaluate import required_runs
-
-    return required_runs(kind, model)
+    return catalog.required_runs(kind, model)
 
 
 def attack_models():
-    from baselines.attacks import MODELS
-
-    return list(MODELS)
+    return list(catalog.ATTACKS)
 
 
 def attack_runs(model):
-    from baselines.attacks import required_runs
-
-    return required_runs(model)
+    return [catalog.known("attacked model", model, catalog.ATTACKS)]
 
 
 def analysis_targets():
@@ -165,7 +152,7 @@ def all_outputs():
 # Launcher flags from the rule's resources (set per rule in the profiles; the rules hold local defaults). They are
 # resources, not params, so that moving a run between clusters never makes Snakemake rerun it.
 LAUNCH = (
-    "python -m saccader.launch --folder {params.folder:q}"
+    "python -m saccader.pipeline.launch --folder {params.folder:q}"
     " --cluster {resources.submitit_cluster:q} --partition={resources.slurm_partition:q}"
     " --account={resources.slurm_account:q} --gpus {resources.gpu} --cpus {resources.cpus_per_task}"
     " --mem-mb {resources.mem_mb} --time-min {resources.runtime}"

@@ -1,5 +1,5 @@
 # `snakemake plan` (with --profile slurm at paper scale): what every job needs and costs before anything is submitted
-# (saccader.plan). Not part of `all`; reads the config and the SLURM profile, runs no model.
+# (saccader.pipeline.plan). Not part of `all`; reads the config and the SLURM profile, runs no model.
 
 
 rule plan:

@@ -1,6 +1,7 @@
-# Training: one job per (run, seed). The DAG edges are the runs' init_from (saccader.train.init_runs): BagNet-77-lowD
+# Training: one job per (run, seed). The DAG edges are the runs' init_from (saccader.pipeline.config.init_runs):
+# BagNet-77-lowD
 # -> location pre-training -> Saccader; DRAM pre-training -> DRAM; NASNet -> NASNet-77/-113 on Saccader patches.
-from saccader.train import check_layout
+from saccader.pipeline.config import check_layout
 
 # How a run's global batch is cut (execution facts from the profile, never in a digest): `nodes` x `gpu` tasks, and
 # per task micro-batches of `micro_batch` images whose gradients are accumulated (0: the task's whole share).

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from saccader import io
-from saccader.config import load
+from saccader.pipeline import io
+from saccader.pipeline.config import load
 from saccader.models import count_parameters, create, from_config
 
 __all__ = ["TABLE_SUPP1", "paper_table", "register"]

@@ -2,8 +2,9 @@
 
     saccader plan --config config.yaml [--profile slurm] [--gpu H100-80GB-SXM] [--mfu 0.3]
 
-For every job of the config's DAG (the jobs come from the functions the workflow uses: ``saccader.train.init_runs``,
-``saccader.evaluate.JOBS`` / ``required_runs``, ``baselines.attacks.MODELS`` / ``required_runs``):
+For every job of the config's DAG (the jobs come from the functions the workflow uses:
+``saccader.pipeline.train.init_runs``,
+``saccader.pipeline.evaluate.JOBS`` / ``required_runs``, ``saccader.pipeline.attack.MODELS`` / ``required_runs``):
 
 - FLOPs per image of the forward and of a training step, counted by ``torch.utils.flop_counter`` on the real model
   at its real resolution, built and run on fake tensors (``FakeTensorMode``: shapes only, no compute), so that
@@ -44,11 +45,11 @@ from pathlib import Path
 
 import yaml
 
-from saccader.config import add_config_argument, load
+from saccader.pipeline.config import add_config_argument, load
 from saccader.errors import UserError
 
-log = logging.getLogger("saccader.plan")
-ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger("saccader.pipeline.plan")
+ROOT = Path(__file__).resolve().parents[2]
 GIB = 1024 ** 3
 
 # Data-centre GPUs: memory (GiB as the driver reports, about) and dense peak FLOP/s, no structured sparsity.
@@ -248,13 +249,13 @@ def count_train(config: dict, run: str, bf16: bool | None = None) -> dict:
     ``bf16`` (default: the recipe's ``bf16``, on unless it says otherwise, as on a GPU) the autocast precision."""
     import torch
 
-    from saccader import train as T
+    from saccader.pipeline import train as T
     from saccader.models import from_config
 
     rec = {**T.recipe(config, run), "base_size": config["dataset"]["image_size"]}
     res = T._resolution(config, rec)
     if bf16 is None:
-        bf16 = bool(rec.get("bf16", True))  # on a GPU the recipe's bf16 defaults to on (saccader.train.use_bf16)
+        bf16 = bool(rec.get("bf16", True))  # on a GPU the recipe's bf16 defaults to on (train.use_bf16)
     with _fake_mode():
         model = from_config(rec["model"], config)
         T.param_groups(model, rec)
@@ -331,7 +332,7 @@ def _cached_stage(model, rec, res) -> dict:
     runs on its outputs. Returns the step's FLOPs per image on cached features and the one-off forward's."""
     import torch
 
-    from saccader import train as T
+    from saccader.pipeline import train as T
 
     def run_batch(b, full):
         x, y = _images(b, res)
@@ -354,18 +355,18 @@ def _cached_stage(model, rec, res) -> dict:
 
 def _loaded(config: dict, run: str):
     """A model of training run ``run`` in eval mode (fake tensors)."""
-    from saccader import train as T
+    from saccader.pipeline import train as T
     from saccader.models import from_config
 
     return from_config(T.recipe(config, run)["model"], config).eval()
 
 
 def count_eval(config: dict, kind: str, model_name: str) -> dict:
-    """Per-image forward FLOPs of an evaluation job (saccader.evaluate), and saved bytes per image of the same
+    """Per-image forward FLOPs of an evaluation job (saccader.pipeline.evaluate), and saved bytes per image of the same
     forward with gradients on (an upper bound of its activation memory without them)."""
     import torch
 
-    from saccader import evaluate as E
+    from saccader.pipeline import evaluate as E
 
     ev, ds = config["evaluate"], config["dataset"]
     size, t_max = ds["image_size"], ev["max_glimpses"]
@@ -415,22 +416,23 @@ def _count_saccader_nasnet(model, config, x, t_max):
 
 def count_attack(config: dict, model_name: str) -> dict:
     """FLOPs per query of the attacked function: a forward, and a forward + input gradient (a PGD step), in the
-    precision the attack runs in on a GPU (the attacked run's recipe: ``baselines.attacks.attack``)."""
+    precision the attack runs in on a GPU (the attacked run's recipe: ``saccader.pipeline.attack.attack``)."""
     import torch
 
-    from baselines import attacks as A
+    from baselines.attacks import Standardized
+    from saccader.pipeline import attack as A
 
     at, ds = config["attack"], config["dataset"]
     size = ds["image_size"]
     run = A.required_runs(model_name)[0]
-    bf16 = bool((config["train"].get(run) or {}).get("bf16", True))  # saccader.train.use_bf16 on CUDA
+    bf16 = bool((config["train"].get(run) or {}).get("bf16", True))  # saccader.pipeline.train.use_bf16 on CUDA
     with _fake_mode():
         net = _loaded(config, run)
         if hasattr(net, "glimpse_gradient"):
             net.glimpse_gradient = True
         net.requires_grad_(False)
         params = _param_counts(net)["params"]
-        fn = A.Standardized(net, ds["mean"], ds["std"], at["num_glimpses"] if model_name in A._GLIMPSE_MODELS
+        fn = Standardized(net, ds["mean"], ds["std"], at["num_glimpses"] if model_name in A._GLIMPSE_MODELS
                             else None, bf16)
 
         def run_batch(b, full):
@@ -468,7 +470,7 @@ def _code_digest() -> str:
     for folder in ("saccader/models", "baselines"):
         for path in sorted((ROOT / folder).glob("*.py")):
             h.update(path.read_bytes())
-    for path in ("saccader/train.py", "saccader/evaluate.py", "saccader/losses.py"):
+    for path in ("saccader/pipeline/train.py", "saccader/pipeline/evaluate.py", "saccader/losses.py"):
         h.update((ROOT / path).read_bytes())
     return h.hexdigest()[:16]
 
@@ -492,7 +494,7 @@ class Cache:
 
     def save(self):
         if self.path is not None and self.dirty:
-            from saccader.io import write_text
+            from saccader.pipeline.io import write_text
 
             write_text(self.path, json.dumps(self.data, indent=1, sort_keys=True) + "\n")
 
@@ -524,7 +526,7 @@ def transform_rate(config: dict, resolution: int, train: bool = True, images: in
     a neighbour slowed is dropped)."""
     import torch
 
-    from saccader.data.folder import _load_rgb, build_transform
+    from saccader.pipeline.data.folder import _load_rgb, build_transform
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a loader worker runs one thread
@@ -646,8 +648,8 @@ def _spsa_active_fraction(config: dict, results_dir: Path, model: str) -> tuple[
 
 def _counts(config: dict) -> dict:
     """Cache key -> (counting function, its arguments) of every count the DAG's jobs need."""
-    from baselines import attacks
-    from saccader import evaluate
+    from saccader.pipeline import attack as attacks
+    from saccader.pipeline import evaluate
 
     tasks = {_cache_key(config, _count_key(config, run)): ("count_train", (run,)) for run in sorted(config["train"])}
     for kind, models in evaluate.JOBS.items():
@@ -690,9 +692,9 @@ def fill_cache(config: dict, cache: Cache, workers: int = 2) -> None:
 
 def build_jobs(config: dict, cache: Cache, results_dir: Path) -> list[Job]:
     """Every GPU job of the DAG with its per-seed cost (counts from ``cache`` or computed)."""
-    from baselines import attacks
-    from saccader import evaluate
-    from saccader import train as T
+    from saccader.pipeline import attack as attacks
+    from saccader.pipeline import evaluate
+    from saccader.pipeline import train as T
 
     sizes = dataset_sizes(config)
     jobs = []
@@ -817,10 +819,10 @@ def plan_job(job: Job, config: dict, profile: dict, settings: Settings, measured
         if rule == "train":  # on a CPU, bf16 only where the recipe asks and the CPU has it (train.use_bf16)
             import torch
 
-            from saccader.train import use_bf16
+            from saccader.pipeline.train import use_bf16
 
             job.precision = "bf16" if use_bf16(config["train"][run], torch.device("cpu")) else "fp32"
-        elif rule == "attack":  # attacks run fp32 on a CPU (baselines.attacks.attack)
+        elif rule == "attack":  # attacks run fp32 on a CPU (saccader.pipeline.attack.attack)
             job.precision = "fp32"
         rate = settings.cpu_rates[job.precision]
         job.rate_source = f"{rate / 1e9:.1f} GFLOP/s measured on this CPU"
@@ -835,7 +837,7 @@ def plan_job(job: Job, config: dict, profile: dict, settings: Settings, measured
                                 f" (or more for train)")
         _fit(job, spec, gpus, nodes, int(_resource(profile, rule, "micro_batch", 0) or 0))
         if rule == "train" and job.accumulation > 1:
-            from saccader.train import SAMPLING_STAGES
+            from saccader.pipeline.train import SAMPLING_STAGES
 
             if config["train"][run].get("stage") in SAMPLING_STAGES:  # the global baseline's no-grad pre-pass
                 job.flops += job.train_images * job.fwd_flops_per_image
@@ -1088,7 +1090,7 @@ def format_markdown(result: dict) -> str:
 
 
 def write(result: dict, results_dir: Path) -> list[Path]:
-    from saccader.io import write_text
+    from saccader.pipeline.io import write_text
 
     md, js = results_dir / "plan.md", results_dir / "plan.json"
     write_text(md, format_markdown(result))
@@ -1124,7 +1126,7 @@ def time_cpu_step(config: dict, run: str, precision: str, steps: int = 3) -> flo
     threads set), the best of ``steps`` after a warm-up step."""
     import torch
 
-    from saccader import train as T
+    from saccader.pipeline import train as T
     from saccader.models import from_config
 
     rec = {**T.recipe(config, run), "base_size": config["dataset"]["image_size"]}

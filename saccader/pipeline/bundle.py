@@ -7,8 +7,8 @@ The card holds what rebuilding and feeding the network needs (registry name and 
 label offset, input size and normalisation, memory format) and what identifies it (run, seed, fingerprint of the
 recipe, dev accuracy, package and code version). Test accuracy is the evaluation job's: the card points at the
 parquet that job writes (``test_results``, relative to the card) rather than having a later job rewrite a training
-output. Every training run writes its card last (``saccader.train.train``); ``saccader card`` writes one for a run
-trained before cards existed.
+output. Every training run writes its card last (``saccader.pipeline.train.train``); ``saccader card`` writes one for a
+run trained before cards existed.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from saccader.errors import UserError
 
-log = logging.getLogger("saccader.bundle")
+log = logging.getLogger("saccader.pipeline.bundle")
 __all__ = ["FORMAT", "CARD", "make_card", "write_card", "read_card", "load", "test_top1", "class_label", "register"]
 
 FORMAT = "saccader-bundle/1"  # a change of the card's meaning gets a new value
@@ -31,20 +31,9 @@ REQUIRED = ("format", "saccader_version", "run", "model", "overrides", "num_clas
 INPUT_KEYS = ("image_size", "resolution", "high_res_size", "crop_padding_fraction", "mean", "std")
 
 
-def _overrides(config: dict, name: str) -> dict:
-    """Constructor overrides exactly as ``models.from_config`` resolves them (composites take their parts')."""
-    from saccader.models import _COMPOSITE
-
-    models = config.get("models", {}) or {}
-    overrides = dict(models.get(name, {}) or {})
-    for key, part in _COMPOSITE.get(name, {}).items():
-        overrides.setdefault(key, dict(models.get(part, {}) or {}))
-    return overrides
-
-
 def _test_pointer(config: dict, run: str, seed: int) -> dict | None:
     """Where the workflow's evaluation job puts this run's test accuracy (``workflow/rules/evaluate.smk``)."""
-    from saccader.evaluate import JOBS
+    from saccader.pipeline.evaluate import JOBS
 
     rec = config["train"][run]
     if run in JOBS["glimpses"]:
@@ -61,16 +50,18 @@ def _test_pointer(config: dict, run: str, seed: int) -> dict | None:
 
 def make_card(config: dict, run: str, seed: int, dev_top1: float | None, dev_top5: float | None) -> dict:
     """The card of training run ``run`` / ``seed`` under ``config`` (its dataset must be readable: class names)."""
-    from saccader import __version__, results
-    from saccader.data.folder import _check_layout
-    from saccader.train import _resolution, fingerprint, recipe
+    from saccader import __version__
+    from saccader.pipeline import results
+    from saccader.pipeline.data.folder import _check_layout
+    from saccader.models import config_overrides
+    from saccader.pipeline.train import _resolution, fingerprint, recipe
 
     rec, ds = recipe(config, run), config["dataset"]
     classes = _check_layout(Path(ds["root"]))
     return {
         "format": FORMAT, "saccader_version": __version__, "code_version": results.code_version(),
         "run": run, "seed": seed, "stage": rec["stage"], "model": rec["model"],
-        "overrides": _overrides(config, rec["model"]),
+        "overrides": config_overrides(rec["model"], config),
         "num_classes": ds["num_classes"], "label_offset": ds["label_offset"], "class_names": classes,
         "dataset": ds["name"],
         "input": {"image_size": ds["image_size"], "resolution": _resolution(config, rec),
@@ -87,7 +78,7 @@ def make_card(config: dict, run: str, seed: int, dev_top1: float | None, dev_top
 def write_card(config: dict, run: str, seed: int, out, dev_top1: float | None = None,
                dev_top5: float | None = None) -> Path:
     """Write ``out/card.json`` atomically; returns its path."""
-    from saccader.io import write_text
+    from saccader.pipeline.io import write_text
 
     def finite(v):  # a run evaluated on dev only every few epochs logs NaN in between
         return None if v is None or math.isnan(v) else float(v)
@@ -138,9 +129,9 @@ def load(path, device=None):
     card. Needs nothing but the bundle (and this package)."""
     import torch
 
-    from saccader.io import torch_load
+    from saccader.pipeline.io import torch_load
     from saccader.models import create
-    from saccader.train import use_channels_last
+    from saccader.pipeline.train import use_channels_last
 
     card = read_card(path)
     _, weights = _paths(path)
@@ -203,7 +194,7 @@ def class_label(card: dict, index: int) -> str:
 def _run(args) -> int:
     import pandas as pd
 
-    from saccader.config import load as load_config
+    from saccader.pipeline.config import load as load_config
 
     config = load_config(args.config)
     folder = Path(args.dir)

@@ -11,6 +11,8 @@ first violation into one line naming the key.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from jsonschema import Draft202012Validator, validators
 
 from saccader.errors import UserError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO / "workflow" / "schemas" / "config.schema.yaml"
 BASE = REPO / "config.yaml"  # the base every overlay deviates from (the Snakefile's configfile)
 
@@ -66,11 +68,29 @@ def _describe(error) -> str:
     return f"config key {where} = {error.instance!r} is invalid: {error.message}"
 
 
+def _catalog_problem(config: dict) -> str | None:
+    """The first name of the config that the experiment catalog does not know (a run's stage or model, an
+    evaluated policy), as the schema's enum message: the catalog, not the schema, holds those vocabularies."""
+    from saccader import catalog
+
+    names = [(f"train.{run}.{key}", (rec or {}).get(key), allowed)
+             for run, rec in (config.get("train") or {}).items()
+             for key, allowed in (("stage", list(catalog.STAGES)), ("model", list(catalog.MODELS)))]
+    names += [(f"evaluate.policies.{i}", name, catalog.engineered_policies())
+              for i, name in enumerate((config.get("evaluate") or {}).get("policies") or [])]
+    for where, name, allowed in names:
+        if name is not None and name not in allowed:
+            return f"config key {where} = {name!r} is not allowed; use one of {allowed}"
+    return None
+
+
 def validate(config: dict, source: str = "config") -> dict:
     """Validate ``config`` in place (defaults filled) and return it; raise ``UserError`` on the first problem."""
     errors = sorted(_Validator(load_schema()).iter_errors(config), key=lambda e: (len(e.absolute_path), e.path))
     if errors:
         raise UserError(f"{source}: {_describe(errors[0])}")
+    if (problem := _catalog_problem(config)) is not None:
+        raise UserError(f"{source}: {problem}")
     return config
 
 
@@ -182,3 +202,73 @@ def add_config_argument(parser) -> None:
     parser.add_argument("--config", required=True, action="append", metavar="YAML",
                         help="experiment config; repeat to merge overlays in order, as Snakemake's --configfile: "
                              "--config config.yaml --config config/embedded.yaml")
+
+
+# ----------------------------------------------------------------------------------------- runs and execution keys
+# Which keys of a config say how something executes, never what it computes, decided here for every hash of a config:
+# the dataset's LOADING_KEYS say how images are loaded, never which; RUN_EXECUTION_KEYS (with them and the dataset's
+# root) never change the weights a run ends with, so a checkpoint stays resumable when one changes
+# (saccader.pipeline.train.fingerprint). The workflow's job digests (workflow/rules/common.smk) leave out the
+# LOADING_KEYS only: a new dataset folder or a new recipe value reruns the job. results.config_hash keeps the whole
+# config: it
+# records where a result came from.
+LOADING_KEYS = ("num_workers", "cache_images")
+RUN_EXECUTION_KEYS = frozenset({"checkpoint_every", "eval_every", "eval_batch_size", "paper_lr", "paper_batch_size",
+                                "root", *LOADING_KEYS})
+
+
+def digest(part: Mapping, leave_out=(), length: int = 16) -> str:
+    """Short sha256 of ``part`` as sorted JSON, with the keys ``leave_out`` removed from each mapping it holds."""
+    part = {k: {kk: vv for kk, vv in v.items() if kk not in leave_out} if isinstance(v, Mapping) else v
+            for k, v in part.items()}
+    return hashlib.sha256(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()[:length]
+
+
+def job_digest(config: dict, *sections: str, **extra) -> str:
+    """The workflow's rerun trigger of a job: a digest of the config ``sections`` it depends on and ``extra`` (a
+    recipe), without the LOADING_KEYS."""
+    return digest({**{k: config.get(k) for k in sections}, **extra}, LOADING_KEYS)
+
+
+def recipe(config: dict, run: str) -> dict:
+    """The ``train.<run>`` recipe of ``config``; an unknown run is a UserError listing the known ones."""
+    runs = config.get("train") or {}
+    if run not in runs:
+        raise UserError(f"unknown training run {run!r}", f"use one of {', '.join(sorted(runs)) or '(none configured)'}")
+    return runs[run]
+
+
+def init_runs(run: str, config: dict) -> list[str]:
+    """The runs whose final weights ``run`` starts from (the workflow's DAG edges)."""
+    return list(recipe(config, run).get("init_from", []))
+
+
+def split_problem(batch: int, world: int, micro_batch: int = 0) -> tuple[str, str] | None:
+    """Why the global ``batch`` cannot be cut over ``world`` ranks and micro-batches of ``micro_batch`` images (the
+    problem and its fix), or None. Also what the workflow checks before it submits a job."""
+    if micro_batch < 0:
+        return f"micro-batch {micro_batch} is negative", "use 0 (no accumulation) or a positive number of images"
+    if batch % world:
+        return (f"batch_size = {batch} does not divide among {world} processes (nodes x GPUs)",
+                "use a number of nodes x GPUs that divides the global batch (the batch is the paper's)")
+    share = batch // world
+    if micro_batch and share % micro_batch:
+        return (f"micro-batch {micro_batch} does not divide the {share} images of each of the {world} processes "
+                f"(batch_size {batch})", f"use a micro-batch that divides {share} (or 0 for no accumulation)")
+    return None
+
+
+def check_layout(config: dict, resources: dict) -> None:
+    """Every run's global batch cuts into the ``train`` rule's profile resources ``nodes`` x ``gpu`` tasks and
+    ``micro_batch`` images (values or ``snakemake.resources.Resource``); else a UserError naming the run, the numbers
+    and the fix. The workflow calls it while parsing, before any job is submitted."""
+    value = lambda key: int(getattr(resources[key], "value", resources[key]))  # noqa: E731
+    nodes, gpus, micro = value("nodes"), value("gpu"), value("micro_batch")
+    where = f"profile resources of rule train: nodes={nodes}, gpu={gpus}, micro_batch={micro}"
+    if nodes < 1:
+        raise UserError(f"{where}: nodes must be at least 1", "set nodes to 1 or more under set-resources: train:")
+    for run, rec in sorted((config.get("train") or {}).items()):
+        problem = split_problem(rec["batch_size"], nodes * max(1, gpus), micro)
+        if problem:
+            raise UserError(f"rule train, run {run}: {problem[0]} ({where})",
+                            f"{problem[1]}: under set-resources: train: in the profile")

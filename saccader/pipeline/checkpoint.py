@@ -4,7 +4,7 @@ It holds everything that decides the rest of the run (model, optimizer, schedule
 the epoch and the epoch's running sums), so that a run killed at any moment and started again ends with bitwise the
 same weights as an uninterrupted one (on CPU). With several processes, every rank's RNG state is kept
 (``rng_ranks``) and each rank resumes its own stream: the replicas sample different glimpses and drop paths, as
-before the kill. Written through ``saccader.io.torch_save`` (temporary file, then rename, like timm's
+before the kill. Written through ``saccader.pipeline.io.torch_save`` (temporary file, then rename, like timm's
 ``CheckpointSaver``), so a kill during the write keeps the previous checkpoint.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from saccader import io
+from saccader.pipeline import io
 from saccader.errors import UserError
 
 __all__ = ["rng_state", "set_rng_state", "rank_rng_state", "save", "load"]

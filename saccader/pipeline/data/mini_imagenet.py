@@ -57,7 +57,7 @@ def build(root: str | Path, classes: int = 1000, train_per_class: int = 2, val_p
     """Write the tree at ``root`` (atomically: built beside it, then renamed) unless an identical one is there."""
     root = Path(root)
     spec = {"classes": classes, "train_per_class": train_per_class, "val_per_class": val_per_class, "seed": seed,
-            "generator": "saccader.data.mini_imagenet"}
+            "generator": "saccader.pipeline.data.mini_imagenet"}
     manifest = root / "manifest.json"
     if manifest.is_file() and json.loads(manifest.read_text()) == spec:
         log.info("mini-ImageNet at %s is up to date", root)
@@ -93,7 +93,7 @@ def build(root: str | Path, classes: int = 1000, train_per_class: int = 2, val_p
 
 
 def _run(args) -> int:
-    from saccader import config as cfg
+    from saccader.pipeline import config as cfg
 
     config = cfg.load(args.config)
     ds = config["dataset"]
@@ -108,7 +108,7 @@ def _run(args) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser("make-mini-imagenet",
                               help="generate a miniature ImageNet of JPEG files (for the wet run; no download)")
-    from saccader.config import add_config_argument
+    from saccader.pipeline.config import add_config_argument
 
     add_config_argument(p)
     p.add_argument("--root", help="where to write it (default: dataset.root of the config)")

@@ -13,23 +13,23 @@ import sys
 from pathlib import Path
 
 from saccader.errors import UserError
-from saccader.runtime import keep_freed_memory
-from saccader.snakelock import exit_with_snakemake
+from saccader.pipeline.runtime import keep_freed_memory
+from saccader.pipeline.snakelock import exit_with_snakemake
 
 # Subcommand -> the module that registers it, in the order of --help. A job imports only its own module: the
 # others pull in scikit-learn, timm, CleverHans, ... and every embedded job would pay for them at start-up.
 COMMANDS = {
-    "make-dataset": "saccader.data.digits",
-    "make-mini-imagenet": "saccader.data.mini_imagenet",
-    "check-data": "saccader.data.folder",
-    "train": "saccader.train",
-    "evaluate": "saccader.evaluate",
-    "attack": "baselines.attacks",
-    "params": "saccader.params",
-    "plan": "saccader.plan",
-    "card": "saccader.bundle",
-    "predict": "saccader.predict",
-    "init-config": "saccader.init_config",
+    "make-dataset": "saccader.pipeline.data.digits",
+    "make-mini-imagenet": "saccader.pipeline.data.mini_imagenet",
+    "check-data": "saccader.pipeline.data.folder",
+    "train": "saccader.pipeline.train",
+    "evaluate": "saccader.pipeline.evaluate",
+    "attack": "saccader.pipeline.attack",
+    "params": "saccader.pipeline.params",
+    "plan": "saccader.pipeline.plan",
+    "card": "saccader.pipeline.bundle",
+    "predict": "saccader.pipeline.predict",
+    "init-config": "saccader.pipeline.init_config",
 }
 COMMAND_MODULES = tuple(dict.fromkeys(COMMANDS.values()))
 
@@ -72,7 +72,7 @@ def _close_progress_bars() -> None:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     argv = sys.argv[1:] if argv is None else list(argv)
-    keep_freed_memory()  # before the job allocates anything (saccader.runtime)
+    keep_freed_memory()  # before the job allocates anything (saccader.pipeline.runtime)
     exit_with_snakemake()  # a job of a Snakemake killed with SIGKILL must not run on beside its rerun's copy
     args = build_parser(argv[0] if argv else None).parse_args(argv)
     try:

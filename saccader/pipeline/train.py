@@ -1,6 +1,7 @@
 """Training of every model of the paper (Section 3.2, Appendix C): ``saccader train``.
 
-One loop serves all runs; a run's ``stage`` picks the objective:
+One loop serves all runs; a run's ``stage`` picks the objective, one class per stage registered in
+``saccader.catalog.STAGES`` (``saccader/objectives.py``; DRAM's in ``baselines/dram.py``):
 
     classify            eq 4 / eq 7: cross-entropy (BagNet-77(-lowD) on mean logits, ResNet-v2-50, NASNet, and the
                         NASNet-77/-113 fine-tuning on the Saccader's patches)
@@ -32,8 +33,6 @@ statistics are those of each micro-batch, as per-core batch norm on the paper's 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import sys
 import time
@@ -41,42 +40,32 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from saccader import checkpoint, distributed, io, losses
-from saccader.cli import parse_run_dirs
-from saccader.config import add_config_argument, load
-from saccader.data.folder import LOADING_KEYS
+from saccader import catalog
+
+from saccader.pipeline import checkpoint, distributed, io
+from saccader.pipeline.cli import parse_run_dirs
+# recipe, init_runs, split_problem, check_layout: torch-free, so the workflow reads them while it parses
+from saccader.pipeline.config import (RUN_EXECUTION_KEYS, add_config_argument, check_layout, digest,  # noqa: F401
+                                      init_runs, load, recipe, split_problem)
 from saccader.errors import UserError
 from saccader.schedule import build_scheduler
 
 __all__ = ["STAGES", "recipe", "init_runs", "step_loss", "accumulate_gradients", "predict", "train", "register"]
 
-log = logging.getLogger("saccader.train")
-STAGES = ("classify", "location_pretrain", "reinforce", "dram_pretrain", "dram", "glimpse_finetune")
+log = logging.getLogger("saccader.pipeline.train")
+STAGES = tuple(catalog.STAGES)
 MOMENTUM = 0.9  # Nesterov momentum of every run (Section 3.2, Appendix C)
 # The training step never waits for the GPU; the host reads the loss (finite?) at checkpoints, at the end of an
 # epoch and every SYNC_EVERY steps, so a non-finite loss stops the run at most that many steps late.
 SYNC_EVERY = 100
-SAMPLING_STAGES = ("reinforce", "dram")  # objectives whose baseline b depends on the sampled trajectories
+# objectives whose baseline b depends on the sampled trajectories
+SAMPLING_STAGES = tuple(s for s in STAGES if catalog.objective_class(s).samples)
 
 
 # --------------------------------------------------------------------------------------------------- recipes
-
-def recipe(config: dict, run: str) -> dict:
-    """The ``train.<run>`` recipe of ``config``; an unknown run is a UserError listing the known ones."""
-    runs = config.get("train") or {}
-    if run not in runs:
-        raise UserError(f"unknown training run {run!r}", f"use one of {', '.join(sorted(runs)) or '(none configured)'}")
-    return runs[run]
-
-
-def init_runs(run: str, config: dict) -> list[str]:
-    """The runs whose final weights ``run`` starts from (the workflow's DAG edges)."""
-    return list(recipe(config, run).get("init_from", []))
-
 
 def _resolution(config: dict, rec: dict) -> int:
     return config["dataset"]["high_res_size" if rec.get("resolution") == "high_res" else "image_size"]
@@ -161,12 +150,9 @@ def _train_mode(model: nn.Module) -> None:
 
 # --------------------------------------------------------------------------------------------------- objectives
 
-def _logits(out) -> torch.Tensor:
-    if isinstance(out, dict):
-        out = out["logits"]
-    if isinstance(out, tuple):
-        out = out[0]
-    return losses.mean_logits(out) if out.dim() == 4 else out
+def objective(rec: dict):
+    """The objective of the recipe's stage (``saccader.catalog.STAGES``), its baseline b averaged over the ranks."""
+    return catalog.objective_class(rec["stage"])(distributed.all_reduce_mean)
 
 
 def step_loss(model: nn.Module, rec: dict, images: torch.Tensor, labels: torch.Tensor,
@@ -177,52 +163,7 @@ def step_loss(model: nn.Module, rec: dict, images: torch.Tensor, labels: torch.T
     ``baseline``: b of eq 6 / DRAM's REINFORCE term; by default the accuracy of the sampled trajectories over the
     global minibatch, all-reduced over the ranks (:func:`accumulate_gradients` passes the one of the whole global
     batch when it is cut into micro-batches)."""
-    stage = rec["stage"]
-    if stage == "classify":
-        logits = _logits(model(images))
-        return losses.classification_loss(logits, labels, rec.get("label_smoothing", 0.0)), losses.correct(logits,
-                                                                                                               labels)
-    if stage == "location_pretrain":  # eq 5
-        if isinstance(images, dict):  # representation outputs computed once (``cache_features``)
-            with _cached_representation(model):
-                out = model.backbone(dict(images))
-        else:
-            out = model.backbone(images)
-        targets = losses.ordered_logits_targets(out["logits2d"], rec["num_glimpses"])
-        # The cell state follows the targets (eq 5 conditions each step on C^{t-1} of the target sequence).
-        roll = model.rollout(out["mixed"], out["logits2d"], rec["num_glimpses"], targets=targets)
-        hits = (roll["policy_logits"].argmax(dim=2) == targets).float().mean(dim=1)  # targets the policy would pick
-        return losses.location_pretraining_loss(roll["policy_logits"], targets), hits
-    if stage == "reinforce":  # eq 6: S trajectories share one backbone pass
-        out = model.backbone(images)
-        rolls = [model.rollout(out["mixed"], out["logits2d"], rec["num_glimpses"], sample=True, generator=generator)
-                 for _ in range(rec.get("mc_samples", 2))]
-        return _monte_carlo(rolls, labels, losses.saccader_loss, rec.get("reinforce_weight", 1.0), baseline)
-    if stage == "glimpse_finetune":  # NASNet-77 / -113 on the Saccader's patches (Tables Supp.2-3)
-        logits = _logits(model(*_base_and_high_res(images, model, rec)))
-        return losses.classification_loss(logits, labels, rec.get("label_smoothing", 0.0)), losses.correct(logits,
-                                                                                                               labels)
-    if stage == "dram_pretrain":
-        logits = model.pretrain_forward(images, glimpse_size=rec.get("glimpse_size"), num_steps=rec["num_glimpses"],
-                                        generator=generator)
-        return losses.classification_loss(logits, labels), losses.correct(logits, labels)
-    if stage == "dram":  # the S trajectories unrolled as one batch of S * N images, as tiling the batch does in TF
-        s = rec.get("mc_samples", 2)
-        out = model(torch.cat([images] * s), rec["num_glimpses"], sample=True, generator=generator)
-        outs = [{"logits": lg, "log_probs": lp} for lg, lp in zip(out["logits"].chunk(s), out["log_probs"].chunk(s))]
-        return _monte_carlo(outs, labels, losses.dram_hybrid_loss, rec.get("reinforce_weight", 0.1), baseline)
-    raise UserError(f"unknown stage {stage!r}", f"use one of {', '.join(STAGES)}")
-
-
-def _monte_carlo(outs: list[dict], labels: torch.Tensor, loss_fn, reinforce_weight: float, baseline=None):
-    """Eq 6 / the DRAM hybrid loss over S sampled trajectories: stacked logits and log-probs, baseline b = the
-    accuracy over the global minibatch (unless given); returns (loss, per-image mean reward)."""
-    logits = torch.stack([o["logits"] for o in outs])
-    log_probs = torch.stack([o["log_probs"] for o in outs])
-    if baseline is None:
-        baseline = distributed.all_reduce_mean(losses.correct(logits, labels.expand(len(outs), -1)).mean())
-    loss, rewards = loss_fn(logits, log_probs, labels, baseline, reinforce_weight)
-    return loss, rewards.mean(dim=0)
+    return objective(rec).loss(model, rec, images, labels, generator, baseline)
 
 
 def _split(images, size: int) -> list:
@@ -254,7 +195,7 @@ def accumulate_gradients(model: nn.Module, rec: dict, images, labels: torch.Tens
     chunks, targets = _split(images, micro_batch), labels.split(micro_batch)
     k = len(chunks)
     baseline = (_global_baseline(model, rec, chunks, targets, generator, autocast)
-                if rec["stage"] in SAMPLING_STAGES else None)
+                if objective(rec).samples else None)
     total, rights = 0.0, []
     for x, y in zip(chunks, targets):
         with autocast():
@@ -291,30 +232,9 @@ def _global_baseline(model: nn.Module, rec: dict, chunks: list, targets: list, g
 
 @torch.no_grad()
 def predict(model: nn.Module, rec: dict, images: torch.Tensor) -> torch.Tensor:
-    """Test-time logits of the trained model: full image (classify), greedy policy (Saccader), mean location (DRAM)."""
-    stage = rec["stage"]
-    if stage in ("location_pretrain", "reinforce"):
-        out = model.backbone(images)
-        t = rec.get("eval_glimpses", rec["num_glimpses"])
-        return model.rollout(out["mixed"], out["logits2d"], t, sample=False)["logits"]
-    if stage == "dram":
-        return _logits(model(images, rec["num_glimpses"], sample=False))
-    if stage == "dram_pretrain":
-        return _logits(model.pretrain_forward(images, glimpse_size=rec.get("glimpse_size"),
-                                              num_steps=rec["num_glimpses"]))
-    if stage == "glimpse_finetune":
-        return _logits(model(*_base_and_high_res(images, model, rec)))
-    return _logits(model(images))
-
-
-def _base_and_high_res(images: torch.Tensor, model: nn.Module, rec: dict):
-    """Arguments of a Saccader-NASNet: the Saccader sees the image at its base resolution; for ``high_res`` runs
-    (NASNet-113) the loader gives the high-resolution image, resized here (bicubic, antialiased, like the data
-    transform) for the Saccader, and the NASNet crops the high-resolution one."""
-    if rec.get("resolution") != "high_res":
-        return images, rec["num_glimpses"]
-    base = F.interpolate(images, size=(rec["base_size"],) * 2, mode="bicubic", antialias=True, align_corners=False)
-    return base, rec["num_glimpses"], images
+    """Test-time logits of the trained model under its stage's objective: full image (classify), greedy policy
+    (Saccader), mean location (DRAM)."""
+    return objective(rec).predict(model, rec, images)
 
 
 def evaluate(model: nn.Module, rec: dict, loader, device, autocast, standardize=None) -> tuple[float, float]:
@@ -338,23 +258,6 @@ def evaluate(model: nn.Module, rec: dict, loader, device, autocast, standardize=
 
 
 # --------------------------------------------------------------------------------------------------- data
-
-class _Passthrough(nn.Module):
-    def forward_features(self, cached: dict) -> dict:
-        return cached
-
-
-@contextlib.contextmanager
-def _cached_representation(model: nn.Module):
-    """Run ``model.backbone`` on cached representation outputs: the frozen representation network is swapped for a
-    pass-through for the duration of the call, so the attention net, mixing conv and cell run as in the model."""
-    representation = model.representation
-    model.representation = _Passthrough()
-    try:
-        yield
-    finally:
-        model.representation = representation
-
 
 class _CachedFeatures(torch.utils.data.Dataset):
     """Outputs of the frozen representation network (features, what, logits2d) for every training image.
@@ -489,37 +392,6 @@ def _check_recipe(run: str, rec: dict, world: int, micro_batch: int = 0) -> None
         raise UserError(f"train.{run}: {problem[0]}", problem[1])
 
 
-def split_problem(batch: int, world: int, micro_batch: int = 0) -> tuple[str, str] | None:
-    """Why the global ``batch`` cannot be cut over ``world`` ranks and micro-batches of ``micro_batch`` images (the
-    problem and its fix), or None. Also what the workflow checks before it submits a job."""
-    if micro_batch < 0:
-        return f"micro-batch {micro_batch} is negative", "use 0 (no accumulation) or a positive number of images"
-    if batch % world:
-        return (f"batch_size = {batch} does not divide among {world} processes (nodes x GPUs)",
-                "use a number of nodes x GPUs that divides the global batch (the batch is the paper's)")
-    share = batch // world
-    if micro_batch and share % micro_batch:
-        return (f"micro-batch {micro_batch} does not divide the {share} images of each of the {world} processes "
-                f"(batch_size {batch})", f"use a micro-batch that divides {share} (or 0 for no accumulation)")
-    return None
-
-
-def check_layout(config: dict, resources: dict) -> None:
-    """Every run's global batch cuts into the ``train`` rule's profile resources ``nodes`` x ``gpu`` tasks and
-    ``micro_batch`` images (values or ``snakemake.resources.Resource``); else a UserError naming the run, the numbers
-    and the fix. The workflow calls it while parsing, before any job is submitted."""
-    value = lambda key: int(getattr(resources[key], "value", resources[key]))  # noqa: E731
-    nodes, gpus, micro = value("nodes"), value("gpu"), value("micro_batch")
-    where = f"profile resources of rule train: nodes={nodes}, gpu={gpus}, micro_batch={micro}"
-    if nodes < 1:
-        raise UserError(f"{where}: nodes must be at least 1", "set nodes to 1 or more under set-resources: train:")
-    for run, rec in sorted((config.get("train") or {}).items()):
-        problem = split_problem(rec["batch_size"], nodes * max(1, gpus), micro)
-        if problem:
-            raise UserError(f"rule train, run {run}: {problem[0]} ({where})",
-                            f"{problem[1]}: under set-resources: train: in the profile")
-
-
 class _Health:
     """The first non-finite mean loss of the epoch and its step, kept on the device (the step never waits for the
     GPU to know it); :meth:`check` reads it, at checkpoints, at the end of the epoch and every SYNC_EVERY steps."""
@@ -538,19 +410,13 @@ class _Health:
         return (step, float(self.value)) if step else None
 
 
-# Recipe and dataset keys that never change the weights a run ends with: changing them keeps its checkpoint valid.
-_EXECUTION_KEYS = {"checkpoint_every", "eval_every", "eval_batch_size", "paper_lr", "paper_batch_size", "root",
-                   *LOADING_KEYS}
-
-
 def fingerprint(config: dict, run: str) -> str:
     """Hash of what decides the weights of ``run``: its recipe, the ``models`` and ``dataset`` sections (execution
-    settings left out). Stored in the checkpoint so that a resume never mixes two configs."""
+    settings left out: ``saccader.pipeline.config.RUN_EXECUTION_KEYS``). Stored in the checkpoint so that a resume never
+    mixes two configs."""
     part = {"run": run, "recipe": recipe(config, run), "models": config.get("models") or {},
             "dataset": config["dataset"]}
-    part = {k: {kk: vv for kk, vv in v.items() if kk not in _EXECUTION_KEYS} if isinstance(v, dict) else v
-            for k, v in part.items()}
-    return hashlib.sha256(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return digest(part, RUN_EXECUTION_KEYS)
 
 
 STALE_CHOICES = ("error", "restart")
@@ -624,7 +490,7 @@ def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, st
     params = [p for g in groups for p in g["params"]]
     optimizer = torch.optim.SGD(groups, lr=rec["lr"], momentum=MOMENTUM, nesterov=True)
 
-    from saccader.data.folder import Standardize, build_dataset
+    from saccader.pipeline.data.folder import Standardize, build_dataset
 
     res = _resolution(config, rec)
     standardize = Standardize(config["dataset"]["mean"], config["dataset"]["std"])
@@ -798,7 +664,8 @@ def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, st
     if main:
         with io.atomic_path(out / "train_log.parquet") as tmp:
             pd.DataFrame(rows).to_parquet(tmp, index=False)
-        from saccader.bundle import write_card  # card.json first: a model.pt always has its card (saccader.bundle)
+        from saccader.pipeline.bundle import write_card  # card.json first: a model.pt always has its card
+                                                         # (saccader.pipeline.bundle)
 
         write_card(config, run, seed, out, rows[-1]["dev_top1"] if rows else None,
                    rows[-1]["dev_top5"] if rows else None)

@@ -5,16 +5,15 @@ One row per measurement; files are validated when written and when read, and wri
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import subprocess
 from pathlib import Path
 
 import pandas as pd
 
+from saccader import catalog
 from saccader.errors import UserError
-from saccader.io import atomic_path
+from saccader.pipeline.io import atomic_path
 
 COLUMNS: dict[str, str] = {
     "experiment": "str",
@@ -31,8 +30,7 @@ COLUMNS: dict[str, str] = {
     "config_hash": "str",
     "code_version": "str",
 }
-EXPERIMENTS = {"glimpses", "full_image", "occlusion", "nasnet", "robustness"}
-POLICIES = {"saccader", "random", "ordered_logits", "sobel_mean", "sobel_var", "dram", "full_image"}
+EXPERIMENTS = {*catalog.EVALUATIONS, "robustness"}  # the evaluation kinds and the attacks
 METRICS = {"top1", "top5", "area", "occluded_top1", "occluded_top5", "clean_acc", "pgd_acc", "spsa_acc"}
 
 
@@ -42,9 +40,10 @@ def validate(df: pd.DataFrame, source: str = "results") -> pd.DataFrame:
     extra = set(df.columns) - set(COLUMNS)
     if missing or extra:
         raise UserError(f"{source}: columns differ from the results schema (missing {sorted(missing)}, "
-                        f"unexpected {sorted(extra)})", "write results with saccader.results.save")
+                        f"unexpected {sorted(extra)})", "write results with saccader.pipeline.results.save")
     df = df[list(COLUMNS)].astype(COLUMNS)
-    for column, allowed in (("experiment", EXPERIMENTS), ("policy", POLICIES), ("metric", METRICS)):
+    policies = {*catalog.policies(), "full_image"}  # the catalog's glimpse policies; full-image references
+    for column, allowed in (("experiment", EXPERIMENTS), ("policy", policies), ("metric", METRICS)):
         bad = set(df[column]) - allowed
         if bad:
             raise UserError(f"{source}: unknown {column} {sorted(bad)}", f"use one of {sorted(allowed)}")
@@ -72,8 +71,9 @@ def load(paths) -> pd.DataFrame:
 
 def config_hash(config: dict) -> str:
     """A short stable hash of a resolved config (keys sorted)."""
-    blob = json.dumps(config, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:12]
+    from saccader.pipeline.config import digest
+
+    return digest(config, length=12)
 
 
 def code_version() -> str:

@@ -4,8 +4,9 @@
     snakemake --configfile my.yaml --cores 2 all
 
 Inspects the tree (``train/<class>/`` and ``val/<class>/``, or one ``<class>/`` folder per class that it splits into
-train and test with the salted hash of the ImageNet dev split, ``saccader.data.folder.split_train_dev``, per class),
-detects the classes and image sizes, and writes a complete config: the embedded recipes (config/embedded.yaml) with
+train and test with the salted hash of the ImageNet dev split, ``saccader.pipeline.data.folder.split_train_dev``, per
+class), detects the classes and image sizes, and writes a complete config: the embedded recipes (config/embedded.yaml)
+with
 image size, high resolution, grid-dependent glimpse counts, DRAM glimpse sizes, batch sizes and epochs scaled to the
 data and to a stated time on 2 CPU cores. Every choice is a comment in the file.
 """
@@ -26,7 +27,7 @@ from saccader.errors import UserError
 log = logging.getLogger("saccader.init-config")
 __all__ = ["inspect_tree", "make_config", "render", "init_config", "register"]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EMBEDDED = REPO / "config" / "embedded.yaml"
 SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # what PIL decodes
 # The embedded run (config/embedded.yaml): 5,000 training images of 64 px, 5 seeds, in about 18 minutes on 2 cores
@@ -58,7 +59,7 @@ def _classes(folder: Path) -> dict[str, list[Path]]:
 def inspect_tree(root, split_dir=None) -> dict:
     """Classes, per-split image lists and a sample of image sizes of ``root``; a tree without train/ and val/ is split
     into ``split_dir`` (symbolic links, nothing copied or moved)."""
-    from saccader.data.folder import split_train_dev
+    from saccader.pipeline.data.folder import split_train_dev
 
     root = Path(root).resolve()
     if not root.is_dir():
@@ -122,8 +123,8 @@ def _mean_std(files: list[Path], size: int, limit: int = 128) -> tuple[list[floa
     """Per-channel mean and SD of up to ``limit`` training images after the eval transform (no standardisation)."""
     import torch
 
-    from saccader.data.folder import AppendixC
-    from saccader.predict import open_image
+    from saccader.pipeline.data.folder import AppendixC
+    from saccader.pipeline.predict import open_image
 
     step = max(1, len(files) // limit)
     transform = AppendixC(size, train=False)
@@ -253,7 +254,7 @@ def make_config(info: dict, minutes: float = 30.0, image_size: int | None = None
         config["train"][run] = rec
     config["models"]["dram"] = {**config["models"]["dram"], "glimpse_size": q}
     why["models.dram.glimpse_size"] = "DRAM's glimpse = the BagNet's q, as the paper's 77 px"
-    from saccader.evaluate import JOBS
+    from saccader.pipeline.evaluate import JOBS
 
     jobs = (len(config["train"]) + sum(len(m) for m in JOBS.values()) + 4) * seeds + 15
     config["estimated_minutes"] = round(REFERENCE["minutes"] * cost * scale + jobs * JOB_SECONDS / 60, 1)
@@ -320,8 +321,8 @@ def render(config: dict, why: dict, info: dict) -> str:
 def init_config(root, out, minutes: float = 30.0, image_size: int | None = None, seeds: int = 5,
                 split_dir=None, force: bool = False) -> Path:
     """Inspect ``root`` and write the config to ``out`` (never over an existing file unless ``force``)."""
-    from saccader.config import validate
-    from saccader.io import write_text
+    from saccader.pipeline.config import validate
+    from saccader.pipeline.io import write_text
 
     out = Path(out)
     if out.exists() and not force:

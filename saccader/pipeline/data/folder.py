@@ -23,12 +23,10 @@ from pathlib import Path
 
 from saccader.errors import UserError
 
-log = logging.getLogger("saccader.data")
+log = logging.getLogger("saccader.pipeline.data")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 SPLIT_FOLDERS = {"train": "train", "dev": "train", "test": "val"}
-# dataset keys that say how images are loaded, never which: changing one changes no result (no Snakemake rerun,
-# checkpoints stay resumable)
-LOADING_KEYS = ("num_workers", "cache_images")
+from saccader.pipeline.config import LOADING_KEYS  # noqa: E402,F401 (how images are loaded, never which)
 
 
 def split_train_dev(relpaths, dev_size: int, salt: str = "saccader-dev") -> tuple[list[str], list[str]]:
@@ -259,7 +257,7 @@ class FolderDataset:
                             "run `saccader check-data` and remove or replace the file") from None
 
     def _decode_all(self) -> list:
-        from saccader import io
+        from saccader.pipeline import io
 
         digest = _files_digest(p for p, _ in self.samples) if self.pack else None
         if self.pack and self.pack.exists():
@@ -392,12 +390,12 @@ class _Serial:
 
 
 def _run(args) -> int:
-    from saccader import config as cfg
+    from saccader.pipeline import config as cfg
 
     config = cfg.load(args.config)
     check_data(config, args.root, workers=args.workers)
     if args.stamp:
-        from saccader.io import write_text
+        from saccader.pipeline.io import write_text
 
         write_text(args.stamp, "ok\n")
     return 0

@@ -3,8 +3,9 @@
 submitit's local executor starts every job as a fresh interpreter (``python -u -m submitit.core._submit FOLDER``),
 and importing torch, torchvision and timm costs 3-5 s of CPU per job: about 10 job-minutes over the 145 heavy jobs
 of the embedded run on 2 cores. With ``executor.warm_start`` the launcher hands submitit
-``python -m saccader.warmstart --threads N`` as the job's interpreter. This client asks a per-user server (started
-on first use, gone after ``IDLE_S`` seconds without jobs) to fork a child that runs the same ``-m`` module with the
+``python -m saccader.pipeline.warmstart --threads N`` as the job's interpreter. This client asks a per-user server
+(started on first use, gone after ``IDLE_S`` seconds without jobs) to fork a child that runs the same ``-m`` module with
+the
 client's argv, stdio, environment and working directory; it forwards every signal submitit or SLURM sends
 (USR2 time-out, TERM, INT, ...) to the child and exits with the child's status. When the client dies (submitit
 kills it with SIGKILL on cancel), the server kills the child; when the server dies, the kernel kills its children
@@ -60,7 +61,7 @@ class WarmStartUnavailable(RuntimeError):
 
 def server_env(threads: int, env: dict[str, str]) -> dict[str, str]:
     """The server's environment: the client's, without the per-job submitit variables, with the job's threads as
-    saccader.launch.SaccaderJob sets them (a value the user set wins, as there)."""
+    saccader.pipeline.launch.SaccaderJob sets them (a value the user set wins, as there)."""
     out = {k: v for k, v in env.items() if not k.startswith("SUBMITIT_")}
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         out.setdefault(var, str(threads))
@@ -320,9 +321,9 @@ class Server:
 
 def serve(path: Path, idle_s: float) -> int:
     """The server process: allocator settings and imports first, then requests until idle."""
-    from saccader.runtime import keep_freed_memory
+    from saccader.pipeline.runtime import keep_freed_memory
 
-    keep_freed_memory()  # as saccader.cli does first in a fresh job; the forked children inherit it
+    keep_freed_memory()  # as saccader.pipeline.cli does first in a fresh job; the forked children inherit it
     for name in PREIMPORTS:
         __import__(name)
     if os.path.isdir("/proc/self/task") and len(os.listdir("/proc/self/task")) != 1:
@@ -367,7 +368,8 @@ def connect_or_start(threads: int, idle_s: float = IDLE_S) -> socket.socket:
             return sock
         with open(folder / f"{key}.log", "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-u", "-m", "saccader.warmstart", "--serve", str(path), "--idle-s", str(idle_s)],
+                [sys.executable, "-u", "-m", "saccader.pipeline.warmstart", "--serve", str(path), "--idle-s",
+                 str(idle_s)],
                 env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -456,7 +458,7 @@ def parse_python_args(argv: list[str]) -> tuple[str, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     """``[--threads N] [--idle-s S] PYTHON_ARGS...`` (a client) or ``--serve SOCKET [--idle-s S]`` (the server)."""
-    parser = argparse.ArgumentParser(prog="python -m saccader.warmstart", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m saccader.pipeline.warmstart", description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1, help="CPU threads of the job (the launcher's --cpus)")
     parser.add_argument("--idle-s", type=float, default=IDLE_S, help="a server exits after this long without jobs")
     parser.add_argument("--serve", metavar="SOCKET", help="run the server on SOCKET (started by a client)")

@@ -2,13 +2,13 @@
 
     saccader predict results/runs/saccader/seed0 photo.jpg my_folder/ --glimpses 6 --out predictions
 
-MODEL is a model bundle (a training run folder with ``model.pt`` and ``card.json``, saccader.bundle). Each image gets
-the eval transform of the model's config (centre crop + bicubic resize + standardisation, Appendix C), the
+MODEL is a model bundle (a training run folder with ``model.pt`` and ``card.json``, saccader.pipeline.bundle). Each
+image gets the eval transform of the model's config (centre crop + bicubic resize + standardisation, Appendix C), the
 model's top-5 classes after T glimpses, and in ``--out``: ``<name>.png`` (the glimpses in order as numbered boxes,
 each with its own top class) and ``<name>.json`` (boxes in the original image's pixels, probabilities).
 
 Glimpse models: the Saccader and its ablations, DRAM, Saccader-NASNet (runs nasnet_77 / nasnet_113), and a BagNet
-under any engineered policy (``--policy``). The glimpses come from ``saccader.evaluate.policy_outputs``, the
+under any engineered policy (``--policy``). The glimpses come from ``saccader.pipeline.evaluate.policy_outputs``, the
 function the evaluation jobs use, so a picture shows exactly what a test-set evaluation scored. Other models
 (ResNet-v2, NASNet) give their top-5 only.
 """
@@ -25,7 +25,7 @@ import torch
 
 from saccader.errors import UserError
 
-log = logging.getLogger("saccader.predict")
+log = logging.getLogger("saccader.pipeline.predict")
 __all__ = ["SUFFIXES", "open_image", "find_images", "glimpse_kind", "num_locations", "preprocess", "predict_batch",
            "predict_image", "draw", "register"]
 
@@ -112,8 +112,8 @@ def check_glimpses(model, card: dict, glimpses: int | None) -> int | None:
 
 
 def transform(card: dict, resolution: int):
-    """The eval transform of the model's config at ``resolution`` (saccader.data.folder.AppendixC)."""
-    from saccader.data.folder import AppendixC
+    """The eval transform of the model's config at ``resolution`` (saccader.pipeline.data.folder.AppendixC)."""
+    from saccader.pipeline.data.folder import AppendixC
 
     inp = card["input"]
     return AppendixC(resolution, train=False, eval_fraction=1.0 / (1.0 + inp["crop_padding_fraction"]),
@@ -133,14 +133,15 @@ def predict_batch(model, card: dict, images: torch.Tensor, glimpses: int | None,
     """Logits after t = 1..T glimpses (N, T, C), each glimpse's own logits (N, T, C) and boxes (N, T, 4) in the pixels
     of the image the glimpses were cut from (``resolution``); for a full-image model only ``logits`` (N, 1, C)."""
     from baselines import policies as engineered
-    from saccader.evaluate import grid_boxes, image_logits, policy_outputs
+    from saccader.pipeline.evaluate import grid_boxes, image_logits, policy_outputs
 
     kind, inp = glimpse_kind(card), card["input"]
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     with torch.no_grad():
         if kind is None:
             return {"logits": image_logits(model, images).unsqueeze(1)}
-        if kind == "saccader_nasnet":  # as saccader.evaluate._nasnet: the Saccader picks, the NASNet classifies
+        if kind == "saccader_nasnet":  # as saccader.pipeline.evaluate._nasnet: the Saccader picks, the NASNet
+                                       # classifies
             _, locations, _ = model.saccader(images, glimpses)
             own = image_logits(model.nasnet, model.crops(images, locations, high_res)).view(len(images), glimpses, -1)
             return {"logits": engineered.cumulative_logits(own), "own": own,
@@ -167,7 +168,7 @@ def _crop_frame(card: dict, width: int, height: int, resolution: int) -> tuple[f
 
 def predict_image(model, card: dict, image, glimpses: int | None, policy: str = DEFAULT_POLICY) -> dict:
     """The JSON record of one PIL image: top-5, and per glimpse its box in original pixels and own top class."""
-    from saccader.bundle import class_label
+    from saccader.pipeline.bundle import class_label
 
     dev = next(model.parameters()).device
     low, high = preprocess(card, image)
@@ -229,7 +230,7 @@ def draw(image, record: dict, size: int = 480):
 
 
 def _save(out: Path, name: str, image, record: dict) -> Path:
-    from saccader.io import atomic_path, write_text
+    from saccader.pipeline.io import atomic_path, write_text
 
     png = out / f"{name}.png"
     with atomic_path(png) as tmp:
@@ -245,8 +246,8 @@ def predict(model_path, items, glimpses: int | None = None, out="predictions", p
     from tqdm import tqdm
 
     from baselines.policies import POLICIES
-    from saccader.bundle import load
-    from saccader.io import ensure_writable
+    from saccader.pipeline.bundle import load
+    from saccader.pipeline.io import ensure_writable
 
     model = load(model_path, device)
     card = model.card

@@ -1,14 +1,14 @@
 """Run one ``saccader`` subcommand as a submitit job and wait for it: the launcher of every heavy Snakemake rule.
 
-    python -m saccader.launch --folder results/logs/submitit/train/saccader/seed0 --cluster slurm \\
+    python -m saccader.pipeline.launch --folder results/logs/submitit/train/saccader/seed0 --cluster slurm \\
         --partition gpu --nodes 2 --gpus 8 --cpus 8 --mem-mb 480000 --time-min 2880 \\
         -- train --config results/config.yaml --run saccader --seed 0 --out results/runs/saccader/seed0 --micro-batch 16
 
 Where a job runs and what it may use come from Snakemake's resources (set per rule in the profiles, never hard-coded
 here): ``--cluster local`` runs it in a subprocess on this machine (the embedded default), ``slurm`` submits it with
 sbatch, ``debug`` runs it in this process. A job has ``--nodes`` nodes of ``--gpus`` GPUs, one task per GPU;
-``saccader.distributed`` joins every task of every node into one process group. The job is checkpointable in the
-submitit sense (as ``run_with_submitit.py`` of DINO): when SLURM preempts it or its time limit is near, submitit
+``saccader.pipeline.distributed`` joins every task of every node into one process group. The job is checkpointable in
+the submitit sense (as ``run_with_submitit.py`` of DINO): when SLURM preempts it or its time limit is near, submitit
 requeues a fresh copy of the same command, and the command resumes from its ``checkpoint.pt``; a plain ``scontrol
 requeue`` restarts the same pickled command the same way. The launcher waits for the final outcome, so Snakemake
 sees one job that either succeeded or failed; on failure it prints the tail of the job's stderr and exits 1.
@@ -29,7 +29,7 @@ import submitit
 import yaml
 
 from saccader.errors import UserError
-from saccader.snakelock import owner_gone
+from saccader.pipeline.snakelock import owner_gone
 
 CLUSTERS = ("local", "slurm", "debug")
 
@@ -49,7 +49,7 @@ class SaccaderJob(submitit.helpers.Checkpointable):
         # Set before torch is imported in this process: one job must not use every core of a shared node.
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(var, str(self.threads))
-        from saccader import cli
+        from saccader.pipeline import cli
 
         try:
             status = cli.main(self.argv)
@@ -74,12 +74,13 @@ def build_executor(args) -> submitit.AutoExecutor:
     """An AutoExecutor whose parameters are exactly the flags given (the rule's Snakemake resources)."""
     extra = {}
     if args.cluster == "local" and args.warm_start:  # fork the job from a server that has torch imported
-        extra["local_python"] = f"{shlex.quote(sys.executable)} -m saccader.warmstart --threads {args.cpus}"
+        extra["local_python"] = f"{shlex.quote(sys.executable)} -m saccader.pipeline.warmstart --threads {args.cpus}"
     executor = submitit.AutoExecutor(folder=args.folder, cluster=args.cluster,
                                      slurm_max_num_timeout=args.max_requeues, local_max_num_timeout=args.max_requeues,
                                      **extra)
     params = dict(name=args.name or args.command[0], timeout_min=args.time_min, cpus_per_task=args.cpus,
-                  # one task per GPU, as DINO's launcher: saccader.distributed joins them into one process group
+                  # one task per GPU, as DINO's launcher: saccader.pipeline.distributed joins them into one process
+                  # group
                   gpus_per_node=args.gpus, tasks_per_node=max(1, args.gpus), nodes=args.nodes,
                   mem_gb=args.mem_mb / 1024,
                   slurm_signal_delay_s=args.signal_delay_s)
@@ -141,7 +142,7 @@ def _usage(cluster: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m saccader.launch", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m saccader.pipeline.launch", description=__doc__.splitlines()[0])
     parser.add_argument("--folder", required=True, help="submitit folder for the job's script, pickles and logs")
     parser.add_argument("--cluster", choices=CLUSTERS, default="local",
                         help="local: a subprocess here; slurm: sbatch; debug: this process, pdb on failure "
@@ -161,8 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-requeues", type=int, default=None,
                         help="requeues after time-outs before failing; default: executor.max_requeues of --config")
     parser.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=None,
-                        help="local jobs: fork from a server with torch imported (saccader.warmstart) instead of a "
-                             "fresh interpreter; default: executor.warm_start of --config")
+                        help="local jobs: fork from a server with torch imported (saccader.pipeline.warmstart) instead "
+                             "of a fresh interpreter; default: executor.warm_start of --config")
     parser.add_argument("--tail", type=int, default=40, help="stderr lines shown when the job fails")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the saccader subcommand and its flags")
     return parser
@@ -172,7 +173,7 @@ def _executor_settings(command: list[str]) -> dict:
     """The ``executor:`` section of the configs the command names (every ``--config``, merged in order), over the
     schema's defaults. A config that is missing or unreadable gives the defaults: the job itself then reports that
     problem, in its own log."""
-    from saccader.config import load_schema
+    from saccader.pipeline.config import load_schema
 
     schema = load_schema()["properties"]["executor"]["properties"]
     settings = {key: spec["default"] for key, spec in schema.items()}

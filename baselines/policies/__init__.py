@@ -1,7 +1,9 @@
 """Engineered glimpse policies of Section 4.1 (Figure 3, 4c-d, 5) on a BagNet-77-lowD location grid.
 
-Every policy returns, per image, K distinct flat cell indices ``i * w + j`` of the ``(h, w)`` grid of ``logits2d``,
-ordered from the first glimpse to the last. Because each policy ranks cells once and takes the top K, the first T of
+Each policy is a function ``fn(k, cells: Cells)`` declared with ``@saccader.catalog.policy(name, label=...,
+order=...)``, here or in a module of its own in this folder (``center.py``); the catalog finds it there, and
+``evaluate.policies`` of the config names the ones an experiment runs. Every policy returns, per image, K distinct
+flat cell indices ``i * w + j`` of the ``(h, w)`` grid of ``logits2d``, ordered from the first glimpse to the last. Because each policy ranks cells once and takes the top K, the first T of
 its K glimpses are exactly its T-glimpse choice, so one call with K = T_max serves every T <= T_max.
 Classification is the same for all of them and for the Saccader (reference-notes section 2, step 8): the mean over
 the chosen cells of the raw ``logits2d`` vectors.
@@ -11,24 +13,49 @@ Sources: official code ``saccader.engineered_policies`` (reference-notes section
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torchvision.transforms.functional import rgb_to_grayscale
 
+from saccader import catalog
+from saccader.catalog import policy
 from saccader.errors import UserError
 
-__all__ = ["POLICIES", "ordered_logits", "sobel_edges", "sobel_scores", "sobel_mean", "sobel_var", "random_policy",
-           "choose", "gather_logits", "cumulative_logits"]
+__all__ = ["POLICIES", "Cells", "check_glimpses", "ordered_logits", "sobel_edges", "sobel_scores", "sobel_mean",
+           "sobel_var", "random_policy", "choose", "gather_logits", "cumulative_logits"]
 
-POLICIES = ("random", "ordered_logits", "sobel_mean", "sobel_var")
+POLICIES = tuple(catalog.engineered_policies())  # those of this folder, in figure order
+
+
+class Cells(NamedTuple):
+    """What a policy may look at on one batch: the per-cell logits (N, C, h, w) of BagNet-77-lowD, the standardised
+    images (N, 3, H, W), the side ``patch`` and ``stride`` in pixels of a cell's receptive field, and the generator
+    of a random policy (a generator of the images' device)."""
+
+    logits2d: torch.Tensor
+    images: torch.Tensor
+    patch: int
+    stride: int
+    generator: torch.Generator | None = None
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return tuple(self.logits2d.shape[2:])
+
+
+def check_glimpses(k: int, cells: int) -> None:
+    """Refuse more glimpses than a policy can pick without repeating a location."""
+    if k > cells:
+        raise UserError(f"cannot pick {k} distinct glimpses from a grid of {cells} locations",
+                        "lower evaluate.max_glimpses")
 
 
 def _top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Flat indices of the k largest cells of (N, h, w) scores, descending (``utils.sort2d``; no NMS)."""
     flat = scores.flatten(1)
-    if k > flat.shape[1]:
-        raise UserError(f"cannot pick {k} distinct glimpses from a grid of {flat.shape[1]} locations",
-                        "lower evaluate.max_glimpses")
+    check_glimpses(k, flat.shape[1])
     return flat.topk(k, dim=1, sorted=True).indices
 
 
@@ -112,26 +139,36 @@ def random_policy(n: int, grid: tuple[int, int], k: int, generator: torch.Genera
     on ``device`` from ``generator``, which must be a generator of that device (no draw on the host and copy).
     """
     cells = grid[0] * grid[1]
-    if k > cells:
-        raise UserError(f"cannot pick {k} distinct glimpses from a grid of {cells} locations",
-                        "lower evaluate.max_glimpses")
+    check_glimpses(k, cells)
     noise = torch.rand(n, cells, generator=generator, device=device)
     return noise.argsort(dim=1)[:, :k]
 
 
-def choose(policy: str, k: int, *, logits2d: torch.Tensor, images: torch.Tensor, patch: int, stride: int,
+# The four policies of Section 4.1 under the catalog's calling convention (figure order as in the paper's legend).
+@policy("ordered_logits", label="Ordered logits", order=20)
+def _ordered_logits(k: int, cells: Cells) -> torch.Tensor:
+    return ordered_logits(cells.logits2d, k)
+
+
+@policy("random", label="Random", order=30)
+def _random(k: int, cells: Cells) -> torch.Tensor:
+    return random_policy(len(cells.logits2d), cells.grid, k, cells.generator, cells.logits2d.device)
+
+
+@policy("sobel_mean", label="Sobel mean", order=40)
+def _sobel_mean(k: int, cells: Cells) -> torch.Tensor:
+    return sobel_mean(cells.images, k, cells.patch, cells.stride, cells.grid)
+
+
+@policy("sobel_var", label="Sobel variance", order=50)
+def _sobel_var(k: int, cells: Cells) -> torch.Tensor:
+    return sobel_var(cells.images, k, cells.patch, cells.stride, cells.grid)
+
+
+def choose(name: str, k: int, *, logits2d: torch.Tensor, images: torch.Tensor, patch: int, stride: int,
            generator: torch.Generator | None = None) -> torch.Tensor:
-    """Dispatch one of ``POLICIES`` on a batch; returns (N, k) flat cell indices."""
-    grid = tuple(logits2d.shape[2:])
-    if policy == "ordered_logits":
-        return ordered_logits(logits2d, k)
-    if policy == "sobel_mean":
-        return sobel_mean(images, k, patch, stride, grid)
-    if policy == "sobel_var":
-        return sobel_var(images, k, patch, stride, grid)
-    if policy == "random":
-        return random_policy(len(logits2d), grid, k, generator, logits2d.device)
-    raise ValueError(f"unknown policy {policy!r}; use one of {POLICIES}")
+    """Run engineered policy ``name`` (any the catalog knows) on a batch; returns (N, k) flat cell indices."""
+    return catalog.policy_function(name)(k, Cells(logits2d, images, patch, stride, generator))
 
 
 def gather_logits(logits2d: torch.Tensor, locations: torch.Tensor) -> torch.Tensor:

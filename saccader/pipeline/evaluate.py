@@ -3,9 +3,10 @@
     saccader evaluate --config C --kind glimpses --model saccader --seed 0 \\
         --ckpt saccader=results/runs/saccader/seed0 --out results/eval/glimpses/saccader/seed0.parquet
 
-Kinds (``JOBS``):
+Kinds (``JOBS``, from ``saccader.catalog.EVALUATIONS``):
 - ``glimpses``   top-1, top-5 and area covered for T = 1..max_glimpses (Fig 3, 5a, Supp.2a, Supp.3), for the Saccader
-  and its ablations (policy ``saccader``), BagNet-77-lowD under the engineered policies of Section 4.1, and DRAM.
+  and its ablations (policy ``saccader``), BagNet-77-lowD under the engineered policies (``evaluate.policies``), and
+  DRAM.
   Also writes ``<out>.examples.npz`` (``examples_path``) with glimpse boxes of fixed images (Fig 4, Supp.1).
 - ``full_image`` the no-attention references (black markers of Fig 3): top-1, top-5 with ``num_glimpses`` 0.
 - ``occlusion``  ResNet-v2-50 accuracy with every policy's glimpses occluded, against the area occluded (Fig 5b).
@@ -24,38 +25,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from saccader import geometry, results
-from saccader.config import add_config_argument
+from saccader import catalog, geometry
+
+from saccader.pipeline import results
+from saccader.pipeline.config import add_config_argument
 from saccader.errors import UserError
-from saccader.io import atomic_path, ensure_writable, torch_load
+from saccader.pipeline.io import atomic_path, ensure_writable, torch_load
+from saccader.models import image_logits  # noqa: F401 (saccader.pipeline.evaluate.image_logits, as before)
 
 log = logging.getLogger(__name__)
 
 __all__ = ["JOBS", "required_runs", "examples_path", "load_run", "ckpt_file", "image_logits", "policy_outputs",
            "occlude", "glimpses_batch", "full_image_batch", "occlusion_batch", "nasnet_batch", "evaluate", "register"]
 
-SACCADERS = ("saccader", "saccader_no_pretrain", "saccader_no_attention")
-JOBS: dict[str, list[str]] = {
-    "glimpses": [*SACCADERS, "bagnet77_lowd", "dram"],
-    "full_image": ["resnet_v2_50", "bagnet77_lowd", "bagnet77", "nasnet"],
-    "occlusion": ["resnet_v2_50"],
-    "nasnet": ["saccader_nasnet"],
-}
-# Runs whose model.pt each job needs (training run names, config ``train:``).
-_OCCLUSION_RUNS = ["resnet_v2_50", "bagnet77_lowd", "saccader", "dram"]
-_NASNET_RUNS = ["saccader", "nasnet_77", "nasnet_113"]
+JOBS: dict[str, list[str]] = {kind: list(names) for kind, names in catalog.EVALUATIONS.items()}
 
 
 def required_runs(kind: str, model: str) -> list[str]:
-    """Training runs whose ``model.pt`` the (kind, model) evaluation job loads."""
-    if kind not in JOBS or model not in JOBS[kind]:
-        raise UserError(f"no evaluation job ({kind}, {model})",
-                        f"use one of {', '.join(f'{k}/{m}' for k, ms in JOBS.items() for m in ms)}")
-    if kind == "occlusion":
-        return list(_OCCLUSION_RUNS)
-    if kind == "nasnet":
-        return list(_NASNET_RUNS)
-    return [model]
+    """Training runs whose ``model.pt`` the (kind, model) evaluation job loads (``saccader.catalog``)."""
+    return catalog.required_runs(kind, model)
 
 
 def device() -> torch.device:
@@ -64,7 +52,7 @@ def device() -> torch.device:
 
 def parse_ckpts(items: list[str]) -> dict[str, Path]:
     """``--ckpt RUN=DIR`` pairs from the command line -> {run: DIR}."""
-    from saccader.cli import parse_run_dirs
+    from saccader.pipeline.cli import parse_run_dirs
 
     return parse_run_dirs(items, "--ckpt")
 
@@ -88,25 +76,11 @@ def load_run(config: dict, run: str, ckpts: dict[str, Path], dev: torch.device |
     model = model.to(dev).eval()
     # The memory format the run trained in (bench/cpu_channels_last.py); a channels_last weight makes the
     # convolutions pick it whatever the input's layout, and logits are the same up to float rounding.
-    from saccader.train import use_channels_last
+    from saccader.pipeline.train import use_channels_last
 
     if use_channels_last(config.get("train", {}).get(run) or {}, dev):
         model = model.to(memory_format=torch.channels_last)
     return model
-
-
-def image_logits(model, images: torch.Tensor, num_glimpses: int | None = None) -> torch.Tensor:
-    """Class logits (N, C) of any model of the zoo on standardised images.
-
-    BagNets return per-location logits (N, C, h, w), averaged over space (eq. 4, reference-notes section 1.1);
-    the Saccader returns (logits, locations, policy); DRAM a dict with ``logits``; ResNet / NASNet plain logits.
-    """
-    out = model(images) if num_glimpses is None else model(images, num_glimpses)
-    if isinstance(out, dict):
-        out = out["logits"]
-    elif isinstance(out, (tuple, list)):
-        out = out[0]
-    return out.mean(dim=(2, 3)) if out.dim() == 4 else out
 
 
 def grid_boxes(model, locations: torch.Tensor, image_size: int, target_size: int | None = None) -> torch.Tensor:
@@ -115,34 +89,54 @@ def grid_boxes(model, locations: torch.Tensor, image_size: int, target_size: int
     return geometry.location_boxes(locations, grid[1], model.receptive_field, model.stride, image_size, target_size)
 
 
+def _saccader_glimpses(model, images, num_glimpses, policies, generator, image_size) -> dict:
+    """Policy ``saccader``: the cell's test-time (argmax) rollout; prediction after t glimpses = the running mean of
+    the glimpse logits (eq 6)."""
+    from baselines import policies as engineered
+
+    feats = model.backbone(images)
+    roll = model.rollout(feats["mixed"], feats["logits2d"], num_glimpses)
+    return {"saccader": (grid_boxes(model, roll["locations"], image_size),
+                         engineered.cumulative_logits(roll["glimpse_logits"]))}
+
+
+def _engineered_glimpses(model, images, num_glimpses, policies, generator, image_size) -> dict:
+    """Each of ``policies`` steering BagNet-77-lowD: classified, like the Saccader, by the mean of its logits over
+    the chosen cells (Section 4.1)."""
+    from baselines import policies as engineered
+
+    logits2d = model(images)
+    out = {}
+    for policy in policies:
+        locations = engineered.choose(policy, num_glimpses, logits2d=logits2d, images=images,
+                                      patch=model.receptive_field, stride=model.stride, generator=generator)
+        out[policy] = (grid_boxes(model, locations, image_size),
+                       engineered.cumulative_logits(engineered.gather_logits(logits2d, locations)))
+    return out
+
+
+def _dram_glimpses(model, images, num_glimpses, policies, generator, image_size) -> dict:
+    """Policy ``dram``: the mean-location rollout; its prediction after t glimpses is its step-t logits."""
+    res = model(images, num_glimpses)
+    return {"dram": (model.locations_to_pixels(res["locations"], image_size, model.glimpse_size), res["step_logits"])}
+
+
+# How each kind of glimpse model (``saccader.catalog.RUNS``' ``glimpses``) gives its glimpses and predictions.
+GLIMPSE_SOURCES = {"saccader": _saccader_glimpses, "engineered": _engineered_glimpses, "dram": _dram_glimpses}
+
+
 def policy_outputs(models: dict, images: torch.Tensor, num_glimpses: int, policies: list[str],
                    generator: torch.Generator, image_size: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """For each policy the runs in ``models`` provide: (boxes (N, T, 4), logits after t glimpses (N, T, C)).
 
-    ``models`` maps run names to loaded models: a Saccader run gives policy ``saccader``, ``bagnet77_lowd`` gives
-    the engineered ``policies`` (Section 4.1; they classify with BagNet-77-lowD logits averaged over the chosen
-    cells, like the Saccader), ``dram`` gives policy ``dram`` (its prediction after t glimpses is its step-t logits).
+    ``models`` maps run names to loaded models; the catalog says how each run's model picks glimpses: a Saccader
+    run gives policy ``saccader``, ``bagnet77_lowd`` the engineered ``policies``, ``dram`` policy ``dram``. A run
+    that picks no glimpses is a UserError naming those that do.
     """
-    from baselines import policies as engineered
-
     out = {}
     for run, model in models.items():
-        if run in SACCADERS:
-            feats = model.backbone(images)
-            roll = model.rollout(feats["mixed"], feats["logits2d"], num_glimpses)
-            out["saccader"] = (grid_boxes(model, roll["locations"], image_size),
-                               engineered.cumulative_logits(roll["glimpse_logits"]))
-        elif run == "bagnet77_lowd":
-            logits2d = model(images)
-            for policy in policies:
-                locations = engineered.choose(policy, num_glimpses, logits2d=logits2d, images=images,
-                                              patch=model.receptive_field, stride=model.stride, generator=generator)
-                out[policy] = (grid_boxes(model, locations, image_size),
-                               engineered.cumulative_logits(engineered.gather_logits(logits2d, locations)))
-        elif run == "dram":
-            res = model(images, num_glimpses)
-            boxes = model.locations_to_pixels(res["locations"], image_size, model.glimpse_size)
-            out["dram"] = (boxes, res["step_logits"])
+        source = GLIMPSE_SOURCES[catalog.glimpse_source(run)]
+        out.update(source(model, images, num_glimpses, policies, generator, image_size))
     return out
 
 
@@ -191,7 +185,7 @@ class _Tally:
 def _loader(config: dict, resolution: int | None = None, normalize: bool = True, dev=None):
     """Batches of the test split on ``dev``: the workers send uint8 images (a quarter of the bytes of float32),
     standardised on the device, bitwise as the transform would (``folder.Standardize``)."""
-    from saccader.data.folder import Standardize, build_dataset
+    from saccader.pipeline.data.folder import Standardize, build_dataset
 
     ev, ds = config["evaluate"], config["dataset"]
     dataset = build_dataset(config, "test", resolution=resolution, uint8=True)
@@ -243,7 +237,7 @@ def glimpses_batch(models, images, labels, ev: dict, generator, size: int, tally
             tally.add((policy, size, t, "area"), geometry.area_covered(boxes[:, :t], size, size))
 
 
-def _full_image(config, model_name, ckpts, dev, tally):
+def _full_image(config, model_name, ckpts, dev, generator, tally):
     size = config["dataset"]["image_size"]
     model = load_run(config, model_name, ckpts, dev)
     for images, labels in _progress(_loader(config, dev=dev), f"full image {model_name}"):
@@ -257,11 +251,11 @@ def full_image_batch(model, images, labels, size: int, tally) -> None:
     tally.add(("full_image", size, 0, "top5"), _topk_hits(logits, labels, 5))
 
 
-def _occlusion(config, ckpts, dev, generator, tally):
+def _occlusion(config, model_name, ckpts, dev, generator, tally):
     ev, ds = config["evaluate"], config["dataset"]
     size = ds["image_size"]
     classifier = load_run(config, "resnet_v2_50", ckpts, dev)
-    sources = {run: load_run(config, run, ckpts, dev) for run in _OCCLUSION_RUNS[1:]}
+    sources = {run: load_run(config, run, ckpts, dev) for run in required_runs("occlusion", "resnet_v2_50")[1:]}
     mean, std = torch.tensor(ds["mean"]), torch.tensor(ds["std"])
     # standardised: 0 in the model's input space (the official patches_masks x input); pixel: black in [0, 1].
     fill = torch.zeros(3) if ev["occlusion_space"] == "standardized" else -mean / std
@@ -280,7 +274,7 @@ def occlusion_batch(classifier, sources, images, labels, ev: dict, fill, generat
             tally.add((policy, size, t, "area"), geometry.area_covered(boxes[:, :t], size, size))
 
 
-def _nasnet(config, ckpts, dev, tally):
+def _nasnet(config, model_name, ckpts, dev, generator, tally):
     """Saccader-NASNet (Fig 6): locations from the Saccader on the image_size image; the NASNet fine-tuned on those
     crops classifies the patches cut from the same image (run nasnet_77) or from the high_res_size image (run
     nasnet_113, patches int(331/224 * 77) = 113 px). Prediction after t glimpses = mean NASNet logits of the first t
@@ -349,7 +343,7 @@ def examples_path(out) -> Path:
 def save_examples(config: dict, models: dict, generator: torch.Generator, path: Path, dev) -> None:
     """``<out>.examples.npz``: images uint8 (N, H, W, 3), labels (N,), indices (N,), and per policy
     boxes_<policy> (N, T, 4) (y0, x0, y1, x1, T = evaluate.train_glimpses) and pred_<policy> (N,) after T glimpses."""
-    from saccader.data.folder import build_dataset
+    from saccader.pipeline.data.folder import build_dataset
 
     ev, ds = config["evaluate"], config["dataset"]
     raw = build_dataset(config, "test", normalize=False)
@@ -383,14 +377,7 @@ def evaluate(config: dict, kind: str, model: str, seed: int, ckpts: dict[str, Pa
     generator = torch.Generator(device=dev).manual_seed(config["evaluate"]["random_seed"] + seed)  # random policy
     tally = _Tally()
     with torch.no_grad():
-        if kind == "glimpses":
-            models = _glimpses(config, model, ckpts, dev, generator, tally)
-        elif kind == "full_image":
-            _full_image(config, model, ckpts, dev, tally)
-        elif kind == "occlusion":
-            _occlusion(config, ckpts, dev, generator, tally)
-        else:
-            _nasnet(config, ckpts, dev, tally)
+        models = KINDS[kind](config, model, ckpts, dev, generator, tally)
     ds = config["dataset"]
     base = {"experiment": kind, "dataset": ds["name"], "split": "test" if ds["name"] == "digits" else "val",
             "model": model, "seed": seed, "config_hash": results.config_hash(config),
@@ -404,8 +391,13 @@ def evaluate(config: dict, kind: str, model: str, seed: int, ckpts: dict[str, Pa
     return frame
 
 
+# The body of each evaluation kind of the catalog, (config, model, ckpts, device, generator, tally) -> the loaded
+# models whose glimpse examples a ``glimpses`` job saves (None for the other kinds).
+KINDS = {"glimpses": _glimpses, "full_image": _full_image, "occlusion": _occlusion, "nasnet": _nasnet}
+
+
 def _run(args) -> int:
-    from saccader.config import load
+    from saccader.pipeline.config import load
 
     config = load(args.config)
     evaluate(config, args.kind, args.model, args.seed, parse_ckpts(args.ckpt), Path(args.out))
@@ -417,7 +409,7 @@ def register(subparsers) -> None:
                               description=__doc__.splitlines()[0])
     add_config_argument(p)
     p.add_argument("--kind", required=True, choices=sorted(JOBS))
-    p.add_argument("--model", required=True, help="model to evaluate (see saccader.evaluate.JOBS)")
+    p.add_argument("--model", required=True, help="model to evaluate (see saccader.pipeline.evaluate.JOBS)")
     p.add_argument("--seed", required=True, type=int)
     p.add_argument("--ckpt", action="append", default=[], metavar="RUN=DIR",
                    help="training run directory holding model.pt; repeat for every run the job needs")

@@ -6,8 +6,9 @@ fragments cut from other digits. The 1,797 real 8x8 source digits are split into
 canvas is made, so no source digit appears in two splits.
 
 The output is an ImageFolder in ImageNet's layout (``train/<class>/*.png``, ``val/<class>/*.png``) so that the very
-code path used for ImageNet (``saccader.data.folder``) is the one exercised; the dev split is carved out of ``train/``
-by the same deterministic function ImageNet uses, and the generator draws each dev canvas from dev source digits.
+code path used for ImageNet (``saccader.pipeline.data.folder``) is the one exercised; the dev split is carved out of
+``train/`` by the same deterministic function ImageNet uses, and the generator draws each dev canvas from dev source
+digits.
 Canvases are rendered once at ``high_res_size`` (the "331" resolution); the standard transforms resize them to
 ``image_size`` (the "224" resolution) exactly as ImageNet images are resized.
 """
@@ -87,7 +88,7 @@ def build(config: dict, root: str | Path | None = None) -> Path:
     """
     from sklearn.datasets import load_digits
 
-    from saccader.data.folder import split_train_dev
+    from saccader.pipeline.data.folder import split_train_dev
 
     ds = config["dataset"]
     settings = ds["digits"]
@@ -151,7 +152,7 @@ def build(config: dict, root: str | Path | None = None) -> Path:
 
 
 def _run(args) -> int:
-    from saccader import config as cfg
+    from saccader.pipeline import config as cfg
 
     config = cfg.load(args.config)
     if config["dataset"]["name"] != "digits":
