@@ -91,17 +91,24 @@ def test_signals_reach_the_job_and_its_death_by_signal_is_the_clients(env, tmp_p
     assert finish(client(env, "term", cwd=tmp_path))[0] == -signal.SIGTERM
 
 
-def test_a_job_killed_with_sigkill_kills_its_client_and_never_runs_again(env, tmp_path):
-    """The client dies by SIGKILL as the job did (the OOM killer's signal); it must not take the job's death for a
-    failure to fork and run the job a second time in a fresh interpreter."""
-    (tmp_path / "probe.py").write_text(PROBE.replace('time.sleep(60)', 'open("runs", "a").write("run\\n"); '
-                                                     'open("alive", "w").write(str(os.getpid())); time.sleep(60)'))
+def sleeping_job(env, tmp_path, before: str = "") -> tuple[subprocess.Popen, int]:
+    """A client whose forked job runs ``before``, says its pid and sleeps: (the client, the job's pid)."""
+    (tmp_path / "probe.py").write_text(PROBE.replace(
+        'time.sleep(60)', before + 'open("alive", "w").write(str(os.getpid())); time.sleep(60)'))
     proc = client(env, "sleep", cwd=tmp_path)
     deadline = time.monotonic() + 60
     while not (tmp_path / "alive").exists():
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.01)
-    os.kill(int((tmp_path / "alive").read_text()), signal.SIGKILL)
+    time.sleep(0.05)  # the pid is written whole
+    return proc, int((tmp_path / "alive").read_text())
+
+
+def test_a_job_killed_with_sigkill_kills_its_client_and_never_runs_again(env, tmp_path):
+    """The client dies by SIGKILL as the job did (the OOM killer's signal); it must not take the job's death for a
+    failure to fork and run the job a second time in a fresh interpreter."""
+    proc, pid = sleeping_job(env, tmp_path, before='open("runs", "a").write("run\\n"); ')
+    os.kill(pid, signal.SIGKILL)
     code, _, err = finish(proc)
     assert code == -signal.SIGKILL, err
     time.sleep(1.0)
@@ -109,15 +116,7 @@ def test_a_job_killed_with_sigkill_kills_its_client_and_never_runs_again(env, tm
 
 
 def test_killing_the_client_kills_the_job(env, tmp_path):
-    marker = tmp_path / "probe.py"
-    marker.write_text(PROBE.replace('time.sleep(60)', 'open("alive", "w").write(str(os.getpid())); time.sleep(60)'))
-    proc = client(env, "sleep", cwd=tmp_path)
-    deadline = time.monotonic() + 60
-    while not (tmp_path / "alive").exists():
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.01)
-    time.sleep(0.05)
-    pid = int((tmp_path / "alive").read_text())
+    proc, pid = sleeping_job(env, tmp_path)
     proc.kill()  # what submitit does last when it cancels a job
     proc.wait()
     deadline = time.monotonic() + 10
@@ -128,14 +127,7 @@ def test_killing_the_client_kills_the_job(env, tmp_path):
 
 def test_killing_the_server_kills_the_job_and_fails_the_client(env, tmp_path):
     """A SIGKILLed server must not leave its jobs running: the rerun would start each a second time beside it."""
-    marker = tmp_path / "probe.py"
-    marker.write_text(PROBE.replace('time.sleep(60)', 'open("alive", "w").write(str(os.getpid())); time.sleep(60)'))
-    proc = client(env, "sleep", cwd=tmp_path)
-    deadline = time.monotonic() + 60
-    while not (tmp_path / "alive").exists():
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.01)
-    pid = int((tmp_path / "alive").read_text())
+    proc, pid = sleeping_job(env, tmp_path)
     server = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
     os.kill(server, signal.SIGKILL)
     try:
