@@ -5,16 +5,17 @@
 For every job of the config's DAG (the jobs come from the functions the workflow uses: ``saccader.train.init_runs``,
 ``saccader.evaluate.JOBS`` / ``required_runs``, ``baselines.attacks.MODELS`` / ``required_runs``):
 
-- FLOPs per image of the forward and of a training step, counted by ``torch.utils.flop_counter`` on the real model
-  at its real resolution, built and run on fake tensors (``FakeTensorMode``: shapes only, no compute), so that
-  NASNet-A Large at 331 costs no real arithmetic. torch's formula for the weight gradient of a grouped convolution
-  ignores the groups (it counts a depthwise convolution's weight gradient C times over); ``_conv_backward_flop``
-  counts it right.
+- FLOPs per image of the forward and of a training step, counted with ``torch.utils.flop_counter``'s formulas on
+  the real model at its real resolution, built on the meta device and run on fake tensors (``FakeTensorMode``:
+  shapes only, no compute), so that NASNet-A Large at 331 costs no real arithmetic. torch's formula for the weight
+  gradient of a grouped convolution ignores the groups (it counts a depthwise convolution's weight gradient C times
+  over); ``_conv_backward_flop`` counts it right.
 - Parameter, gradient, optimizer (SGD momentum) and EMA bytes; activation memory per training image at the recipe's
   precision (bf16 autocast where the recipe asks): the peak bytes of the tensors alive during a training step's
-  forward and backward on fake tensors (``LivePeak``), as the slope between two batch sizes; the bf16 weight copies
-  are the intercept of the bytes autograd saves (saved-tensor hooks). Validated against torch's measured live memory
-  in real CPU training steps (bench/plan_memory.py, tests/test_plan.py).
+  forward and backward on fake tensors, as the slope between two batch sizes, both read off one pass (``Counter``);
+  the bf16 weight copies are the bytes autograd saves that do not grow with the batch (saved-tensor hooks).
+  Validated against torch's measured live memory in real CPU training steps (bench/plan_memory.py,
+  tests/test_plan.py).
 - Attack jobs: model queries per image (clean, PGD steps with an input gradient, SPSA samples x iterations).
 - The micro-batch that fits the GPU (``GPUS`` or the profile's ``gpu_name``), the accumulation steps, wall time and
   GPU-hours from a throughput model (``mfu`` x the GPU's dense peak), replaced by measured images/s of
@@ -31,6 +32,7 @@ what decides them (models section, recipe, dataset sizes, torch version). Import
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import json
 import logging
@@ -84,8 +86,11 @@ HOST_BASE_GIB = 4.0    # host memory of one training process (torch, CUDA librar
 PREFETCH = 2           # DataLoader prefetch_factor: batches in flight per worker
 IMAGENET_TRAIN, IMAGENET_VAL = 1_281_167, 50_000
 GPU_RULES = ("train", "evaluate", "evaluate_glimpses", "attack")
-COUNT_VERSION = 1      # bump when the counting code below changes: cached counts are then recomputed
-_BATCH = 2             # counted batch size (and twice it for the activation slope)
+COUNT_VERSION = 2      # bump when the counting code below changes: cached counts are then recomputed
+# Counted batch: a prime that no width, resolution or class count of these models is a multiple of (Counter: it tells
+# the storages that grow with the batch from those that do not). Fake tensors cost the same at any batch.
+_BATCH = 97
+_SLOPE = (2, 4)        # activation bytes per image: the slope of the peak live bytes between these batch sizes
 
 
 # --------------------------------------------------------------------------------------------------- counting
@@ -111,16 +116,114 @@ def _conv_backward_flop(grad_out_shape, x_shape, w_shape, _bias, _stride, _paddi
 
 
 class Counter:
-    """FLOPs of everything run inside it, and the bytes autograd saves for the backward inside ``saving()``."""
+    """One pass counted under a single dispatch mode: FLOPs by torch's flop counter formulas
+    (``torch.utils.flop_counter.flop_registry``, applied as ``FlopCounterMode`` applies them, with
+    ``_conv_backward_flop`` for grouped weight gradients), kernels run, the bytes of the tensors alive (each storage
+    from the op that makes it until its last tensor is collected) and, inside ``saving()``, the bytes autograd saves.
 
-    def __init__(self):
-        import torch
-        from torch.utils.flop_counter import FlopCounterMode
+    One mode rather than ``FlopCounterMode`` + a second mode: ``FlopCounterMode`` also attributes every op to the
+    module it runs in (global module hooks), which we never read and which made a counted pass 2x slower.
 
-        self.flops = FlopCounterMode(display=False, custom_mapping={
-            torch.ops.aten.convolution_backward: _raw_conv_backward})
+    Bytes are split into storages that grow with the batch and those that do not (weights, gradients, bf16 weight
+    copies, statistics): with ``batch`` a prime that no model dimension is a multiple of, a storage grows with the
+    batch exactly when its byte count is a multiple of it. So one pass at that batch gives the live bytes at any
+    other batch B, ``fixed + B * per_image``, at every moment, and the peak at the batch sizes in ``peaks_at``."""
+
+    def __init__(self, batch: int = 1, peaks_at: tuple = ()):
+        self.batch, self.flops, self.ops = batch, 0, 0
+        self.refs: dict[int, int] = {}
+        self.fixed = self.grows = 0                       # live bytes now: constant, and growing with the batch
+        self.peaks = {b: 0.0 for b in peaks_at}           # peak live bytes at batch b
         self.saved: dict[int, int] = {}
+        self._inner = 0
 
+    # -- FLOPs and kernels
+    def __enter__(self):
+        import torch
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils.flop_counter import flop_registry
+
+        registry = {**flop_registry, torch.ops.aten.convolution_backward: _raw_conv_backward}
+        counter = self
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                kwargs = kwargs or {}
+                if func in _shape_queries():
+                    return func(*args, **kwargs)
+                packet = func._overloadpacket
+                if packet not in registry and func is not torch.ops.prim.device.default:
+                    # as FlopCounterMode: an op without a formula is counted through its decomposition, if any
+                    counter._inner += 1
+                    try:
+                        with self:
+                            r = func.decompose(*args, **kwargs)
+                    finally:
+                        counter._inner -= 1
+                    if r is not NotImplemented:
+                        if not counter._inner:
+                            counter._outputs(r)
+                        return r
+                out = func(*args, **kwargs)
+                if packet in registry:
+                    counter.flops += registry[packet](*args, **kwargs, out_val=out)
+                if not counter._inner:
+                    counter._outputs(out)
+                return out
+
+        self._mode = _Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._mode.__exit__(*exc)
+
+    def total(self) -> int:
+        return self.flops
+
+    # -- live bytes
+    def _outputs(self, out) -> None:
+        import torch
+
+        self.ops += 1  # kernels run: what a step pays in per-op overhead
+        for t in torch.utils._pytree.tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self._track(t)
+
+    def _grows(self, nbytes: int) -> bool:
+        return self.batch > 1 and nbytes > 0 and nbytes % self.batch == 0
+
+    def _track(self, t) -> None:
+        import weakref
+
+        storage = t.untyped_storage()
+        sid, size = storage._cdata, storage.nbytes()
+        if sid not in self.refs:
+            self.refs[sid] = 0
+            if self._grows(size):
+                self.grows += size
+            else:
+                self.fixed += size
+            for b in self.peaks:
+                self.peaks[b] = max(self.peaks[b], self.fixed + self.grows * b / self.batch)
+        self.refs[sid] += 1
+        weakref.finalize(t, self._drop, sid, size)
+
+    def _drop(self, sid: int, size: int) -> None:
+        self.refs[sid] -= 1
+        if not self.refs[sid]:
+            del self.refs[sid]
+            if self._grows(size):
+                self.grows -= size
+            else:
+                self.fixed -= size
+
+    def slope(self) -> float:
+        """Bytes per image: the growth of the peak live bytes between the two batch sizes of ``peaks_at``."""
+        (b1, p1), (b2, p2) = sorted(self.peaks.items())
+        return (p2 - p1) / (b2 - b1)
+
+    # -- saved for the backward
     def _pack(self, x):
         storage = x.untyped_storage()  # views share it: each storage counts once
         self.saved[storage._cdata] = storage.nbytes()
@@ -131,68 +234,12 @@ class Counter:
 
         return torch.autograd.graph.saved_tensors_hooks(self._pack, lambda x: x)
 
-    def total(self) -> int:
-        return self.flops.get_total_flops()
-
-    def __enter__(self):
-        self.flops.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self.flops.__exit__(*exc)
-
-    def saved_bytes(self, exclude=()) -> int:
+    def saved_bytes(self, exclude=()) -> tuple[float, float]:
+        """(bytes per image, bytes that do not grow with the batch) of what autograd saved, ``exclude`` left out."""
         skip = {p.untyped_storage()._cdata for p in exclude}
-        return sum(n for k, n in self.saved.items() if k not in skip)
-
-
-class LivePeak:
-    """Peak bytes of the tensors that ops create and that are still referenced (a no-grad forward's working set):
-    each storage counts from the op that makes it until its last tensor is collected."""
-
-    def __init__(self):
-        self.refs: dict[int, int] = {}
-        self.now = self.peak = self.ops = 0
-
-    def __enter__(self):
-        import torch
-        from torch.utils._python_dispatch import TorchDispatchMode
-
-        peak = self
-
-        class _Mode(TorchDispatchMode):
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                out = func(*args, **(kwargs or {}))
-                peak.ops += 1  # kernels run: what a step pays in per-op overhead
-                for t in torch.utils._pytree.tree_leaves(out):
-                    if isinstance(t, torch.Tensor):
-                        peak._track(t)
-                return out
-
-        self._mode = _Mode()
-        self._mode.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self._mode.__exit__(*exc)
-
-    def _track(self, t) -> None:
-        import weakref
-
-        storage = t.untyped_storage()
-        sid, size = storage._cdata, storage.nbytes()
-        if sid not in self.refs:
-            self.refs[sid] = 0
-            self.now += size
-            self.peak = max(self.peak, self.now)
-        self.refs[sid] += 1
-        weakref.finalize(t, self._drop, sid, size)
-
-    def _drop(self, sid: int, size: int) -> None:
-        self.refs[sid] -= 1
-        if not self.refs[sid]:
-            del self.refs[sid]
-            self.now -= size
+        kept = [n for k, n in self.saved.items() if k not in skip]
+        grows = sum(n for n in kept if self._grows(n))
+        return grows / self.batch, float(sum(kept) - grows)
 
 
 def _raw_conv_backward(*args, out_val=None, **kwargs):
@@ -215,20 +262,35 @@ def _fake_mode():
     return FakeTensorMode(allow_non_fake_inputs=True)
 
 
-def _per_image(run_batch) -> dict:
-    """Per-image figures of ``run_batch(b, full)`` -> {name: count}: FLOPs from one full pass at batch B (FLOPs are
-    linear in the batch); activation bytes per image as the slope of the ``peak`` bytes between it and a pass at 2B,
-    and the bytes that do not grow with the batch (the bf16 copies of the weights under autocast) as the intercept
-    of the ``saved`` bytes."""
-    b = _BATCH
-    one = run_batch(b, True)
-    out = {k: v if k.endswith("_ops") else v / b for k, v in one.items() if k not in ("saved", "peak")}
-    if "peak" in one:
-        two = run_batch(2 * b, False)
-        out["act_bytes"] = (two["peak"] - one["peak"]) / b
-        saved = (two["saved"] - one["saved"]) / b
-        out["act_const_bytes"] = max(0.0, one["saved"] - b * saved)
-    return out
+@functools.cache
+def _shape_queries() -> frozenset:
+    import torch
+
+    a = torch.ops.aten
+    return frozenset({a.sym_is_contiguous.default, a.is_contiguous.default, a.is_contiguous.memory_format,
+                      a.is_strides_like_format.default, a.is_non_overlapping_and_dense.default, a.size.default,
+                      a.sym_size.default, a.stride.default, a.sym_stride.default, a.storage_offset.default,
+                      a.sym_storage_offset.default, a.numel.default, a.sym_numel.default, a.dim.default,
+                      torch.ops.prim.layout.default})
+
+
+def _build(name: str, config: dict):
+    """Model ``name`` with fake CPU tensors, for use inside ``_fake_mode()``: built on the meta device (weight
+    initialisation costs nothing there), then given empty (fake) storage on the CPU."""
+    import torch
+
+    from saccader.models import from_config
+
+    with torch.device("meta"):
+        model = from_config(name, config)
+    for module in model.modules():  # (Module.to_empty would swap tensors, which fake parameters refuse)
+        for key, p in module._parameters.items():
+            if p is not None:
+                module._parameters[key] = torch.nn.Parameter(torch.empty_like(p, device="cpu"), p.requires_grad)
+        for key, b in module._buffers.items():
+            if b is not None:
+                module._buffers[key] = torch.empty_like(b, device="cpu")
+    return model
 
 
 def _images(b: int, res: int):
@@ -256,30 +318,27 @@ def count_train(config: dict, run: str, bf16: bool | None = None) -> dict:
     if bf16 is None:
         bf16 = bool(rec.get("bf16", True))  # on a GPU the recipe's bf16 defaults to on (saccader.train.use_bf16)
     with _fake_mode():
-        model = from_config(rec["model"], config)
+        model = _build(rec["model"], config)
         T.param_groups(model, rec)
         T._train_mode(model)
         counts = _param_counts(model)
         params = list(model.parameters())
-
-        def run_batch(b, full):
-            x, y = _images(b, res)
-            with Counter() as c, LivePeak() as live:
-                with c.saving(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                    if rec["stage"] == "glimpse_finetune":
-                        loss = _glimpse_finetune(model, rec, x, y, config)
-                    else:
-                        loss, _ = T.step_loss(model, rec, x, y, None)
-                fwd, fwd_ops = c.total(), live.ops
-                loss.float().backward()
-                del loss
-            for p in params:  # each pass allocates its own gradients, so both peaks hold them
-                p.grad = None
-            return {"fwd_flops": fwd, "step_flops": c.total(), "saved": c.saved_bytes(params), "peak": live.peak,
-                    "fwd_ops": fwd_ops, "step_ops": live.ops}
-
-        out = _per_image(run_batch)
+        x, y = _images(_BATCH, res)
+        with Counter(_BATCH, _SLOPE) as c:
+            with c.saving(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                if rec["stage"] == "glimpse_finetune":
+                    loss = _glimpse_finetune(model, rec, x, y, config)
+                else:
+                    loss, _ = T.step_loss(model, rec, x, y, None)
+            fwd, fwd_ops = c.total(), c.ops
+            loss.float().backward()
+            del loss
+        _, const = c.saved_bytes(params)  # the bf16 copies of the weights under autocast
+        out = {"fwd_flops": fwd / _BATCH, "step_flops": c.total() / _BATCH, "fwd_ops": fwd_ops, "step_ops": c.ops,
+               "act_bytes": c.slope(), "act_const_bytes": const}
         if rec.get("cache_features") and rec["stage"] == "location_pretrain":
+            for p in params:
+                p.grad = None
             out.update(_cached_stage(model, rec, res))
     return {**out, **counts, "resolution": res, "precision": "bf16" if bf16 else "fp32"}
 
@@ -333,31 +392,22 @@ def _cached_stage(model, rec, res) -> dict:
 
     from saccader import train as T
 
-    def run_batch(b, full):
-        x, y = _images(b, res)
-        with torch.no_grad(), Counter() as c0:
-            cached = model.representation.forward_features(x)
-        cached = {k: cached[k].detach() for k in ("features", "what", "logits2d")}
-        with Counter() as c, LivePeak() as live:
-            with c.saving():
-                loss, _ = T.step_loss(model, rec, cached, y, None)
-            loss.backward()
-            del loss
-        for p in model.parameters():
-            p.grad = None
-        return {"step_flops": c.total(), "cache_flops": c0.total(), "saved": c.saved_bytes(model.parameters()),
-                "peak": live.peak}
-
-    out = _per_image(run_batch)
-    return {"step_flops": out["step_flops"], "cache_flops": out["cache_flops"], "act_bytes": out["act_bytes"]}
+    x, y = _images(_BATCH, res)
+    with torch.no_grad(), Counter() as c0:
+        cached = model.representation.forward_features(x)
+    cached = {k: cached[k].detach() for k in ("features", "what", "logits2d")}
+    with Counter(_BATCH, _SLOPE) as c:
+        loss, _ = T.step_loss(model, rec, cached, y, None)
+        loss.backward()
+        del loss
+    return {"step_flops": c.total() / _BATCH, "cache_flops": c0.total() / _BATCH, "act_bytes": c.slope()}
 
 
 def _loaded(config: dict, run: str):
     """A model of training run ``run`` in eval mode (fake tensors)."""
     from saccader import train as T
-    from saccader.models import from_config
 
-    return from_config(T.recipe(config, run)["model"], config).eval()
+    return _build(T.recipe(config, run)["model"], config).eval()
 
 
 def count_eval(config: dict, kind: str, model_name: str) -> dict:
@@ -372,32 +422,30 @@ def count_eval(config: dict, kind: str, model_name: str) -> dict:
     with _fake_mode():
         runs = E.required_runs(kind, model_name)
         if kind == "nasnet":
-            from saccader.models import from_config
-
-            models = {"saccader_nasnet": from_config("saccader_nasnet", config).eval()}
+            models = {"saccader_nasnet": _build("saccader_nasnet", config).eval()}
         else:
             models = {r: _loaded(config, r) for r in runs}
         params = sum(_param_counts(m)["params"] for m in models.values())
 
-        def run_batch(b, full):
-            x, _ = _images(b, size)
-            gen = torch.Generator()
-            with torch.no_grad(), Counter() as c, LivePeak() as live:
-                if kind == "glimpses":
-                    E.policy_outputs(models, x, t_max, ev["policies"], gen, size)
-                elif kind == "full_image":
-                    E.image_logits(models[model_name], x)
-                elif kind == "occlusion":
-                    sources = {r: m for r, m in models.items() if r != "resnet_v2_50"}
-                    E.policy_outputs(sources, x, t_max, ev["policies"], gen, size)
-                    for _ in range(t_max):  # one occluded image per T, each classified by the ResNet
-                        E.image_logits(models["resnet_v2_50"], x)
-                else:
-                    _count_saccader_nasnet(models["saccader_nasnet"], config, x, t_max)
-            return {"fwd_flops": c.total(), "saved": 0, "peak": live.peak}
-
-        out = _per_image(run_batch)
-    return {**out, "params": params, "resolution": ds["high_res_size"] if kind == "nasnet" else size,
+        x, _ = _images(_BATCH, size)
+        gen = torch.Generator()
+        with torch.no_grad(), Counter(_BATCH, _SLOPE) as c:
+            if kind == "glimpses":
+                E.policy_outputs(models, x, t_max, ev["policies"], gen, size)
+            elif kind == "full_image":
+                E.image_logits(models[model_name], x)
+            elif kind == "occlusion":
+                sources = {r: m for r, m in models.items() if r != "resnet_v2_50"}
+                E.policy_outputs(sources, x, t_max, ev["policies"], gen, size)
+                flops, ops = c.flops, c.ops
+                E.image_logits(models["resnet_v2_50"], x)
+                # one occluded image per T, each classified by the ResNet: T alike forwards, one counted
+                c.flops += (t_max - 1) * (c.flops - flops)
+                c.ops += (t_max - 1) * (c.ops - ops)
+            else:
+                _count_saccader_nasnet(models["saccader_nasnet"], config, x, t_max)
+    return {"fwd_flops": c.total() / _BATCH, "fwd_ops": c.ops, "act_bytes": c.slope(), "act_const_bytes": 0.0,
+            "params": params, "resolution": ds["high_res_size"] if kind == "nasnet" else size,
             "precision": "fp32"}
 
 
@@ -433,20 +481,18 @@ def count_attack(config: dict, model_name: str) -> dict:
         fn = A.Standardized(net, ds["mean"], ds["std"], at["num_glimpses"] if model_name in A._GLIMPSE_MODELS
                             else None, bf16)
 
-        def run_batch(b, full):
-            x, y = _images(b, size)
-            with torch.no_grad(), LivePeak() as live:  # SPSA's queries
-                fn(x)
-            x.requires_grad_(True)
-            with Counter() as c:
-                with c.saving():
-                    loss = torch.nn.functional.cross_entropy(fn(x), y)
-                fwd = c.total()
-                loss.backward()
-            return {"fwd_flops": fwd, "grad_flops": c.total(), "grad_bytes": c.saved_bytes(), "saved": 0,
-                    "peak": live.peak}
-
-        out = _per_image(run_batch)
+        x, y = _images(_BATCH, size)
+        with torch.no_grad(), Counter(_BATCH, _SLOPE) as live:  # SPSA's queries
+            fn(x)
+        x.requires_grad_(True)
+        with Counter(_BATCH) as c:
+            with c.saving():
+                loss = torch.nn.functional.cross_entropy(fn(x), y)
+            fwd = c.total()
+            loss.backward()
+        grad_bytes, const = c.saved_bytes()  # const: the bf16 copies of the weights under autocast
+        out = {"fwd_flops": fwd / _BATCH, "grad_flops": c.total() / _BATCH, "grad_bytes": grad_bytes,
+               "act_bytes": live.slope(), "act_const_bytes": const}
     return {**out, "params": params, "resolution": size, "precision": "bf16" if bf16 else "fp32"}
 
 
@@ -518,10 +564,11 @@ def write_jpegs(folder: Path, n: int, seed: int = 0) -> list[Path]:
     return paths
 
 
-def transform_rate(config: dict, resolution: int, train: bool = True, images: int = 24, rounds: int = 2) -> float:
+def transform_rate(config: dict, resolution: int, train: bool = True, images: int = 24, rounds: int = 2,
+                   paths: list | None = None) -> float:
     """Images/s on one core of decode + the Appendix C transform (``FolderDataset``'s path: PIL decode, then
-    ``build_transform``) at ``resolution`` on generated ImageNet-sized JPEGs; the best of ``rounds`` passes (a pass
-    a neighbour slowed is dropped)."""
+    ``build_transform``) at ``resolution`` on ImageNet-sized JPEGs (``paths``, else ``images`` generated ones); the
+    best of ``rounds`` passes (a pass a neighbour slowed is dropped)."""
     import torch
 
     from saccader.data.folder import _load_rgb, build_transform
@@ -531,7 +578,7 @@ def transform_rate(config: dict, resolution: int, train: bool = True, images: in
     try:
         transform = build_transform(config, train=train, resolution=resolution)
         with tempfile.TemporaryDirectory() as tmp:
-            paths = write_jpegs(Path(tmp), images)
+            paths = paths or write_jpegs(Path(tmp), images)
             generator = torch.Generator().manual_seed(0)
             best = 0.0
             for _ in range(rounds):
@@ -665,27 +712,67 @@ def _count_task(config: dict, name: str, args: tuple) -> dict:
     return globals()[name](config, *args)
 
 
-def fill_cache(config: dict, cache: Cache, workers: int = 2) -> None:
-    """Compute the counts the cache lacks, in ``workers`` processes (NASNet's first: they take longest)."""
-    from concurrent.futures import ProcessPoolExecutor
+def _count_item(item: tuple) -> tuple:
+    config, key, name, args = item
+    tick = time.process_time()
+    value = _count_task(config, name, args)
+    return key, value, os.getpid(), time.process_time() - tick
+
+
+def _warm_up() -> None:
+    """A tiny counted forward on fake tensors: the imports and first-use tables every count needs (fake tensor
+    dispatch, decompositions, autocast), paid once in the process the counting processes fork from."""
+    import torch
+
+    import baselines.attacks  # noqa: F401  (the models' modules, imported once before the fork)
+    import saccader.evaluate  # noqa: F401
+    import saccader.models  # noqa: F401
+
+    with _fake_mode():
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                  torch.nn.Flatten(), torch.nn.Linear(144, 2))
+        with Counter(_BATCH, _SLOPE) as c, c.saving(), torch.autocast("cpu", dtype=torch.bfloat16):
+            net(torch.zeros(_BATCH, 3, 8, 8)).float().sum()  # no backward: autograd's threads refuse a fork
+
+
+def _cost(config: dict, task: tuple) -> int:
+    """Rough relative cost of a count, to start the longest first (NASNet's cells, DRAM's and the occlusion job's
+    loops have 5-20x the ops of a ResNet step)."""
+    name, args = task
+    text = json.dumps(args) + json.dumps(config["train"].get(args[0], {}) if name == "count_train" else {})
+    return 2 * ("nasnet" in text) + ("dram" in text) + ("occlusion" in text)
+
+
+def fill_cache(config: dict, cache: Cache, workers: int = 2) -> dict:
+    """Compute the counts the cache lacks, in ``workers`` processes forked from this one after a warm-up (so they
+    neither import torch again nor rebuild its tables), the longest counts first. Returns the CPU seconds of the
+    counts per process."""
     import multiprocessing
 
     todo = {k: v for k, v in _counts(config).items() if k not in cache.data}
+    cpu: dict = {}
     if not todo:
-        return
-    order = sorted(todo, key=lambda k: "nasnet" not in json.dumps(todo[k]) + json.dumps(config["train"].get(
-        todo[k][1][0], {})))
+        return cpu
+    order = sorted(todo, key=lambda k: -_cost(config, todo[k]))
+    workers = max(1, min(workers, len(todo)))
     log.info("counting FLOPs and memory of %d model configurations on fake tensors (%d processes)", len(todo),
              workers)
-    if workers <= 1:
-        for k in order:
-            cache.data[k] = _count_task(config, *todo[k])
+    items = [(config, k, *todo[k]) for k in order]
+    if workers == 1:
+        results = map(_count_item, items)
     else:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {k: pool.submit(_count_task, config, *todo[k]) for k in order}
-            for k, f in futures.items():
-                cache.data[k] = f.result()
+        _warm_up()
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        pool = multiprocessing.get_context(method).Pool(workers)
+        results = pool.imap_unordered(_count_item, items)
+    for k, value, pid, seconds in results:
+        cache.data[k] = value
+        cpu[pid] = cpu.get(pid, 0.0) + seconds
+    if workers > 1:
+        pool.close()
+        pool.join()
     cache.dirty = True
+    return cpu
 
 
 def build_jobs(config: dict, cache: Cache, results_dir: Path) -> list[Job]:
@@ -991,12 +1078,18 @@ def plan(config: dict, profile: str | None = None, settings: Settings | None = N
     if config["dataset"]["name"] != "digits" and not settings.transform_rates:
         settings.transform_rates = load_transform_rates(results_dir)
     if config["dataset"]["name"] != "digits" and not settings.transform_rates:
-        for res in sorted({config["dataset"]["image_size"], config["dataset"]["high_res_size"]}):
-            for train in (True, False):
-                key = _cache_key(config, ("transform", res, train, machine()))
-                rate = cache.get(key, lambda r=res, t=train: transform_rate(config, r, t))
-                settings.transform_rates[(res, train)] = rate
-    fill_cache(config, cache, workers)
+        with tempfile.TemporaryDirectory() as tmp:
+            jpegs = []  # written once, for every resolution and transform, when a rate is not cached
+            for res in sorted({config["dataset"]["image_size"], config["dataset"]["high_res_size"]}):
+                for train in (True, False):
+                    def measure(r=res, t=train):
+                        jpegs[:] = jpegs or write_jpegs(Path(tmp), 24)
+                        return transform_rate(config, r, t, paths=jpegs)
+
+                    key = _cache_key(config, ("transform", res, train, machine()))
+                    settings.transform_rates[(res, train)] = cache.get(key, measure)
+    cpu_before = time.process_time()  # this process's CPU seconds up to the counts (imports, transform rates)
+    count_cpu = fill_cache(config, cache, workers)
     jobs = build_jobs(config, cache, results_dir)
     cache.save()
     measured = load_measured(results_dir)
@@ -1013,6 +1106,9 @@ def plan(config: dict, profile: str | None = None, settings: Settings | None = N
         "cpu_rates": settings.cpu_rates, "op_seconds": settings.op_seconds,
         "transform_rates": {f"{r}px {'train' if t else 'eval'}": v for (r, t), v in settings.transform_rates.items()},
         "measured": bool(measured),
+        # CPU seconds of this process before the counts (imports, transform rates) and of the counts in each
+        # counting process: the wall time on free cores is about the first plus the largest of the second
+        "timing": {"cpu_s_before_counts": cpu_before, "count_cpu_s": sorted(count_cpu.values(), reverse=True)},
         "assumptions": assumptions(settings, bool(measured)),
         "jobs": [asdict(j) for j in jobs],
         "totals": {"all": {"gpu_hours": seeds * sum(j.gpu_hours for j in jobs),
