@@ -630,6 +630,10 @@ class Job:
     batch: int = 0             # global batch (train) or the job's batch
     ops: float = 0.0           # kernels a training job runs per seed (its steps and dev passes)
     train_images: float = 0.0  # images through the training steps per seed
+    steps: int = 0             # optimizer steps per seed job
+    dev_images: float = 0.0    # images of its dev evaluations
+    checkpoints: int = 0       # checkpoint writes
+    cached_images: float = 0.0  # images through the one-off frozen representation pass (cache_features)
     notes: list = field(default_factory=list)
     # filled by the planner
     gpu: str = ""
@@ -645,6 +649,7 @@ class Job:
     gpu_hours: float = 0.0
     problems: list = field(default_factory=list)
     queries: dict = field(default_factory=dict)
+    parts: dict = field(default_factory=dict)  # CPU plans: projected seconds of each part of a training job
 
 
 def dataset_sizes(config: dict) -> dict:
@@ -735,6 +740,25 @@ def _warm_up() -> None:
             net(torch.zeros(_BATCH, 3, 8, 8)).float().sum()  # no backward: autograd's threads refuse a fork
 
 
+def _backward_probe() -> None:
+    import torch
+
+    torch.ones(1, requires_grad=True).sum().backward()
+
+
+def _start_method() -> str:
+    """``fork`` where a forked child can run a backward: not after this process has run one itself (autograd's
+    threads; a test session, say), nor where there is no fork. Else ``spawn``."""
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return "spawn"
+    probe = multiprocessing.get_context("fork").Process(target=_backward_probe)
+    probe.start()
+    probe.join()
+    return "fork" if probe.exitcode == 0 else "spawn"
+
+
 def _cost(config: dict, task: tuple) -> int:
     """Rough relative cost of a count, to start the longest first (NASNet's cells, DRAM's and the occlusion job's
     loops have 5-20x the ops of a ResNet step)."""
@@ -761,8 +785,9 @@ def fill_cache(config: dict, cache: Cache, workers: int = 2) -> dict:
     if workers == 1:
         results = map(_count_item, items)
     else:
-        _warm_up()
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        method = _start_method()
+        if method == "fork":
+            _warm_up()
         pool = multiprocessing.get_context(method).Pool(workers)
         results = pool.imap_unordered(_count_item, items)
     for k, value, pid, seconds in results:
@@ -787,6 +812,7 @@ def build_jobs(config: dict, cache: Cache, results_dir: Path) -> list[Job]:
         rec = config["train"][run]
         c = cache.get(_cache_key(config, _count_key(config, run)), lambda run=run: count_train(config, run))
         steps = sizes["train"] // rec["batch_size"]
+        steps = min(steps, rec.get("steps_per_epoch") or steps)  # a budget (wet run), as saccader.train has it
         images = rec["epochs"] * steps * rec["batch_size"]
         evals = sum(1 for e in range(1, int(math.ceil(rec["epochs"])) + 1)
                     if e == math.ceil(rec["epochs"]) or e % rec.get("eval_every", 1) == 0)
@@ -800,12 +826,18 @@ def build_jobs(config: dict, cache: Cache, results_dir: Path) -> list[Job]:
         static = 4 * (c["params"] + 2 * c["trainable"]) + c["act_const_bytes"]
         if rec.get("ema_decay"):
             static += 4 * c["params"]
-        jobs.append(Job("train", f"train/{run}", T.init_runs(run, config),
-                        [f"runs/{run}/seed{{seed}}/model.pt", f"runs/{run}/seed{{seed}}/train_log.parquet"],
-                        c["resolution"], c["precision"], flops, images + evals * sizes["dev"]
-                        + (sizes["train"] if "cache_flops" in c else 0),
-                        c["fwd_flops"], c["step_flops"], c["act_bytes"], static, c["params"], rec["batch_size"],
-                        ops, images, notes))
+        job = Job("train", f"train/{run}", T.init_runs(run, config),
+                  [f"runs/{run}/seed{{seed}}/model.pt", f"runs/{run}/seed{{seed}}/train_log.parquet"],
+                  c["resolution"], c["precision"], flops, images + evals * sizes["dev"]
+                  + (sizes["train"] if "cache_flops" in c else 0),
+                  c["fwd_flops"], c["step_flops"], c["act_bytes"], static, c["params"], rec["batch_size"],
+                  ops, images, notes)
+        epochs = math.ceil(rec["epochs"])  # saccader.train runs whole epochs
+        every = rec.get("checkpoint_every", 0) or steps
+        job.steps, job.dev_images = epochs * steps, evals * sizes["dev"]
+        job.checkpoints = epochs * ((steps - 1) // every + 1)  # within each epoch, and at its end
+        job.cached_images = sizes["train"] if "cache_flops" in c else 0
+        jobs.append(job)
     for kind, models in evaluate.JOBS.items():
         for model in models:
             c = cache.get(_cache_key(config, ("eval", kind, model)), lambda k=kind, m=model: count_eval(config, k, m))
@@ -882,7 +914,8 @@ class Settings:
     gpu: str | None = None        # --gpu: overrides the profile's gpu_name
     mfu: float = MFU
     cpu_rates: dict | None = None  # {"bf16": FLOP/s, "fp32": FLOP/s}: plan for this CPU instead of GPUs
-    op_seconds: float = 0.0       # overhead per kernel (CPU plans; a GPU plan folds it into the MFU)
+    cpu_runs: dict = field(default_factory=dict)  # run -> measure_cpu_run's seconds of the parts of its job
+    cpu_start_s: float = 0.0      # starting a job's processes on this CPU
     transform_rates: dict = field(default_factory=dict)  # {(resolution, train): images/s per core}
 
 
@@ -910,7 +943,7 @@ def plan_job(job: Job, config: dict, profile: dict, settings: Settings, measured
         elif rule == "attack":  # attacks run fp32 on a CPU (baselines.attacks.attack)
             job.precision = "fp32"
         rate = settings.cpu_rates[job.precision]
-        job.rate_source = f"{rate / 1e9:.1f} GFLOP/s measured on this CPU"
+        job.rate_source = f"{rate / 1e9:.1f} GFLOP/s (median of the training steps measured on this CPU)"
     else:
         job.gpu = settings.gpu or _resource(profile, rule, "gpu_name", DEFAULT_GPU)
         spec = gpu_spec(job.gpu)
@@ -929,7 +962,16 @@ def plan_job(job: Job, config: dict, profile: dict, settings: Settings, measured
                 job.notes.append("micro-batched sampling stage: one more forward per image for the baseline")
     per_image = job.step_flops_per_image if rule == "train" else job.flops / max(job.images, 1)
     job.images_per_s_gpu = rate / per_image if per_image else 0.0
-    seconds = job.flops / (rate * job.world) + job.ops * settings.op_seconds
+    seconds = job.flops / (rate * job.world)
+    if rule == "train" and run in settings.cpu_runs:
+        m = settings.cpu_runs[run]
+        job.parts = {"start": settings.cpu_start_s, "setup": m["setup_s"], "loop": job.steps * m["step_s"],
+                     "checkpoints": job.checkpoints * m["checkpoint_s"], "dev": job.dev_images * m["dev_s_per_image"],
+                     "cache": job.cached_images * m.get("cache_s_per_image", 0.0)}
+        seconds = sum(job.parts.values())
+        job.images_per_s_gpu = job.batch / m["step_s"]
+        job.rate_source = (f"its loop measured on this CPU: {m['step_s']:.3f} s a step ({m['flops_per_s'] / 1e9:.1f} "
+                           "GFLOP/s), dev pass, checkpoints, start")
     key = (run, job.precision, job.resolution)
     if rule == "train" and key in measured and settings.cpu_rates is None:
         m = measured[key]
@@ -1103,7 +1145,7 @@ def plan(config: dict, profile: str | None = None, settings: Settings | None = N
     return {
         "config": config.get("_source", ""), "results_dir": str(results_dir), "profile": profile_source,
         "seeds": seeds, "machine": machine(), "mfu": settings.mfu,
-        "cpu_rates": settings.cpu_rates, "op_seconds": settings.op_seconds,
+        "cpu_rates": settings.cpu_rates, "cpu_runs": settings.cpu_runs, "cpu_start_s": settings.cpu_start_s,
         "transform_rates": {f"{r}px {'train' if t else 'eval'}": v for (r, t), v in settings.transform_rates.items()},
         "measured": bool(measured),
         # CPU seconds of this process before the counts (imports, transform rates) and of the counts in each
@@ -1129,8 +1171,11 @@ def assumptions(settings: Settings, measured: bool) -> list[str]:
                      "= peak of the tensors alive in a training step (fake tensors), plus parameters, gradients, SGD "
                      "momentum (and EMA) in fp32")
     else:
-        lines.append(f"throughput: seconds = FLOPs / rate + kernels x {settings.op_seconds * 1e6:.1f} us, both measured "
-                     "now on real training steps on this CPU (noisy where the CPU is shared)")
+        lines.append(f"throughput on this CPU, measured now: a training job = start ({settings.cpu_start_s:.1f} s: "
+                     "launcher and job interpreters, project imports) + setup + steps x its measured loop iteration "
+                     "(data loading included) + dev images x the per-image evaluate() time + checkpoints x one "
+                     "checkpoint.save; evaluation and attack jobs: FLOPs / the median achieved FLOP rate of the "
+                     "training steps of their precision (noisy where the CPU is shared)")
     lines.append("evaluation memory: peak of the tensors alive in a no-grad forward; attack: the larger of PGD's "
                  "saved bytes x attack.batch_size and SPSA's no-grad peak x attack.eval_batch_size")
     lines.append("data: loader workers = min(dataset.num_workers, cpus_per_task), each one core at the measured "
@@ -1196,7 +1241,9 @@ def write(result: dict, results_dir: Path) -> list[Path]:
 
 def compare_benchmarks(result: dict, bench_dir: Path) -> list[dict]:
     """Projected against recorded seconds of the training jobs of a real run (Snakemake's ``benchmark:`` files,
-    ``<bench_dir>/train/<run>/seed<N>.tsv``: ``s`` wall seconds, ``cpu_time``)."""
+    ``<bench_dir>/train/<run>/seed<N>.tsv``: ``s`` wall seconds). Where the run's ``train_log.parquet`` sits beside
+    (``<bench_dir>/../runs/<run>/seed<N>/``), also the seconds its training loop recorded (dev passes and
+    checkpoints left out) against the projected loop, which tells a slower step from slower overheads."""
     import pandas as pd
 
     out = []
@@ -1207,65 +1254,200 @@ def compare_benchmarks(result: dict, bench_dir: Path) -> list[dict]:
         for path in sorted((Path(bench_dir) / "train" / run).glob("seed*.tsv")):
             row = pd.read_csv(path, sep="\t").iloc[0]
             projected = job["hours"] * 3600
-            out.append({"run": run, "seed": path.stem, "precision": job["precision"], "projected_s": projected,
-                        "wall_s": float(row["s"]), "cpu_s": float(row["cpu_time"]),
-                        "projected/wall": projected / float(row["s"])})
+            item = {"run": run, "seed": path.stem, "precision": job["precision"], "projected_s": projected,
+                    "wall_s": float(row["s"]), "projected/wall": projected / float(row["s"])}
+            log_path = Path(bench_dir).parent / "runs" / run / path.stem / "train_log.parquet"
+            if job.get("parts") and log_path.is_file():
+                loop = float(pd.read_parquet(log_path)["seconds"].sum())
+                item.update({"loop_s": loop, "projected_loop_s": job["parts"]["loop"],
+                             "projected/loop": job["parts"]["loop"] / loop,
+                             "rest_s": float(row["s"]) - loop, "projected_rest_s": projected - job["parts"]["loop"]})
+            out.append(item)
     return out
 
 
-# --------------------------------------------------------------------------------------------------- CPU rate
+# --------------------------------------------------------------------------------------------------- CPU plan
 
-def time_cpu_step(config: dict, run: str, precision: str, steps: int = 3) -> float:
-    """Seconds of a real training step of ``run`` on this CPU (its recipe's batch and memory format, the torch
-    threads set), the best of ``steps`` after a warm-up step."""
+def _canvases(folder: Path, n: int, side: int) -> list:
+    """``n`` PNG canvases of ``side`` px with random clutter (what the digits dataset stores), as (path, label)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    samples = []
+    for i in range(n):
+        pixels = (rng.random((side, side, 3)) < 0.1).astype(np.uint8) * 255
+        path = folder / f"c{i:04d}.png"
+        Image.fromarray(pixels).save(path)
+        samples.append((str(path), i % 10))
+    return samples
+
+
+def measure_cpu_run(config: dict, run: str, samples: list, steps: int = 3) -> dict:
+    """The parts of training job ``run`` on this CPU, measured now with the training loop's own code
+    (``saccader.train``: model, optimizer, scheduler, EMA, autocast, channels_last, the cached-image dataset and its
+    loader, ``evaluate``, ``checkpoint.save``) on the generated images ``samples``, at the recipe's batch:
+
+    - ``step_s``: one iteration of the training loop, loading its batch included (median of ``steps`` after a
+      warm-up step);
+    - ``dev_s_per_image``: ``evaluate`` on the dev loader, per image; ``cache_s_per_image``: the one-off frozen
+      representation pass of ``cache_features``, per image;
+    - ``checkpoint_s``: one ``checkpoint.save`` of the run's state (it also checks every weight is finite);
+    - ``setup_s``: building the model, its optimizer and loaders."""
+    import statistics
+
     import torch
 
+    from saccader import checkpoint
     from saccader import train as T
+    from saccader.data.folder import FolderDataset, Standardize, build_transform
     from saccader.models import from_config
 
+    dev = torch.device("cpu")
     rec = {**T.recipe(config, run), "base_size": config["dataset"]["image_size"]}
     res = T._resolution(config, rec)
+    batch = rec["batch_size"]
+    tick = time.perf_counter()
     torch.manual_seed(0)
     model = from_config(rec["model"], config)
-    cl = T.use_channels_last(rec, torch.device("cpu"))
+    cl = T.use_channels_last(rec, dev)
     if cl:
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(T.param_groups(model, rec), lr=1e-6, momentum=0.9, nesterov=True)
-    x = torch.randn(rec["batch_size"], 3, res, res)
-    x = x.contiguous(memory_format=torch.channels_last) if cl else x
-    y = torch.randint(0, config["dataset"]["num_classes"], (rec["batch_size"],))
-    gen = torch.Generator().manual_seed(0)
-    best = math.inf
-    for _ in range(steps + 1):  # the first step warms oneDNN up
-        tick = time.perf_counter()
+    groups = T.param_groups(model, rec)
+    optimizer = torch.optim.SGD(groups, lr=1e-6, momentum=T.MOMENTUM, nesterov=True)
+    scheduler = T.build_scheduler(optimizer, rec, 100)
+    ema = None
+    if rec.get("ema_decay"):
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(model, decay=rec["ema_decay"])
+    autocast = T._autocast(T.use_bf16(rec, dev), dev)
+    standardize = Standardize(config["dataset"]["mean"], config["dataset"]["std"])
+
+    def dataset(train: bool, uint8: bool = True):  # as saccader.train.train builds them
+        return FolderDataset(samples, build_transform(config, train, res, uint8=uint8), cache=True)
+
+    out = {"precision": "bf16" if T.use_bf16(rec, dev) else "fp32", "batch": batch}
+    if rec.get("cache_features") and rec["stage"] == "location_pretrain":
+        images = dataset(False, uint8=False)
+        images.get(0, None)  # decode the canvases before the clock starts
+        first = time.perf_counter()
+        train_set = T._CachedFeatures(model, images, rec.get("eval_batch_size", batch), 0, dev)
+        out["cache_s_per_image"] = (time.perf_counter() - first) / len(samples)
+    else:
+        train_set = T._SeededItems(dataset(True), 0)
+    sampler = T._EpochSampler()
+    loader = T._loader(train_set, sampler, batch, 0)
+    generator = torch.Generator().manual_seed(1)
+    order = torch.arange((steps + 1) * batch) % len(train_set)
+    sampler.set_epoch(train_set, 0, order.tolist())
+    out["setup_s"] = time.perf_counter() - tick
+    seconds, cpu = [], []
+    tick, cpu_tick = time.perf_counter(), time.process_time()
+    for step, (images, labels) in enumerate(loader):  # the body of the loop in saccader.train.train
         T._train_mode(model)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss, _ = T.step_loss(model, rec, x, y, gen)
-        opt.zero_grad()
-        loss.float().backward()
-        opt.step()
-        best = min(best, time.perf_counter() - tick)
-    return best
+        if rec.get("drop_path_epochs"):
+            T.set_drop_path_progress(model, step / 100 / rec["drop_path_epochs"])
+        images = T._to(images, dev, cl, standardize)
+        optimizer.zero_grad(set_to_none=True)
+        loss, right = T.accumulate_gradients(model, rec, images, labels, generator, 0, autocast)
+        optimizer.step()
+        scheduler.step()
+        if ema is not None:
+            ema.update(model)
+        loss.item(), right.sum().item()
+        now, cpu_now = time.perf_counter(), time.process_time()
+        if step:  # the first step warms oneDNN up
+            seconds.append(now - tick)
+            cpu.append(cpu_now - cpu_tick)
+        tick, cpu_tick = now, cpu_now
+    out["step_s"] = statistics.median(seconds)
+    out["step_cpu_s"] = statistics.median(cpu)  # below step_s: the CPU was shared while measuring
+    final = ema.module if ema is not None else model
+    dev_batch = rec.get("eval_batch_size", batch)
+    dev_loader = torch.utils.data.DataLoader(dataset(False), batch_size=dev_batch)
+    tick = time.perf_counter()
+    T.evaluate(final, rec, dev_loader, dev, autocast, standardize)
+    out["dev_s_per_image"] = (time.perf_counter() - tick) / len(samples)
+    with tempfile.TemporaryDirectory() as tmp:
+        tick = time.perf_counter()
+        all(torch.isfinite(p).all() for g in groups for p in g["params"])
+        checkpoint.save(Path(tmp) / "checkpoint.pt", model=model.state_dict(), optimizer=optimizer.state_dict(),
+                        scheduler=scheduler.state_dict(), ema=ema.state_dict() if ema is not None else {})
+        out["checkpoint_s"] = time.perf_counter() - tick
+    return out
 
 
-def measure_cpu(config: dict, flop_run: str = "bagnet77_lowd", op_run: str = "nasnet") -> Settings:
-    """This CPU as a device: seconds per step = FLOPs / rate + kernels x overhead, solved from real fp32 steps of
-    a FLOP-heavy run (``flop_run``) and a kernel-heavy one (``op_run``), plus the bf16 rate from ``flop_run``'s bf16
-    step at that overhead."""
-    rows = {}
-    for run in (flop_run, op_run):
-        c = count_train(config, run, bf16=False)
-        rows[run] = (c["step_flops"] * config["train"][run]["batch_size"], c["step_ops"],
-                     time_cpu_step(config, run, "fp32"))
-    (fa, oa, ta), (fb, ob, tb) = rows[flop_run], rows[op_run]
-    det = fa * ob - fb * oa
-    inv_rate, op_s = (ta * ob - tb * oa) / det, (fa * tb - fb * ta) / det
-    if inv_rate <= 0 or op_s < 0:  # the two steps do not separate (noise): FLOP rate alone, from flop_run
-        inv_rate, op_s = ta / fa, 0.0
-    c16 = count_train(config, flop_run, bf16=True)
-    t16 = time_cpu_step(config, flop_run, "bf16")
-    rate16 = c16["step_flops"] * config["train"][flop_run]["batch_size"] / max(t16 - c16["step_ops"] * op_s, 1e-9)
-    return Settings(cpu_rates={"fp32": 1 / inv_rate, "bf16": rate16}, op_seconds=op_s)
+def _interpreter_seconds(code: str) -> float:
+    """Wall seconds of a fresh interpreter running ``code`` (what every job pays to start its processes), or the
+    number ``code`` prints."""
+    import subprocess
+    import sys
+
+    tick = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, capture_output=True, text=True)
+    return float(done.stdout) if done.stdout.strip() else time.perf_counter() - tick
+
+
+def _pack_seconds(sizes: dict, side: int) -> float:
+    """Seconds to load decoded-image packs of the train and dev splits' sizes (``FolderDataset``'s cache file)."""
+    import torch
+
+    from saccader import io
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for split in ("train", "dev"):
+            paths.append(Path(tmp) / f".decoded-{split}.pt")
+            io.torch_save({"digest": "", "images": torch.zeros(sizes[split], 3, side, side, dtype=torch.uint8)},
+                          paths[-1])
+        tick = time.perf_counter()
+        for path in paths:
+            io.torch_load(path)
+        return time.perf_counter() - tick
+
+
+def measure_cpu(config: dict, runs: list | None = None) -> Settings:
+    """This CPU as the device of ``config``'s training jobs: every part of each run's job measured now
+    (``measure_cpu_run``), and the start of a job: the launcher's interpreter (``saccader.launch``), the job's
+    (``saccader.warmstart`` client), and the project's modules imported in the job (the warm-start server holds only
+    third-party ones; without warm start, torch is imported as well). Evaluation and attack jobs are projected from
+    FLOPs at the median achieved rate of the training steps of their precision."""
+    import statistics
+
+    from saccader.warmstart import PREIMPORTS
+
+    runs = runs or sorted(config["train"])
+    side = config["dataset"]["image_size"]
+    dev_images = max(config["train"][r]["batch_size"] for r in runs)
+    with tempfile.TemporaryDirectory() as tmp:
+        samples = _canvases(Path(tmp), dev_images, side)
+        # untimed: first-use imports and allocations, which every job pays in its start (measured below)
+        measure_cpu_run(config, runs[0], samples, steps=1)
+        measured = {}
+        for run in runs:
+            log.info("timing the parts of a %s job on this CPU", run)
+            measured[run] = measure_cpu_run(config, run, samples)
+    # the job runs `python -m saccader train ...`: its CLI, with what a warm-start fork holds already imported
+    cli = ("import contextlib, runpy, sys, time; t = time.perf_counter(); sys.argv = ['saccader', 'train', '--help']\n"
+           "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(None):\n"
+           "    runpy.run_module('saccader', run_name='__main__')\n"
+           "print(time.perf_counter() - t)")
+    preload = f"import {', '.join(PREIMPORTS)}\n" if config["executor"].get("warm_start") else ""
+    start = (_interpreter_seconds("import saccader.launch") + _interpreter_seconds("import saccader.warmstart")
+             + _interpreter_seconds(preload + cli))
+    if config["dataset"].get("cache_images"):  # each job loads the decoded train and dev images (data.folder's pack)
+        start += _pack_seconds(dataset_sizes(config), side)
+    rates = {}
+    counts = {}
+    for run, m in measured.items():
+        c = counts.setdefault(run, count_train(config, run, bf16=m["precision"] == "bf16"))
+        m["flops_per_s"] = c["step_flops"] * m["batch"] / m["step_s"]
+        rates.setdefault(m["precision"], []).append(m["flops_per_s"])
+    rate = {p: statistics.median(v) for p, v in rates.items()}
+    for p in ("fp32", "bf16"):
+        rate.setdefault(p, rate.get("fp32") or rate.get("bf16"))
+    return Settings(cpu_rates=rate, cpu_runs=measured, cpu_start_s=start)
 
 
 # --------------------------------------------------------------------------------------------------- CLI
@@ -1284,8 +1466,8 @@ def _run(args) -> int:
         gpu_spec(args.gpu)
     if args.cpu:
         settings = measure_cpu(config)
-        log.info("this CPU: %s, %.1f us per kernel", {k: f"{v / 1e9:.1f} GFLOP/s" for k, v in
-                                                       settings.cpu_rates.items()}, settings.op_seconds * 1e6)
+        log.info("this CPU: %s (median achieved by the training steps), %.1f s to start a job",
+                 {k: f"{v / 1e9:.1f} GFLOP/s" for k, v in settings.cpu_rates.items()}, settings.cpu_start_s)
     tick = time.perf_counter()
     result = plan(config, args.profile, settings, results_dir / ".plan_cache.json")
     paths = write(result, results_dir)
@@ -1310,7 +1492,7 @@ def register(subparsers) -> None:
     p.add_argument("--mfu", type=float, default=MFU, help="assumed model-FLOPs utilisation (default %(default)s)")
     p.add_argument("--results", default=None, help="results folder (default: the config's results_dir)")
     p.add_argument("--cpu", action="store_true",
-                   help="plan for this CPU instead of GPUs: FLOP rate and per-kernel overhead measured now on real "
-                        "training steps of bagnet77_lowd and nasnet")
+                   help="plan for this CPU instead of GPUs: each training job's loop iteration, dev pass, "
+                        "checkpoint and start measured now (a few real steps per run)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.set_defaults(func=_run)
