@@ -676,18 +676,24 @@ def _count_key(config: dict, run: str) -> tuple:
 
 
 def _spsa_active_fraction(config: dict, results_dir: Path, model: str) -> tuple[float, str]:
-    """Fraction of SPSA queries an image makes with early stopping, and where the figure comes from."""
+    """Fraction of SPSA queries an image makes with early stopping, and where the figure comes from: this
+    experiment's attack results, else the embedded run's (``results/embedded``: the same attack on the small models,
+    a stand-in until the experiment has its own)."""
     at = config["attack"]
     if not at.get("spsa_early_stop"):
         return 1.0, "early stop off"
     accs = []
-    for path in sorted((results_dir / "attack" / model).glob("seed*.parquet")):
-        import pandas as pd
+    for folder in (results_dir, ROOT / "results" / "embedded"):
+        for path in sorted((folder / "attack" / model).glob("seed*.parquet")):
+            import pandas as pd
 
-        frame = pd.read_parquet(path)
-        acc = frame.loc[frame["metric"] == "spsa_acc", "value"]
-        if len(acc):
-            accs.append(float(acc.iloc[0]))
+            frame = pd.read_parquet(path)
+            acc = frame.loc[frame["metric"] == "spsa_acc", "value"]
+            if len(acc):
+                accs.append(float(acc.iloc[0]))
+        if accs:
+            results_dir = folder
+            break
     if not accs:
         return 1.0, "no attack results yet: no early-stop saving assumed (an upper bound)"
     robust = sum(accs) / len(accs)
@@ -1059,9 +1065,11 @@ def _check_time(job: Job, config: dict, rule: str, runtime: float) -> None:
                                 f"{1 + requeues} allocations; fix: executor.max_requeues >= {need} or a longer "
                                 f"set-resources.train.runtime, or more GPUs")
         else:
+            fix = f"set-resources.{rule}.runtime >= {math.ceil(job.hours * 60 * 1.2)}"
+            if rule == "attack":  # one GPU per attack job: its cost is set by the attack's budget
+                fix += " or a smaller attack.subset_size / spsa_iters"
             job.problems.append(f"{job.name}: {job.hours:.1f} h projected, over its {runtime / 60:.0f} h limit (it "
-                                f"restarts from scratch when requeued); fix: set-resources.{rule}.runtime >= "
-                                f"{math.ceil(job.hours * 60 * 1.2)}")
+                                f"restarts from scratch when requeued); fix: {fix}")
 
 
 def _check_host_memory(job: Job, config: dict, gpus: int, mem_mb: float) -> None:
@@ -1200,7 +1208,7 @@ def rows(result: dict) -> list[list[str]]:
             f"{j['fwd_flops_per_image'] / 1e9:.2f}", f"{j['step_flops_per_image'] / 1e9:.2f}" if j["step_flops_per_image"]
             else "-", f"{j['act_bytes_per_image'] / 2 ** 20:.1f}", f"{j['static_bytes'] / GIB:.2f}",
             f"{j['micro_batch']} ({j['micro_fit']})" if j["micro_fit"] else "-", str(j["accumulation"]),
-            f"{j['images_per_s_gpu']:.0f}", f"{j['data_images_per_s']:.0f} ({j['data_wait']:.1f}x)" if j["data_images_per_s"] else "-",
+            f"{j['images_per_s_gpu']:.3g}", f"{j['data_images_per_s']:.0f} ({j['data_wait']:.1f}x)" if j["data_images_per_s"] else "-",
             f"{j['hours']:.2f}", f"{seeds * j['gpu_hours']:.1f}"])
     return out
 
