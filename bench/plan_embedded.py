@@ -4,7 +4,8 @@
 
 Plans ``config/embedded.yaml`` for this CPU (``saccader.plan.measure_cpu``: for every training run, a few iterations
 of the training loop itself with its data loading, its ``evaluate`` pass, a ``checkpoint.save`` and the start of a
-job's processes, all measured now; nothing is taken from the run being predicted) and compares each training job's
+job's processes, all measured now in CPU seconds, i.e. for a job with a core to itself; nothing is taken from the
+run being predicted) and compares each training job's
 projected seconds with the ``s`` (wall) column of its Snakemake benchmark file, and, where the run's
 ``train_log.parquet`` files sit beside, the projected training loop with the loop seconds the job logged.
 Reported: every job's ratios, the share within a factor 1.5, and the load average while measuring.
@@ -54,7 +55,7 @@ def main() -> None:
                "loop_within_1.5x": f"{sum(1 / 1.5 <= r['projected/loop'] <= 1.5 for r in loops)} of {len(loops)}",
                "start_s": settings.cpu_start_s, "measure_cpu_s": cpu, "measure_wall_s": wall,
                "load_average_1min": [load_before, os.getloadavg()[0]],
-               "runs": {run: {k: m[k] for k in ("precision", "batch", "step_s", "step_cpu_s", "flops_per_s")}
+               "runs": {run: {k: m[k] for k in ("precision", "batch", "step_s", "step_wall_s", "flops_per_s")}
                         for run, m in settings.cpu_runs.items()}}
     report("plan_embedded", rows + [summary], args.out)
 

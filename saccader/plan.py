@@ -579,7 +579,7 @@ def transform_rate(config: dict, resolution: int, train: bool = True, images: in
                    paths: list | None = None) -> float:
     """Images/s on one core of decode + the Appendix C transform (``FolderDataset``'s path: PIL decode, then
     ``build_transform``) at ``resolution`` on ImageNet-sized JPEGs (``paths``, else ``images`` generated ones); the
-    best of ``rounds`` passes (a pass a neighbour slowed is dropped)."""
+    best of ``rounds`` passes, in CPU seconds (what a worker with a core to itself does)."""
     import torch
 
     from saccader.data.folder import _load_rgb, build_transform
@@ -593,10 +593,10 @@ def transform_rate(config: dict, resolution: int, train: bool = True, images: in
             generator = torch.Generator().manual_seed(0)
             best = 0.0
             for _ in range(rounds):
-                tick = time.perf_counter()
+                tick = time.process_time()  # CPU seconds: a loader worker has its core (nice -n 19 while measuring)
                 for p in paths:
                     transform(_load_rgb(str(p)), generator)
-                best = max(best, len(paths) / (time.perf_counter() - tick))
+                best = max(best, len(paths) / (time.process_time() - tick))
     finally:
         torch.set_num_threads(threads)
     return best
@@ -1190,11 +1190,12 @@ def assumptions(settings: Settings, measured: bool) -> list[str]:
                      "= peak of the tensors alive in a training step (fake tensors), plus parameters, gradients, SGD "
                      "momentum (and EMA) in fp32")
     else:
-        lines.append(f"throughput on this CPU, measured now: a training job = start ({settings.cpu_start_s:.1f} s: "
+        lines.append(f"throughput on this CPU with a core per job, measured now in CPU seconds: a training job = "
+                     f"start ({settings.cpu_start_s:.1f} s: "
                      "launcher and job interpreters, project imports) + setup + steps x its measured loop iteration "
                      "(data loading included) + dev images x the per-image evaluate() time + checkpoints x one "
                      "checkpoint.save; evaluation and attack jobs: FLOPs / the median achieved FLOP rate of the "
-                     "training steps of their precision (noisy where the CPU is shared)")
+                     "training steps of their precision. A job that shares its core takes longer in wall time")
     lines.append("evaluation memory: peak of the tensors alive in a no-grad forward; attack: the larger of PGD's "
                  "saved bytes x attack.batch_size and SPSA's no-grad peak x attack.eval_batch_size")
     lines.append("data: loader workers = min(dataset.num_workers, cpus_per_task), each one core at the measured "
@@ -1312,7 +1313,10 @@ def measure_cpu_run(config: dict, run: str, samples: list, steps: int = 3) -> di
     - ``dev_s_per_image``: ``evaluate`` on the dev loader, per image; ``cache_s_per_image``: the one-off frozen
       representation pass of ``cache_features``, per image;
     - ``checkpoint_s``: one ``checkpoint.save`` of the run's state (it also checks every weight is finite);
-    - ``setup_s``: building the model, its optimizer and loaders."""
+    - ``setup_s``: building the model, its optimizer and loaders.
+
+    All are CPU seconds of this (single-threaded) process: what the job takes with a core to itself, whatever else
+    the machine runs while measuring; ``step_wall_s`` is the wall time of the same step, for the record."""
     import statistics
 
     import torch
@@ -1326,7 +1330,7 @@ def measure_cpu_run(config: dict, run: str, samples: list, steps: int = 3) -> di
     rec = {**T.recipe(config, run), "base_size": config["dataset"]["image_size"]}
     res = T._resolution(config, rec)
     batch = rec["batch_size"]
-    tick = time.perf_counter()
+    tick = time.process_time()
     torch.manual_seed(0)
     model = from_config(rec["model"], config)
     cl = T.use_channels_last(rec, dev)
@@ -1350,9 +1354,9 @@ def measure_cpu_run(config: dict, run: str, samples: list, steps: int = 3) -> di
     if rec.get("cache_features") and rec["stage"] == "location_pretrain":
         images = dataset(False, uint8=False)
         images.get(0, None)  # decode the canvases before the clock starts
-        first = time.perf_counter()
+        first = time.process_time()
         train_set = T._CachedFeatures(model, images, rec.get("eval_batch_size", batch), 0, dev)
-        out["cache_s_per_image"] = (time.perf_counter() - first) / len(samples)
+        out["cache_s_per_image"] = (time.process_time() - first) / len(samples)
     else:
         train_set = T._SeededItems(dataset(True), 0)
     sampler = T._EpochSampler()
@@ -1360,7 +1364,7 @@ def measure_cpu_run(config: dict, run: str, samples: list, steps: int = 3) -> di
     generator = torch.Generator().manual_seed(1)
     order = torch.arange((steps + 1) * batch) % len(train_set)
     sampler.set_epoch(train_set, 0, order.tolist())
-    out["setup_s"] = time.perf_counter() - tick
+    out["setup_s"] = time.process_time() - tick
     seconds, cpu = [], []
     tick, cpu_tick = time.perf_counter(), time.process_time()
     for step, (images, labels) in enumerate(loader):  # the body of the loop in saccader.train.train
@@ -1380,32 +1384,37 @@ def measure_cpu_run(config: dict, run: str, samples: list, steps: int = 3) -> di
             seconds.append(now - tick)
             cpu.append(cpu_now - cpu_tick)
         tick, cpu_tick = now, cpu_now
-    out["step_s"] = statistics.median(seconds)
-    out["step_cpu_s"] = statistics.median(cpu)  # below step_s: the CPU was shared while measuring
+    out["step_s"] = statistics.median(cpu)
+    out["step_wall_s"] = statistics.median(seconds)  # above step_s where the CPU was shared while measuring
     final = ema.module if ema is not None else model
     dev_batch = rec.get("eval_batch_size", batch)
     dev_loader = torch.utils.data.DataLoader(dataset(False), batch_size=dev_batch)
-    tick = time.perf_counter()
+    tick = time.process_time()
     T.evaluate(final, rec, dev_loader, dev, autocast, standardize)
-    out["dev_s_per_image"] = (time.perf_counter() - tick) / len(samples)
+    out["dev_s_per_image"] = (time.process_time() - tick) / len(samples)
     with tempfile.TemporaryDirectory() as tmp:
-        tick = time.perf_counter()
+        tick = time.process_time()
         all(torch.isfinite(p).all() for g in groups for p in g["params"])
         checkpoint.save(Path(tmp) / "checkpoint.pt", model=model.state_dict(), optimizer=optimizer.state_dict(),
                         scheduler=scheduler.state_dict(), ema=ema.state_dict() if ema is not None else {})
-        out["checkpoint_s"] = time.perf_counter() - tick
+        out["checkpoint_s"] = time.process_time() - tick
     return out
 
 
 def _interpreter_seconds(code: str) -> float:
-    """Wall seconds of a fresh interpreter running ``code`` (what every job pays to start its processes), or the
+    """CPU seconds of a fresh interpreter running ``code`` (what every job pays to start its processes), or the
     number ``code`` prints."""
+    import resource
     import subprocess
     import sys
 
-    tick = time.perf_counter()
+    def children() -> float:
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return ru.ru_utime + ru.ru_stime
+
+    tick = children()
     done = subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, capture_output=True, text=True)
-    return float(done.stdout) if done.stdout.strip() else time.perf_counter() - tick
+    return float(done.stdout) if done.stdout.strip() else children() - tick
 
 
 def _pack_seconds(sizes: dict, side: int) -> float:
@@ -1420,18 +1429,19 @@ def _pack_seconds(sizes: dict, side: int) -> float:
             paths.append(Path(tmp) / f".decoded-{split}.pt")
             io.torch_save({"digest": "", "images": torch.zeros(sizes[split], 3, side, side, dtype=torch.uint8)},
                           paths[-1])
-        tick = time.perf_counter()
+        tick = time.process_time()
         for path in paths:
             io.torch_load(path)
-        return time.perf_counter() - tick
+        return time.process_time() - tick
 
 
 def measure_cpu(config: dict, runs: list | None = None) -> Settings:
     """This CPU as the device of ``config``'s training jobs: every part of each run's job measured now
     (``measure_cpu_run``), and the start of a job: the launcher's interpreter (``saccader.launch``), the job's
     (``saccader.warmstart`` client), and the project's modules imported in the job (the warm-start server holds only
-    third-party ones; without warm start, torch is imported as well). Evaluation and attack jobs are projected from
-    FLOPs at the median achieved rate of the training steps of their precision."""
+    third-party ones; without warm start, torch is imported as well) and its loading of the decoded-image packs, all in
+    CPU seconds. Evaluation and attack jobs are projected from FLOPs at the median achieved rate of the training
+    steps of their precision."""
     import statistics
 
     from saccader.warmstart import PREIMPORTS
@@ -1448,10 +1458,10 @@ def measure_cpu(config: dict, runs: list | None = None) -> Settings:
             log.info("timing the parts of a %s job on this CPU", run)
             measured[run] = measure_cpu_run(config, run, samples)
     # the job runs `python -m saccader train ...`: its CLI, with what a warm-start fork holds already imported
-    cli = ("import contextlib, runpy, sys, time; t = time.perf_counter(); sys.argv = ['saccader', 'train', '--help']\n"
+    cli = ("import contextlib, runpy, sys, time; t = time.process_time(); sys.argv = ['saccader', 'train', '--help']\n"
            "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(None):\n"
            "    runpy.run_module('saccader', run_name='__main__')\n"
-           "print(time.perf_counter() - t)")
+           "print(time.process_time() - t)")
     preload = f"import {', '.join(PREIMPORTS)}\n" if config["executor"].get("warm_start") else ""
     start = (_interpreter_seconds("import saccader.launch") + _interpreter_seconds("import saccader.warmstart")
              + _interpreter_seconds(preload + cli))
