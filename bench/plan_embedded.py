@@ -15,6 +15,7 @@ The recorded run and this measurement may share the machine with other work: bot
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -30,6 +31,8 @@ def main() -> None:
     parser.add_argument("--benchmarks", required=True, help="results/benchmarks of a finished embedded run")
     parser.add_argument("--config", default="config/embedded.yaml")
     parser.add_argument("--results", default=None, help="where the plan and its cache go (default: a temp folder)")
+    parser.add_argument("--job-cpu", default=None,
+                        help="bench/job_cpu.py's samples of the same run: CPU seconds of each job, set against the plan")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
@@ -49,10 +52,18 @@ def main() -> None:
     for row in rows:
         row.update({f"{k}_s": v for k, v in next(j["parts"] for j in result["jobs"]
                                                   if j["name"] == f"train/{row['run']}").items()})
+    samples = json.loads(Path(args.job_cpu).read_text()) if args.job_cpu else {}
+    for row in rows:  # the job's own process (a fork of the warm-start server), launcher and client left out
+        sampled = samples.get(f"train/{row['run']}/{row['seed']}")
+        if sampled:
+            row.update({"job_cpu_s": sampled["cpu_s"], "core_share": sampled["cpu_s"] / row["wall_s"],
+                        "projected/cpu": row["projected_s"] / sampled["cpu_s"]})
     within = [r for r in rows if 1 / 1.5 <= r["projected/wall"] <= 1.5]
+    cpu_rows = [r for r in rows if "projected/cpu" in r]
     loops = [r for r in rows if "projected/loop" in r]
     summary = {"summary": f"{len(within)} of {len(rows)} within 1.5x",
                "loop_within_1.5x": f"{sum(1 / 1.5 <= r['projected/loop'] <= 1.5 for r in loops)} of {len(loops)}",
+               "cpu_within_1.5x": f"{sum(1 / 1.5 <= r['projected/cpu'] <= 1.5 for r in cpu_rows)} of {len(cpu_rows)}",
                "start_s": settings.cpu_start_s, "measure_cpu_s": cpu, "measure_wall_s": wall,
                "load_average_1min": [load_before, os.getloadavg()[0]],
                "runs": {run: {k: m[k] for k in ("precision", "batch", "step_s", "step_wall_s", "flops_per_s")}

@@ -1289,16 +1289,17 @@ def compare_benchmarks(result: dict, bench_dir: Path) -> list[dict]:
 # --------------------------------------------------------------------------------------------------- CPU plan
 
 def _canvases(folder: Path, n: int, side: int) -> list:
-    """``n`` PNG canvases of ``side`` px with random clutter (what the digits dataset stores), as (path, label)."""
+    """``n`` grey PNG canvases of ``side`` px with random clutter, as (path, label): what the digits dataset stores
+    (saccader.data.digits renders them at ``high_res_size``; the transforms resize them)."""
     import numpy as np
     from PIL import Image
 
     rng = np.random.default_rng(0)
     samples = []
     for i in range(n):
-        pixels = (rng.random((side, side, 3)) < 0.1).astype(np.uint8) * 255
+        pixels = (rng.random((side, side)) < 0.1).astype(np.uint8) * 255
         path = folder / f"c{i:04d}.png"
-        Image.fromarray(pixels).save(path)
+        Image.fromarray(pixels, mode="L").save(path)
         samples.append((str(path), i % 10))
     return samples
 
@@ -1447,7 +1448,7 @@ def measure_cpu(config: dict, runs: list | None = None) -> Settings:
     from saccader.warmstart import PREIMPORTS
 
     runs = runs or sorted(config["train"])
-    side = config["dataset"]["image_size"]
+    side = config["dataset"]["high_res_size"]  # the digits canvases' size on disk (saccader.data.digits)
     dev_images = max(config["train"][r]["batch_size"] for r in runs)
     with tempfile.TemporaryDirectory() as tmp:
         samples = _canvases(Path(tmp), dev_images, side)
@@ -1461,6 +1462,8 @@ def measure_cpu(config: dict, runs: list | None = None) -> Settings:
     cli = ("import contextlib, runpy, sys, time; t = time.process_time(); sys.argv = ['saccader', 'train', '--help']\n"
            "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(None):\n"
            "    runpy.run_module('saccader', run_name='__main__')\n"
+           "import torch\n"  # an optimizer's first construction imports torch._dynamo: every job pays it
+           "torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)\n"
            "print(time.process_time() - t)")
     preload = f"import {', '.join(PREIMPORTS)}\n" if config["executor"].get("warm_start") else ""
     start = (_interpreter_seconds("import saccader.launch") + _interpreter_seconds("import saccader.warmstart")
