@@ -183,3 +183,13 @@ def test_cpu_plan_of_a_training_job_adds_its_measured_parts():
     plan.plan_job(job, CONFIG, {}, settings, {})
     assert job.hours * 3600 == pytest.approx(1.0 + 0.5 + 10 * 0.2 + 2 * 0.05 + 100 * 0.001)
     assert job.gpu == "cpu" and job.gpu_hours == 0.0
+
+
+@pytest.mark.slow
+def test_measure_cpu_run_times_each_part_of_a_training_job(tmp_path):
+    config = load([ROOT / "config.yaml", ROOT / "config" / "embedded.yaml"])
+    samples = plan._canvases(tmp_path, 64, config["dataset"]["high_res_size"])
+    parts = plan.measure_cpu_run(config, "saccader_pretrain", samples, steps=1)  # cache_features: every part
+    assert parts["batch"] == 64 and parts["precision"] in ("fp32", "bf16")
+    for key in ("step_s", "dev_s_per_image", "checkpoint_s", "cache_s_per_image"):
+        assert parts[key] > 0, key
