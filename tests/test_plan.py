@@ -162,3 +162,34 @@ def test_micro_batched_sampling_stage_pays_the_baseline_pre_pass():
     plan.plan_job(sampled, {**CONFIG, "train": {"x": {"stage": "reinforce"}}}, profile, plan.Settings(), {})
     assert plain.accumulation == 8
     assert sampled.flops - plain.flops == pytest.approx(1e6 * 1e9)
+
+
+def test_counter_tells_batch_sized_storages_from_fixed_ones():
+    x, w = torch.zeros(97, 8), torch.zeros(16, 8)
+    with plan.Counter(97, (2, 4)) as c:
+        y = torch.nn.functional.linear(x, w)  # 97 x 16 floats: grows with the batch
+        w2 = w * 2  # 16 x 8 floats: does not
+    assert c.fixed == 16 * 8 * 4 and c.grows == 97 * 16 * 4
+    assert c.slope() == 16 * 4  # bytes per image
+    assert c.peaks[2] == 16 * 8 * 4 + 2 * 16 * 4
+    assert c.total() == 2 * 97 * 16 * 8
+    del y, w2
+
+
+def test_cpu_plan_of_a_training_job_adds_its_measured_parts():
+    job = _job(precision="fp32", steps=10, dev_images=100, checkpoints=2)
+    parts = {"setup_s": 0.5, "step_s": 0.2, "checkpoint_s": 0.05, "dev_s_per_image": 0.001, "flops_per_s": 1e9}
+    settings = plan.Settings(cpu_rates={"fp32": 1e9, "bf16": 1e9}, cpu_runs={"x": parts}, cpu_start_s=1.0)
+    plan.plan_job(job, CONFIG, {}, settings, {})
+    assert job.hours * 3600 == pytest.approx(1.0 + 0.5 + 10 * 0.2 + 2 * 0.05 + 100 * 0.001)
+    assert job.gpu == "cpu" and job.gpu_hours == 0.0
+
+
+@pytest.mark.slow
+def test_measure_cpu_run_times_each_part_of_a_training_job(tmp_path):
+    config = load([ROOT / "config.yaml", ROOT / "config" / "embedded.yaml"])
+    samples = plan._canvases(tmp_path, 64, config["dataset"]["high_res_size"])
+    parts = plan.measure_cpu_run(config, "saccader_pretrain", samples, steps=1)  # cache_features: every part
+    assert parts["batch"] == 64 and parts["precision"] in ("fp32", "bf16")
+    for key in ("step_s", "dev_s_per_image", "checkpoint_s", "cache_s_per_image"):
+        assert parts[key] > 0, key
