@@ -85,6 +85,18 @@ def test_time_limit_counts_requeues_and_names_the_fix():
     assert any("max_requeues >= 5" in p for p in job.problems)
 
 
+def test_attacks_resume_across_requeues_evaluations_must_fit_one_allocation():
+    for rule, ok in (("attack", True), ("evaluate", False)):  # 1.5 h against 1 h x (1 + 1 requeue)
+        job = _job()
+        job.hours = 1.5
+        plan._check_time(job, CONFIG, rule, 60)
+        assert (job.problems == []) == ok, (rule, job.problems)
+    job = _job()
+    job.hours = 5.5
+    plan._check_time(job, CONFIG, "attack", 60)
+    assert job.problems and "max_requeues >= 5" in job.problems[0] and "subset_size" in job.problems[0]
+
+
 def test_measured_images_per_s_replace_the_mfu_model():
     profile = {"train": {"gpu": 1, "cpus_per_task": 64, "runtime": 10 ** 6, "mem_mb": 10 ** 6}}
     job = _job(flops=3e9 * 1e6, images=1e6)

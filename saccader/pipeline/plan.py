@@ -1068,20 +1068,22 @@ def _data(job: Job, config: dict, cpus: int, settings: Settings) -> None:
 
 
 def _check_time(job: Job, config: dict, rule: str, runtime: float) -> None:
-    requeues = config["executor"]["max_requeues"] if rule == "train" else 0  # only training resumes
+    # Every job is requeued at its time limit; training resumes from checkpoint.pt and an attack after its last
+    # finished batch (saccader.pipeline.attack), while an evaluation starts again: it must fit one allocation.
+    requeues = config["executor"]["max_requeues"] if rule in ("train", "attack") else 0
     limit = runtime * (1 + requeues) / 60
-    if job.hours > limit:
-        if rule == "train":
-            need = math.ceil(job.hours * 60 / runtime) - 1
-            job.problems.append(f"{job.name}: {job.hours:.1f} h projected, the profile allows {runtime / 60:.0f} h x "
-                                f"{1 + requeues} allocations; fix: executor.max_requeues >= {need} or a longer "
-                                f"set-resources.train.runtime, or more GPUs")
-        else:
-            fix = f"set-resources.{rule}.runtime >= {math.ceil(job.hours * 60 * 1.2)}"
-            if rule == "attack":  # one GPU per attack job: its cost is set by the attack's budget
-                fix += " or a smaller attack.subset_size / spsa_iters"
-            job.problems.append(f"{job.name}: {job.hours:.1f} h projected, over its {runtime / 60:.0f} h limit (it "
-                                f"restarts from scratch when requeued); fix: {fix}")
+    if job.hours <= limit:
+        return
+    if rule in ("train", "attack"):
+        need = math.ceil(job.hours * 60 / runtime) - 1
+        more = "more GPUs" if rule == "train" else "a smaller attack.subset_size / spsa_iters"
+        job.problems.append(f"{job.name}: {job.hours:.1f} h projected, the profile allows {runtime / 60:.0f} h x "
+                            f"{1 + requeues} allocations; fix: executor.max_requeues >= {need} or a longer "
+                            f"set-resources.{rule}.runtime, or {more}")
+    else:
+        job.problems.append(f"{job.name}: {job.hours:.1f} h projected, over its {runtime / 60:.0f} h limit (it "
+                            f"starts again when requeued); fix: set-resources.{rule}.runtime >= "
+                            f"{math.ceil(job.hours * 60 * 1.2)}")
 
 
 def _check_host_memory(job: Job, config: dict, gpus: int, mem_mb: float) -> None:
@@ -1201,8 +1203,8 @@ def assumptions(settings: Settings, measured: bool) -> list[str]:
                  "saved bytes x attack.batch_size and SPSA's no-grad peak x attack.eval_batch_size")
     lines.append("data: loader workers = min(dataset.num_workers, cpus_per_task), each one core at the measured "
                  "Appendix C transform rate; digits datasets are not modelled")
-    lines.append("time limits: training resumes across executor.max_requeues requeues; evaluation and attack jobs "
-                 "must finish in one allocation")
+    lines.append("time limits: training and attack jobs resume across executor.max_requeues requeues; evaluation "
+                 "jobs must finish in one allocation")
     return lines
 
 
