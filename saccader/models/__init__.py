@@ -87,8 +87,8 @@ def image_logits(model, images, num_glimpses: int | None = None):
 
 def load(path, device=None):
     """A trained model from its bundle alone (a run folder, its model.pt or card.json), in eval mode, no config
-    needed; ``model.card`` describes it (saccader.pipeline.bundle)."""
-    from saccader.pipeline.bundle import load as load_bundle
+    needed; ``model.card`` describes it (saccader.models.bundle)."""
+    from saccader.models.bundle import load as load_bundle
 
     return load_bundle(path, device)
 

@@ -8,7 +8,8 @@ label offset, input size and normalisation, memory format) and what identifies i
 recipe, dev accuracy, package and code version). Test accuracy is the evaluation job's: the card points at the
 parquet that job writes (``test_results``, relative to the card) rather than having a later job rewrite a training
 output. Every training run writes its card last (``saccader.pipeline.train.train``); ``saccader card`` writes one for a
-run trained before cards existed.
+run trained before cards existed. Reading a bundle needs no config and lives with the models
+(``saccader.models.bundle``: ``read_card``, ``load``, ``class_label``, re-exported here).
 """
 
 from __future__ import annotations
@@ -20,16 +21,10 @@ import re
 from pathlib import Path
 
 from saccader.errors import UserError
+from saccader.models.bundle import CARD, FORMAT, INPUT_KEYS, REQUIRED, _paths, class_label, load, read_card  # noqa: F401
 
 log = logging.getLogger("saccader.pipeline.bundle")
 __all__ = ["FORMAT", "CARD", "make_card", "write_card", "read_card", "load", "test_top1", "class_label", "register"]
-
-FORMAT = "saccader-bundle/1"  # a change of the card's meaning gets a new value
-CARD = "card.json"
-REQUIRED = ("format", "saccader_version", "run", "model", "overrides", "num_classes", "label_offset", "class_names",
-            "input", "fingerprint")
-INPUT_KEYS = ("image_size", "resolution", "high_res_size", "crop_padding_fraction", "mean", "std")
-
 
 def _test_pointer(config: dict, run: str, seed: int) -> dict | None:
     """Where the workflow's evaluation job puts this run's test accuracy (``workflow/rules/evaluate.smk``)."""
@@ -89,69 +84,6 @@ def write_card(config: dict, run: str, seed: int, out, dev_top1: float | None = 
     return path
 
 
-def _paths(path) -> tuple[Path, Path]:
-    """(card.json, model.pt) of a bundle given as its folder, its model.pt or its card.json."""
-    path = Path(path)
-    folder = path if path.is_dir() else path.parent
-    if not path.exists():
-        raise UserError(f"model bundle {path} does not exist",
-                        "pass a training run folder (holding model.pt and card.json), its model.pt or its card.json")
-    return folder / CARD, folder / "model.pt"
-
-
-def read_card(path) -> dict:
-    """The card of a bundle, checked: this package's format and version, every field present."""
-    from saccader import __version__
-
-    card_path, _ = _paths(path)
-    if not card_path.is_file():
-        raise UserError(f"{card_path.parent} has no {CARD}, so the model cannot be rebuilt without its config",
-                        f"write one with `saccader card {card_path.parent} --config CONFIG --run RUN --seed SEED`")
-    try:
-        card = json.loads(card_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{card_path} is not valid JSON ({exc})",
-                        f"rewrite it with `saccader card {card_path.parent} --config CONFIG --run RUN`") from None
-    missing = [k for k in REQUIRED if k not in card] + [f"input.{k}" for k in INPUT_KEYS
-                                                        if k not in (card.get("input") or {})]
-    if card.get("format", FORMAT) != FORMAT or card.get("saccader_version", __version__) != __version__:
-        raise UserError(f"{card_path} is a {card.get('format')} bundle of saccader {card.get('saccader_version')} "
-                        f"(code {card.get('code_version')}); this is saccader {__version__} ({FORMAT})",
-                        f"load it with that version (git checkout {card.get('code_version')}), or retrain the run")
-    if missing:
-        raise UserError(f"{card_path} lacks the field(s) {', '.join(missing)}",
-                        f"rewrite it with `saccader card {card_path.parent} --config CONFIG --run RUN --seed SEED`")
-    return card
-
-
-def load(path, device=None):
-    """The bundle's model, weights loaded, in eval mode and the memory format it trained in; ``model.card`` is its
-    card. Needs nothing but the bundle (and this package)."""
-    import torch
-
-    from saccader.pipeline.io import torch_load
-    from saccader.models import create
-    from saccader.pipeline.train import use_channels_last
-
-    card = read_card(path)
-    _, weights = _paths(path)
-    if not weights.is_file():
-        raise UserError(f"{weights} is missing: the bundle has a card but no weights",
-                        "pass the folder of a finished training run")
-    model = create(card["model"], card["num_classes"], **card["overrides"])
-    try:
-        model.load_state_dict(torch_load(weights))
-    except RuntimeError as exc:
-        raise UserError(f"{weights} does not fit the model its card describes ({str(exc).splitlines()[0][:200]})",
-                        f"rewrite {CARD} with `saccader card` under the config the run was trained with") from None
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = model.to(dev).eval()
-    if use_channels_last({} if card.get("channels_last") is None else {"channels_last": card["channels_last"]}, dev):
-        model = model.to(memory_format=torch.channels_last)
-    model.card = card
-    return model
-
-
 def test_top1(path, num_glimpses: int | None = None) -> float | None:
     """The evaluation job's test top-1 of the bundle (at ``num_glimpses``, default the card's), when its parquet
     exists; None otherwise."""
@@ -169,26 +101,6 @@ def test_top1(path, num_glimpses: int | None = None) -> float | None:
     rows = frame[(frame["policy"] == pointer["policy"]) & (frame["metric"] == "top1") & (frame["num_glimpses"] == t)
                  & (frame["resolution"] == card["input"]["resolution"])]
     return float(rows["value"].iloc[0]) if len(rows) else None
-
-
-_WNID = re.compile(r"^n\d{8}$")
-
-
-def class_label(card: dict, index: int) -> str:
-    """Human name of output ``index``: the class folder name; for an ImageNet wnid its first WordNet lemma (from timm's
-    bundled ImageNet synset table, no download); "background" for the label-offset slots."""
-    k = index - card["label_offset"]
-    if k < 0 or k >= len(card["class_names"]):
-        return "background"
-    name = card["class_names"][k]
-    if _WNID.match(name):
-        try:
-            from timm.data import ImageNetInfo
-
-            return ImageNetInfo().label_name_to_description(name).split(",")[0]
-        except (ImportError, KeyError, OSError):  # a wnid outside ImageNet-1k keeps its id
-            return name
-    return name
 
 
 def _run(args) -> int:
