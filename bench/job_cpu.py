@@ -4,9 +4,10 @@
 
 Warm-started jobs (``executor.warm_start``) are forked from a server, not from the launcher, so neither the
 launcher's ``getrusage`` line nor Snakemake's ``cpu_time`` counts them. This samples every
-``saccader.pipeline.warmstart`` process once per ``interval``: its job (the submitit log its stdout goes to: ``.../submitit/<rule>/<run>/<seed>/``),
-CPU seconds (utime + stime) and age, and keeps the last sample of each. Against the wall seconds of the same job it
-gives the share of a core the job had; ``bench/plan_embedded.py --job-cpu`` sets the plan's CPU seconds against it.
+``saccader.pipeline.warmstart`` process once per ``interval``: its job (the submitit log its stdout goes to:
+``.../submitit/<rule>/<run>/<seed>/``), CPU seconds (utime + stime) and age, and keeps the last sample of each.
+Against the wall seconds of the same job it gives the share of a core the job had; ``bench/plan_embedded.py
+--job-cpu`` sets the plan's CPU seconds against it.
 Stops after ``until-idle`` seconds without a job.
 """
 

@@ -3,8 +3,9 @@
 Each policy is a function ``fn(k, cells: Cells)`` declared with ``@saccader.catalog.policy(name, label=...,
 order=...)``, here or in a module of its own in this folder (``center.py``); the catalog finds it there, and
 ``evaluate.policies`` of the config names the ones an experiment runs. Every policy returns, per image, K distinct
-flat cell indices ``i * w + j`` of the ``(h, w)`` grid of ``logits2d``, ordered from the first glimpse to the last. Because each policy ranks cells once and takes the top K, the first T of
-its K glimpses are exactly its T-glimpse choice, so one call with K = T_max serves every T <= T_max.
+flat cell indices ``i * w + j`` of the ``(h, w)`` grid of ``logits2d``, ordered from the first glimpse to the last.
+Because each policy ranks cells once and takes the top K, the first T of its K glimpses are exactly its T-glimpse
+choice, so one call with K = T_max serves every T <= T_max.
 Classification is the same for all of them and for the Saccader (reference-notes section 2, step 8): the mean over
 the chosen cells of the raw ``logits2d`` vectors.
 
