@@ -173,14 +173,14 @@ def _cmdline(pid: str) -> bytes:
 def test_a_local_job_past_its_time_limit_is_requeued_and_resumes(tiny_dataset, tmp_path):
     """submitit's time-out signal (USR2, --signal-delay-s before --time-min) checkpoints and requeues the job, which
     resumes and completes: the exit by which submitit requeues it is not turned into a job failure."""
-    # 60 tiny epochs: still training when the signal comes 20 s in, on an idle machine too; on a loaded one each
-    # attempt resumes where the last one checkpointed, so allow a few
-    config = {**tiny_dataset, "train": {"bagnet77": {**tiny_dataset["train"]["bagnet77"], "epochs": 60}},
+    # 200 tiny epochs (an idle machine does about 8 a second): still training when the signal comes 20 s in; on a
+    # loaded machine each attempt resumes where the last one checkpointed, so allow several
+    config = {**tiny_dataset, "train": {"bagnet77": {**tiny_dataset["train"]["bagnet77"], "epochs": 200}},
               "dataset": {**tiny_dataset["dataset"], "cache_images": False}}  # the shared dataset stays as built
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     folder = tmp_path / "sub"
     argv = [sys.executable, "-m", "saccader.pipeline.launch", "--folder", str(folder), "--no-warm-start",
-            "--time-min", "1", "--signal-delay-s", "40", "--max-requeues", "8", "--", "train", "--config",
+            "--time-min", "1", "--signal-delay-s", "40", "--max-requeues", "12", "--", "train", "--config",
             str(tmp_path / "c.yaml"), "--run", "bagnet77", "--seed", "0", "--out", str(tmp_path / "o")]
     proc = subprocess.run(argv, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
                           text=True, timeout=600)
