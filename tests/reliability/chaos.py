@@ -142,7 +142,8 @@ def chaos(config: Path, seed: int, kills: int = 20, terms: int = 4, *, total: in
     """Run ``snakemake TARGET --configfile CONFIG`` to completion under ``kills`` SIGKILLs and ``terms`` SIGTERMs;
     every invocation is the same command. ``total``: the number of result files of an undisturbed run, to spread
     the events over the run's progress (else over time only). A kind of ``required`` that no scheduled event hit
-    gets an extra SIGKILL when it is next seen. A kind not hit yet is struck within 1.5 s of its appearance."""
+    gets an extra SIGKILL when it is next seen. A kind not hit yet is struck within 1.5 s of its appearance, a required
+    one at once."""
     rng = random.Random(seed)
     cfg = yaml.safe_load(config.read_text())
     results = Path(cfg["results_dir"]).resolve()
@@ -178,7 +179,9 @@ def chaos(config: Path, seed: int, kills: int = 20, terms: int = 4, *, total: in
             if not signals:
                 live = {k: v for k, v in live.items() if k in missing}
             unhit = [k for k in live if k not in hit]
-            if unhit and fire_at - now > 1.5:  # a kind not hit yet is there: strike within its (maybe short) life
+            if any(k in missing for k in unhit):  # a required kind may live a second and never come back (check_data)
+                fire_at = now
+            elif unhit and fire_at - now > 1.5:  # a kind not hit yet is there: strike within its (maybe short) life
                 fire_at = now + rng.uniform(0.0, 1.5)
             if now < fire_at or not live:
                 continue
@@ -187,7 +190,8 @@ def chaos(config: Path, seed: int, kills: int = 20, terms: int = 4, *, total: in
             if set(live) == {"snakemake"} and "snakemake" in hit:  # it parses or waits: strike its jobs instead
                 fire_at = now + rng.uniform(0.5, 2.0)
                 continue
-            kinds = sorted(unhit or live)
+            urgent = [k for k in unhit if k in missing]  # its jobs before a Snakemake that would take them along
+            kinds = sorted([k for k in urgent if k != "snakemake"] or urgent or unhit or live)
             kind = rng.choices(kinds, weights=[1.0 / (1 + hit.get(k, 0)) for k in kinds])[0]  # the least hit first
             pid, what = rng.choice(sorted(live[kind]))
             sig = signals[0] if signals else "KILL"
