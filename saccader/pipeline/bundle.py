@@ -21,8 +21,7 @@ import re
 from pathlib import Path
 
 from saccader.errors import UserError
-from saccader.models.bundle import (CARD, FORMAT, INPUT_KEYS, REQUIRED, _paths, class_label, load,  # noqa: F401
-                                    read_card)
+from saccader.models.bundle import CARD, FORMAT, _paths, class_label, load, read_card  # noqa: F401
 
 log = logging.getLogger("saccader.pipeline.bundle")
 __all__ = ["FORMAT", "CARD", "make_card", "write_card", "read_card", "load", "test_top1", "class_label", "register"]
