@@ -6,7 +6,7 @@ undisturbed run). Replay a failure with the seed it printed:
 
 Targets (``KINDS``): Snakemake itself, the warm-start server (saccader/pipeline/warmstart.py), the process that computes
 a heavy job (a child of that server, or the job's own interpreter without it: check_data, train, evaluate,
-evaluate_glimpses, attack) and the light jobs (make_dataset, param_counts, a figure/table job of analysis/). Each
+evaluate_glimpses, attack) and the light jobs (make_dataset, param_counts, export, a figure/table job of analysis/). Each
 event is a SIGKILL or a SIGTERM (a hung job has its own test: tests/reliability/test_workflow_faults.py).
 Only processes of this run are ever signalled: they name this run's folder, or are children of its own warm-start
 server (a private TMPDIR gives it a private socket).
@@ -31,7 +31,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("check_data", "train", "evaluate", "evaluate_glimpses", "attack")
-LIGHT = ("make_dataset", "param_counts", "analysis")
+LIGHT = ("make_dataset", "param_counts", "export", "analysis")
 KINDS = ("snakemake", "warmstart", *HEAVY, *LIGHT)
 
 
@@ -128,6 +128,8 @@ def targets(results: Path, snakemake_pid: int | None, tmpdir: Path) -> dict[str,
             found["make_dataset"].append((pid, "make-dataset"))
         elif cmd[1:4] == ["-m", "saccader", "params"]:
             found["param_counts"].append((pid, "params"))
+        elif cmd[1:4] == ["-m", "saccader", "export"]:
+            found["export"].append((pid, f"export {cmd[4]}"))
     return found
 
 
@@ -141,9 +143,10 @@ def chaos(config: Path, seed: int, kills: int = 20, terms: int = 4, *, total: in
           max_attempts: int = 80, log=print) -> Outcome:
     """Run ``snakemake TARGET --configfile CONFIG`` to completion under ``kills`` SIGKILLs and ``terms`` SIGTERMs;
     every invocation is the same command. ``total``: the number of result files of an undisturbed run, to spread
-    the events over the run's progress (else over time only). A kind of ``required`` that no scheduled event hit
-    gets an extra SIGKILL when it is next seen. A kind not hit yet is struck within 1.5 s of its appearance, a required
-    one at once."""
+    the events over the run's progress (else over time only; once the run is ahead of that schedule, events follow
+    each other within 1.5 s). A kind of ``required`` that no scheduled event hit gets an extra SIGKILL when it is next
+    seen. A kind not hit yet is struck within 1.5 s of its appearance, a required one at once. The first invocation
+    that exits 0 ends the run: events still scheduled then are not fired (schedule a few spare ones)."""
     rng = random.Random(seed)
     cfg = yaml.safe_load(config.read_text())
     results = Path(cfg["results_dir"]).resolve()
@@ -206,11 +209,14 @@ def chaos(config: Path, seed: int, kills: int = 20, terms: int = 4, *, total: in
             event = Event(round(now - started, 2), kind, sig, pid, what, out.attempts)
             out.events.append(event)
             log(f"chaos: {json.dumps(asdict(event))}")
-            fire_at = now + rng.uniform(*gap_s)
+            behind = bool(milestones) and _progress(results) >= milestones[0]  # the run outpaces the schedule
+            fire_at = now + (rng.uniform(0.5, 1.5) if behind else rng.uniform(*gap_s))
         out.outputs.append(logfile.read_text(errors="replace"))
         log(f"chaos: invocation {out.attempts} exited with {proc.returncode} after "
             f"{time.monotonic() - started:.1f} s")
-        if proc.returncode == 0 and not signals:
+        if proc.returncode == 0:  # complete: a rerun would have nothing to do, so events left over stay unfired
+            if signals:
+                log(f"chaos: the run completed before {len(signals)} events: {' '.join(signals)}")
             break
     out.seconds = time.monotonic() - started
     _wait_for_leftovers(results, tmpdir)

@@ -84,7 +84,8 @@ def test_chaos_run_ends_equal_to_an_undisturbed_run(smoke_run, tmp_path):
     print(f"chaos seed {seed} (replay: CHAOS_SEED={seed})")
     config = smoke_config(tmp_path)
     total = sum(1 for f in files(reference) if not f.startswith(("logs/", "benchmarks/", "report.html")))
-    out = chaos(config, seed, kills=20, terms=4, total=total, required=REQUIRED_KINDS)
+    # 3 spare SIGKILLs: events still scheduled when the run completes are not fired, and at least 20 must be
+    out = chaos(config, seed, kills=23, terms=4, total=total, required=REQUIRED_KINDS)
     results = tmp_path / "results"
     kinds = {e.kind for e in out.events}
     summary = (f"chaos: seed {seed}: {len(out.events)} events ({sum(e.signal == 'KILL' for e in out.events)} "
