@@ -29,7 +29,7 @@ from saccader.errors import UserError
 
 __all__ = ["Stage", "Model", "Run", "Policy", "STAGES", "MODELS", "RUNS", "EVALUATIONS", "ATTACKS", "FULL_IMAGE",
            "objective", "objective_class", "policy", "policies", "engineered_policies", "policy_function", "traces",
-           "ablations", "label", "known", "required_runs", "glimpse_source"]
+           "ablations", "label", "known", "required_runs", "glimpse_source", "test_evaluations"]
 
 # ------------------------------------------------------------------------------------------------------- stages
 
@@ -261,3 +261,19 @@ def required_runs(kind: str, name: str) -> list[str]:
 def glimpse_source(run: str) -> str:
     """How the model of ``run`` picks glimpses: ``saccader``, ``dram`` or ``engineered``."""
     return RUNS[known("glimpse run", run, [r for r in RUNS if RUNS[r].glimpses])].glimpses
+
+
+# The policy whose rows report an engineered-policy run's own test accuracy: the best engineered policy of Fig 3.
+OWN_POLICY = {"saccader": "saccader", "dram": "dram", "engineered": "ordered_logits"}
+
+
+def test_evaluations(run: str) -> list[tuple[str, str, str]]:
+    """(kind, evaluated name, policy) of the evaluation jobs whose rows are ``run``'s own test accuracy: its
+    glimpses at every T, its full image, or (NASNet-77 / -113) the Saccader-NASNet it classifies for. Empty for a
+    run that only initialises others (pre-training stages)."""
+    if run not in RUNS:
+        return []
+    out = [("glimpses", run, OWN_POLICY[RUNS[run].glimpses])] if RUNS[run].glimpses else []
+    out += [("full_image", run, "full_image")] if run in FULL_IMAGE else []
+    out += [("nasnet", name, "saccader") for name, runs in EVALUATIONS["nasnet"].items() if run in runs[1:]]
+    return out

@@ -43,6 +43,8 @@ def runs(tmp_path_factory):
         evaluate.evaluate(config, "glimpses", name, 0, {name: folder},
                           res / "eval" / "glimpses" / name / "seed0.parquet")
         out[name] = folder
+    evaluate.evaluate(config, "full_image", bag_run, 0, {bag_run: out[bag_run]},
+                      res / "eval" / "full_image" / bag_run / "seed0.parquet")
     return {"config": config, "data": data, "dirs": out, "tmp": tmp,
             "config_path": write_config(config, tmp / "config.yaml")}
 
@@ -84,17 +86,33 @@ print(json.dumps([hits[:, t].float().mean().item() for t in range(hits.shape[1])
 def test_loaded_bundle_reproduces_evaluation_top1_in_a_fresh_process(runs, run, policy):
     import pandas as pd
 
-    folder = runs["dirs"][run]
+    folder = runs["dirs"][run].parents[2] / "models" / run / "seed0"  # the exported bundle, test accuracy included
+    bundle.export(runs["dirs"][run], folder, sorted(runs["dirs"][run].parents[2].glob(f"eval/*/{run}/seed0.parquet")))
     t_max = runs["config"]["evaluate"]["max_glimpses"]
     done = subprocess.run([sys.executable, "-c", _FRESH, str(folder), str(runs["data"]), str(t_max), policy],
                           capture_output=True, text=True, env=ENV, cwd=ROOT, check=True)
     ours = json.loads(done.stdout.strip().splitlines()[-1])
-    frame = pd.read_parquet(folder.parents[2] / "eval" / "glimpses" / run / "seed0.parquet")
+    results = runs["dirs"][run].parents[2]
+    frame = pd.read_parquet(results / "eval" / "glimpses" / run / "seed0.parquet")
     name = "saccader" if run == "saccader" else policy
     theirs = frame[(frame.policy == name) & (frame.metric == "top1")].sort_values("num_glimpses")["value"].tolist()
     assert ours == theirs  # exactly, at every T
-    if run == "saccader":
-        assert bundle.test_top1(folder) == theirs[runs["config"]["train"]["saccader"]["num_glimpses"] - 1]
+    card = json.loads((folder / "card.json").read_text())
+    own = [r["top1"] for r in card["test"] if r["evaluation"] == f"glimpses/{run}"]
+    if run == "saccader":  # its card's test accuracy is at its T; its rows are its own policy's at every T
+        assert card["test_top1"] == theirs[card["glimpses"] - 1] and card["test_glimpses"] == card["glimpses"]
+        assert own == theirs
+    else:  # a classifier's card: its full-image accuracy, and its rows under the paper's best engineered policy
+        full = pd.read_parquet(results / "eval" / "full_image" / run / "seed0.parquet")
+        assert card["test_top1"] == full[full.metric == "top1"]["value"].item() and card["test_glimpses"] == 0
+        assert own == frame[(frame.policy == "ordered_logits") & (frame.metric == "top1")].sort_values(
+            "num_glimpses")["value"].tolist()
+
+
+def test_export_without_test_results_is_one_line(runs, tmp_path):
+    with pytest.raises(UserError, match=r"no test results of run saccader.*fix: pass the parquet"):
+        bundle.export(runs["dirs"]["saccader"], tmp_path / "b", [])
+    assert not (tmp_path / "b").exists()
 
 
 def _rewrite_card(folder: Path, tmp: Path, **changes) -> Path:

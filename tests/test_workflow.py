@@ -44,6 +44,7 @@ def experiment(config_file: str) -> dict:
 def expected_counts(config: dict) -> dict[str, int]:
     """What `all` must run: every run and seed, every evaluation and attack job, every analysis target."""
     import analysis
+    from saccader import catalog
     from saccader.pipeline import attack as attacks
     from saccader.pipeline import evaluate
 
@@ -52,6 +53,7 @@ def expected_counts(config: dict) -> dict[str, int]:
               "attack": len(attacks.MODELS) * seeds, "evaluate_glimpses": len(evaluate.JOBS["glimpses"]) * seeds,
               "evaluate": sum(len(m) for k, m in evaluate.JOBS.items() if k != "glimpses") * seeds}
     counts.update({name: 1 for name in analysis.TARGETS})
+    counts["export_model"] = sum(1 for run in config["train"] if catalog.test_evaluations(run)) * seeds
     return counts
 
 
@@ -95,7 +97,9 @@ def test_paper_scale_dry_run_lists_every_job(fake_imagenet, tmp_path):
     for kind in ("glimpses", "full_image", "occlusion", "nasnet"):
         assert f"--kind {kind}" in out
     resolved = yaml.safe_load(run_config(tmp_path).read_text())
-    assert out.count(f"--config {run_config(tmp_path)}") == sum(counts.values()) - counts["all"] - counts["param_counts"]
+    assert out.count(f"--config {run_config(tmp_path)}") == sum(counts.values()) - sum(
+        counts[k] for k in ("all", "param_counts", "export_model"))
+    assert counts["export_model"] == 10 * 5  # a bundle of every run an evaluation reports on (not pre-training)
     assert not (tmp_path / "config.yaml").exists()  # written by a run that starts jobs (onstart), not a dry run
     assert resolved["dataset"]["root"] == str(fake_imagenet) and resolved["dataset"]["num_classes"] == 1001
 

@@ -1,14 +1,15 @@
 """Self-describing model bundles: ``model.pt`` plus a ``card.json`` beside it, loadable with no config at hand.
 
-    model = saccader.models.load("results/runs/saccader/seed0")     # folder, model.pt or card.json
+    model = saccader.models.load("results/models/saccader/seed0")   # folder, model.pt or card.json
     model.card["class_names"], model.card["input"]["image_size"]
 
 The card holds what rebuilding and feeding the network needs (registry name and constructor overrides, classes and
 label offset, input size and normalisation, memory format) and what identifies it (run, seed, fingerprint of the
-recipe, dev accuracy, package and code version). Test accuracy is the evaluation job's: the card points at the
-parquet that job writes (``test_results``, relative to the card) rather than having a later job rewrite a training
-output. Every training run writes its card last (``saccader.pipeline.train.train``); ``saccader card`` writes one for a
-run trained before cards existed. Reading a bundle needs no config and lives with the models
+recipe, dev accuracy, package and code version). Every training run writes its card last
+(``saccader.pipeline.train.train``); ``saccader card`` writes one for a run trained before cards existed. Test
+accuracy comes later, from the evaluation jobs: ``saccader export`` (the workflow's ``export`` rule) writes the
+run's bundle again under ``results/models/RUN/seedS`` with its test top-1 / top-5 in the card, rather than having a
+later job rewrite a training output. Reading a bundle needs no config and lives with the models
 (``saccader.models.bundle``: ``read_card``, ``load``, ``class_label``, re-exported here).
 """
 
@@ -20,28 +21,13 @@ import math
 import re
 from pathlib import Path
 
+from saccader import catalog
 from saccader.errors import UserError
 from saccader.models.bundle import CARD, FORMAT, _paths, class_label, load, read_card  # noqa: F401
 
 log = logging.getLogger("saccader.pipeline.bundle")
-__all__ = ["FORMAT", "CARD", "make_card", "write_card", "read_card", "load", "test_top1", "class_label", "register"]
-
-def _test_pointer(config: dict, run: str, seed: int) -> dict | None:
-    """Where the workflow's evaluation job puts this run's test accuracy (``workflow/rules/evaluate.smk``)."""
-    from saccader.pipeline.evaluate import JOBS
-
-    rec = config["train"][run]
-    if run in JOBS["glimpses"]:
-        kind, model = "glimpses", run
-        policy = "dram" if rec["model"] == "dram" else ("ordered_logits" if run == "bagnet77_lowd" else "saccader")
-    elif run in JOBS["full_image"]:
-        kind, model, policy = "full_image", run, "full_image"
-    elif rec["stage"] == "glimpse_finetune":
-        kind, model, policy = "nasnet", "saccader_nasnet", "saccader"
-    else:
-        return None
-    return {"parquet": f"../../../eval/{kind}/{model}/seed{seed}.parquet", "policy": policy}
-
+__all__ = ["FORMAT", "CARD", "make_card", "write_card", "read_card", "load", "test_rows", "export", "class_label",
+           "register"]
 
 def make_card(config: dict, run: str, seed: int, dev_top1: float | None, dev_top5: float | None) -> dict:
     """The card of training run ``run`` / ``seed`` under ``config`` (its dataset must be readable: class names)."""
@@ -66,7 +52,6 @@ def make_card(config: dict, run: str, seed: int, dev_top1: float | None, dev_top
         "channels_last": rec.get("channels_last"),
         "fingerprint": fingerprint(config, run),
         "dev_top1": dev_top1, "dev_top5": dev_top5,
-        "test_results": _test_pointer(config, run, seed),
     }
 
 
@@ -84,23 +69,49 @@ def write_card(config: dict, run: str, seed: int, out, dev_top1: float | None = 
     return path
 
 
-def test_top1(path, num_glimpses: int | None = None) -> float | None:
-    """The evaluation job's test top-1 of the bundle (at ``num_glimpses``, default the card's), when its parquet
-    exists; None otherwise."""
+def test_rows(card: dict, parquets) -> list[dict]:
+    """The rows of the evaluation parquets that are the card's run's own test accuracy
+    (``saccader.catalog.test_evaluations``), at its input resolution: one dict per (evaluation, T)."""
     import pandas as pd
 
-    card = read_card(path)
-    pointer = card.get("test_results")
-    if not pointer:
-        return None
-    parquet = _paths(path)[0].parent / pointer["parquet"]
-    if not parquet.is_file():
-        return None
-    frame = pd.read_parquet(parquet)
-    t = 0 if pointer["policy"] == "full_image" else (num_glimpses or card["glimpses"])
-    rows = frame[(frame["policy"] == pointer["policy"]) & (frame["metric"] == "top1") & (frame["num_glimpses"] == t)
-                 & (frame["resolution"] == card["input"]["resolution"])]
-    return float(rows["value"].iloc[0]) if len(rows) else None
+    wanted = {(name, policy): f"{kind}/{name}" for kind, name, policy in catalog.test_evaluations(card["run"])}
+    rows = []
+    for path in parquets:
+        frame = pd.read_parquet(path)
+        frame = frame[(frame["resolution"] == card["input"]["resolution"]) & frame["metric"].isin(["top1", "top5"])]
+        for (model, policy, t), group in frame.groupby(["model", "policy", "num_glimpses"], sort=True):
+            if (model, policy) in wanted:
+                values = dict(zip(group["metric"], group["value"]))
+                rows.append({"evaluation": wanted[model, policy], "policy": policy, "num_glimpses": int(t),
+                             "top1": float(values["top1"]), "top5": float(values["top5"]),
+                             "n_images": int(group["n_images"].iloc[0])})
+    return rows
+
+
+def export(run_dir, out, parquets) -> Path:
+    """The bundle of a finished run with its test accuracy: ``out/model.pt`` (a copy of the run's) and
+    ``out/card.json``, the run's card plus ``test`` (its rows of the evaluation parquets) and ``test_top1`` /
+    ``test_top5`` at the card's number of glimpses (its full image for a classifier). The workflow's ``export``
+    rule writes one per run, seed and evaluated model (``results/models/``), once its evaluations are done."""
+    from saccader.pipeline import io
+
+    run_dir, out = Path(run_dir), Path(out)
+    card = read_card(run_dir)
+    rows = test_rows(card, parquets)
+    if not rows:
+        raise UserError(f"no test results of run {card['run']} in {', '.join(map(str, parquets)) or 'no parquet'}",
+                        "pass the parquet(s) of its evaluation jobs (saccader.catalog.test_evaluations)")
+    t = card.get("glimpses") or 0
+    default = [r for r in rows if r["num_glimpses"] == t] or [r for r in rows if r["num_glimpses"] == 0]
+    if not default:
+        raise UserError(f"the evaluations of run {card['run']} hold no row at T = {t} nor a full-image row",
+                        "evaluate it at the card's number of glimpses (evaluate.max_glimpses)")
+    card = {**card, "test_top1": default[0]["top1"], "test_top5": default[0]["top5"],
+            "test_glimpses": default[0]["num_glimpses"], "test": rows}
+    io.copy_file(_paths(run_dir)[1], out / "model.pt")
+    path = out / CARD
+    io.write_text(path, json.dumps(card, indent=1) + "\n")
+    return path
 
 
 def _run(args) -> int:
@@ -125,7 +136,20 @@ def _run(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    path = export(args.dir, args.out, args.eval)
+    print(f"wrote {path} and {path.parent / 'model.pt'}")
+    return 0
+
+
 def register(subparsers) -> None:
+    p = subparsers.add_parser("export", help="a finished run's model bundle with its test accuracy (workflow job)",
+                              description="Write OUT/model.pt (a copy of RUN_DIR's) and OUT/card.json: the "
+                                          "run's card plus its test top-1/top-5 from its evaluation parquets.")
+    p.add_argument("dir", help="training run folder holding model.pt and card.json")
+    p.add_argument("--out", required=True, help="the bundle's folder (results/models/RUN/seedS in the workflow)")
+    p.add_argument("--eval", nargs="+", default=[], help="the parquets of the run's evaluation jobs")
+    p.set_defaults(func=_export)
     p = subparsers.add_parser("card", help="write card.json for a training run folder (a loadable model bundle)",
                               description="Write DIR/card.json, the model card that saccader.models.load and "
                                           "`saccader predict` read, for a run trained before cards existed.")

@@ -27,6 +27,7 @@ COMMANDS = {
     "attack": "saccader.pipeline.attack",
     "params": "saccader.pipeline.params",
     "plan": "saccader.pipeline.plan",
+    "export": "saccader.pipeline.bundle",
     "card": "saccader.pipeline.bundle",
     "predict": "saccader.pipeline.predict",
     "init-config": "saccader.pipeline.init_config",

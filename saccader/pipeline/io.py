@@ -6,6 +6,7 @@ import contextlib
 import errno
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -73,6 +74,13 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def copy_file(src: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Copy ``src`` to ``path`` atomically, with a fresh modification time. Not a hard link: a link shares its
+    source's time, and Snakemake would rerun the job of an output older than its other inputs, every time."""
+    with atomic_path(path) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 def torch_save(obj, path: str | os.PathLike) -> None:

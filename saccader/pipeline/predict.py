@@ -1,6 +1,6 @@
 """``saccader predict``: where a trained glimpse model looks on your own images, and what it sees there.
 
-    saccader predict results/runs/saccader/seed0 photo.jpg my_folder/ --glimpses 6 --out predictions
+    saccader predict results/models/saccader/seed0 photo.jpg my_folder/ --glimpses 6 --out predictions
 
 MODEL is a model bundle (a training run folder with ``model.pt`` and ``card.json``, saccader.pipeline.bundle). Each
 image gets the eval transform of the model's config (centre crop + bicubic resize + standardisation, Appendix C), the

@@ -144,9 +144,29 @@ def data_outputs():
 
 
 def all_outputs():
-    """Every figure, table and page, and every run of every seed (a run no figure reads is still trained)."""
+    """Every figure, table and page, every run of every seed (a run no figure reads is still trained), and the model
+    bundle of every evaluated run."""
     runs = [model_pt(run, seed) for run in RUNS for seed in SEEDS]
-    return runs + [f"{R}/{o}" for t in analysis_targets().values() for o in t.outputs]
+    bundles = [f"{bundle_dir(run, seed)}/card.json" for run in exported_runs() for seed in SEEDS]
+    return runs + bundles + [f"{R}/{o}" for t in analysis_targets().values() for o in t.outputs]
+
+
+# ------------------------------------------------------------------------------------------------- model bundles
+
+
+def exported_runs():
+    """Runs that evaluation jobs report on (saccader.catalog.test_evaluations): each gets a bundle with its test
+    accuracy under R/models/."""
+    return [run for run in RUNS if catalog.test_evaluations(run)]
+
+
+def bundle_dir(run, seed):
+    return f"{R}/models/{run}/seed{seed}"
+
+
+def export_inputs(wildcards):
+    return [f"{R}/eval/{kind}/{name}/seed{wildcards.seed}.parquet"
+            for kind, name, _ in catalog.test_evaluations(wildcards.run)]
 
 
 # Launcher flags from the rule's resources (set per rule in the profiles; the rules hold local defaults). They are
