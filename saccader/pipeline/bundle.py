@@ -91,8 +91,9 @@ def test_rows(card: dict, parquets) -> list[dict]:
 def export(run_dir, out, parquets) -> Path:
     """The bundle of a finished run with its test accuracy: ``out/model.pt`` (a copy of the run's) and
     ``out/card.json``, the run's card plus ``test`` (its rows of the evaluation parquets) and ``test_top1`` /
-    ``test_top5`` at the card's number of glimpses (its full image for a classifier). The workflow's ``export``
-    rule writes one per run, seed and evaluated model (``results/models/``), once its evaluations are done."""
+    ``test_top5`` at the card's number of glimpses or the largest T evaluated below it (a classifier: its full
+    image). The workflow's ``export_model`` rule writes one per evaluated run and seed (``results/models/``), once
+    its evaluations are done."""
     from saccader.pipeline import io
 
     run_dir, out = Path(run_dir), Path(out)
@@ -101,13 +102,13 @@ def export(run_dir, out, parquets) -> Path:
     if not rows:
         raise UserError(f"no test results of run {card['run']} in {', '.join(map(str, parquets)) or 'no parquet'}",
                         "pass the parquet(s) of its evaluation jobs (saccader.catalog.test_evaluations)")
+    # at the card's T, or the largest T evaluated below it (evaluate.max_glimpses may be smaller); a classifier's at
+    # its full image (T = 0)
     t = card.get("glimpses") or 0
-    default = [r for r in rows if r["num_glimpses"] == t] or [r for r in rows if r["num_glimpses"] == 0]
-    if not default:
-        raise UserError(f"the evaluations of run {card['run']} hold no row at T = {t} nor a full-image row",
-                        "evaluate it at the card's number of glimpses (evaluate.max_glimpses)")
-    card = {**card, "test_top1": default[0]["top1"], "test_top5": default[0]["top5"],
-            "test_glimpses": default[0]["num_glimpses"], "test": rows}
+    evaluated = sorted({r["num_glimpses"] for r in rows})
+    t = max([x for x in evaluated if x <= t] or evaluated[:1])
+    default = next(r for r in rows if r["num_glimpses"] == t)
+    card = {**card, "test_top1": default["top1"], "test_top5": default["top5"], "test_glimpses": t, "test": rows}
     io.copy_file(_paths(run_dir)[1], out / "model.pt")
     path = out / CARD
     io.write_text(path, json.dumps(card, indent=1) + "\n")
