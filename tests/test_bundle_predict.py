@@ -112,6 +112,8 @@ def test_loaded_bundle_reproduces_evaluation_top1_in_a_fresh_process(runs, run, 
 def test_export_without_test_results_is_one_line(runs, tmp_path):
     with pytest.raises(UserError, match=r"no test results of run saccader.*fix: pass the parquet"):
         bundle.export(runs["dirs"]["saccader"], tmp_path / "b", [])
+    with pytest.raises(UserError, match=r"evaluation results .*nowhere.parquet do not exist.*fix: run the run's"):
+        bundle.export(runs["dirs"]["saccader"], tmp_path / "b", [tmp_path / "nowhere.parquet"])
     assert not (tmp_path / "b").exists()
 
 

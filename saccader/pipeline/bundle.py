@@ -77,6 +77,9 @@ def test_rows(card: dict, parquets) -> list[dict]:
     wanted = {(name, policy): f"{kind}/{name}" for kind, name, policy in catalog.test_evaluations(card["run"])}
     rows = []
     for path in parquets:
+        if not Path(path).is_file():
+            raise UserError(f"evaluation results {path} do not exist",
+                            "run the run's evaluation jobs first (snakemake ... all does)")
         frame = pd.read_parquet(path)
         frame = frame[(frame["resolution"] == card["input"]["resolution"]) & frame["metric"].isin(["top1", "top5"])]
         for (model, policy, t), group in frame.groupby(["model", "policy", "num_glimpses"], sort=True):
@@ -98,6 +101,10 @@ def export(run_dir, out, parquets) -> Path:
 
     run_dir, out = Path(run_dir), Path(out)
     card = read_card(run_dir)
+    weights = _paths(run_dir)[1]
+    if not weights.is_file():
+        raise UserError(f"{weights} is missing: {run_dir} is not a finished training run",
+                        "pass the folder of a finished training run")
     rows = test_rows(card, parquets)
     if not rows:
         raise UserError(f"no test results of run {card['run']} in {', '.join(map(str, parquets)) or 'no parquet'}",
@@ -109,7 +116,7 @@ def export(run_dir, out, parquets) -> Path:
     t = max([x for x in evaluated if x <= t] or evaluated[:1])
     default = next(r for r in rows if r["num_glimpses"] == t)
     card = {**card, "test_top1": default["top1"], "test_top5": default["top5"], "test_glimpses": t, "test": rows}
-    io.copy_file(_paths(run_dir)[1], out / "model.pt")
+    io.copy_file(weights, out / "model.pt")
     path = out / CARD
     io.write_text(path, json.dumps(card, indent=1) + "\n")
     return path
