@@ -7,7 +7,7 @@ The card holds what rebuilding and feeding the network needs (registry name and 
 label offset, input size and normalisation, memory format) and what identifies it (run, seed, fingerprint of the
 recipe, dev accuracy, package and code version). Every training run writes its card last
 (``saccader.pipeline.train.train``); ``saccader card`` writes one for a run trained before cards existed. Test
-accuracy comes later, from the evaluation jobs: ``saccader export`` (the workflow's ``export`` rule) writes the
+accuracy comes later, from the evaluation jobs: ``saccader export`` (the workflow's ``export_model`` rule) writes the
 run's bundle again under ``results/models/RUN/seedS`` with its test top-1 / top-5 in the card, rather than having a
 later job rewrite a training output. Reading a bundle needs no config and lives with the models
 (``saccader.models.bundle``: ``read_card``, ``load``, ``class_label``, re-exported here).
@@ -28,6 +28,7 @@ from saccader.models.bundle import CARD, FORMAT, _paths, class_label, load, read
 log = logging.getLogger("saccader.pipeline.bundle")
 __all__ = ["FORMAT", "CARD", "make_card", "write_card", "read_card", "load", "test_rows", "export", "class_label",
            "register"]
+
 
 def make_card(config: dict, run: str, seed: int, dev_top1: float | None, dev_top5: float | None) -> dict:
     """The card of training run ``run`` / ``seed`` under ``config`` (its dataset must be readable: class names)."""
