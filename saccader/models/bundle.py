@@ -101,5 +101,3 @@ def class_label(card: dict, index: int) -> str:
         except (ImportError, KeyError, OSError):  # a wnid outside ImageNet-1k keeps its id
             return name
     return name
-
-

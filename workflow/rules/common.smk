@@ -134,10 +134,15 @@ def analysis_targets():
     return TARGETS
 
 
+def eval_parquet(kind, model, seed):
+    """The results of evaluation job (kind, model) for one seed, relative to R (the evaluate rules' output)."""
+    return f"eval/{kind}/{model}/seed{seed}.parquet"
+
+
 def data_outputs():
     """Results the analysis may read, relative to R: evaluations, attacks, training logs, parameter table."""
-    files = [f"eval/{k}/{m}/seed{s}.parquet" for k, ms in eval_jobs().items() for m in ms for s in SEEDS]
-    files += [f"eval/glimpses/{m}/seed{s}.parquet.examples.npz" for m in eval_jobs()["glimpses"] for s in SEEDS]
+    files = [eval_parquet(k, m, s) for k, ms in eval_jobs().items() for m in ms for s in SEEDS]
+    files += [f"{eval_parquet('glimpses', m, s)}.examples.npz" for m in eval_jobs()["glimpses"] for s in SEEDS]
     files += [f"attack/{m}/seed{s}.parquet" for m in attack_models() for s in SEEDS]
     files += [f"runs/{r}/seed{s}/train_log.parquet" for r in RUNS for s in SEEDS]
     return files + ["params.parquet"]
@@ -165,7 +170,7 @@ def bundle_dir(run, seed):
 
 
 def export_inputs(wildcards):
-    return [f"{R}/eval/{kind}/{name}/seed{wildcards.seed}.parquet"
+    return [f"{R}/{eval_parquet(kind, name, wildcards.seed)}"
             for kind, name, _ in catalog.test_evaluations(wildcards.run)]
 
 
