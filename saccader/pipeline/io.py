@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import re
 import shutil
@@ -98,3 +99,82 @@ def torch_load(path: str | os.PathLike, map_location="cpu"):
     if not Path(path).exists():
         raise UserError(f"checkpoint {path} does not exist", "run the job that produces it first")
     return torch.load(path, map_location=map_location, weights_only=True)
+
+
+# ------------------------------------------------------------------------------ folders a command owns
+# A command that replaces a whole folder (make-dataset, make-mini-imagenet) or writes many files into one (predict)
+# lists what it wrote in a manifest there; it deletes or overwrites only files that manifest lists, and refuses a
+# non-empty folder it did not write. Hand-written: no library offers "delete only what I wrote".
+BUILDING = ".saccader-building"  # inside a folder being built beside its destination
+
+
+def owned_files(folder: str | os.PathLike, manifest: str) -> set[str] | None:
+    """Relative paths (POSIX) that ``folder/manifest`` lists under "files", the manifest included; None if the folder
+    has no manifest or one that lists no files (not written by this project's commands)."""
+    path = Path(folder) / manifest
+    try:
+        files = json.loads(path.read_text()).get("files")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        return None
+    return {*files, manifest}
+
+
+def _contents(folder: Path) -> set[str]:
+    """Every entry that is not a real folder (files, links), relative; links are not followed."""
+    out = set()
+    for top, dirs, files in os.walk(folder):
+        base = Path(top).relative_to(folder)
+        out |= {(base / f).as_posix() for f in files}
+        out |= {(base / d).as_posix() for d in dirs if os.path.islink(os.path.join(top, d))}
+    return out
+
+
+def foreign_files(folder: str | os.PathLike, manifest: str, extra: re.Pattern | None = None) -> list[str]:
+    """Files in ``folder`` that its manifest does not list (all of them if it has none), sorted; files matching
+    ``extra`` (a command's own derived files, such as caches) count as listed."""
+    folder = Path(folder)
+    if not folder.exists():
+        return []
+    if not folder.is_dir():
+        return [folder.name]
+    owned = owned_files(folder, manifest) or set()
+    return sorted(f for f in _contents(folder) if f not in owned and not (extra and extra.fullmatch(f)))
+
+
+def refuse_foreign(folder: str | os.PathLike, manifest: str, command: str, extra: re.Pattern | None = None) -> None:
+    """UserError unless ``folder`` is missing, empty, or holds only files its manifest lists."""
+    foreign = foreign_files(folder, manifest, extra)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise UserError(f"{folder} holds files that {command} did not write ({shown}); nothing was changed",
+                        f"point {command} at a new or empty folder, or move those files away")
+
+
+@contextlib.contextmanager
+def replace_folder(root: str | os.PathLike, manifest: str, command: str,
+                   extra: re.Pattern | None = None) -> Iterator[Path]:
+    """Yield an empty folder beside ``root`` to build a tree in (its ``manifest`` listing its files); on success the
+    tree replaces ``root`` whole. ``root`` must be missing, empty or an earlier tree of the command (every file
+    listed in its manifest, or matching ``extra``): anything else is refused before and after the build, and only
+    listed files are ever deleted."""
+    root = Path(root)
+    refuse_foreign(root, manifest, command, extra)
+    tmp = root.with_name(f".{root.name}.building")
+    if tmp.exists():  # what a killed build left: ours only if it carries the marker
+        if not (tmp / BUILDING).is_file():
+            raise UserError(f"{tmp} is in the way of {command} and was not left by it",
+                            "move that folder away")
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    (tmp / BUILDING).touch()
+    yield tmp
+    (tmp / BUILDING).unlink()
+    refuse_foreign(root, manifest, command, extra)
+    if root.exists():
+        for rel in sorted(_contents(root), reverse=True):
+            (root / rel).unlink()
+        for top, _, _ in os.walk(root, topdown=False):
+            os.rmdir(top)
+    tmp.rename(root)

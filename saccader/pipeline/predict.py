@@ -27,7 +27,7 @@ from saccader.errors import UserError
 
 log = logging.getLogger("saccader.pipeline.predict")
 __all__ = ["SUFFIXES", "open_image", "find_images", "glimpse_kind", "num_locations", "preprocess", "predict_batch",
-           "predict_image", "draw", "register"]
+           "predict_image", "draw", "check_out", "register"]
 
 SUFFIXES = (".jpg", ".jpeg", ".png")
 SACCADER_MODELS = ("saccader", "saccader_no_attention")
@@ -229,6 +229,35 @@ def draw(image, record: dict, size: int = 480):
     return canvas
 
 
+MANIFEST = ".saccader-predict.json"  # in --out: every file predict wrote there, the only ones it may replace
+
+
+def check_out(out, items) -> Path:
+    """``out`` as a folder predict may write into: not one of the inputs, not inside an input folder, not holding an
+    input, and empty or holding only files an earlier predict wrote there (listed in its MANIFEST)."""
+    from saccader.pipeline.io import refuse_foreign
+
+    out = Path(out)
+    real = out.resolve()
+    for item in map(Path, items):
+        item_real = item.resolve()
+        if real == item_real or real.is_relative_to(item_real) or item_real.is_relative_to(real):
+            where = "is" if real == item_real else "sits inside" if real.is_relative_to(item_real) else "holds"
+            raise UserError(f"--out {out} {where} the input {item}; predict never writes among its inputs",
+                            "pass an --out folder apart from the images, e.g. --out predictions")
+    refuse_foreign(out, MANIFEST, "predict")
+    return out
+
+
+def _claim(out: Path, names: list[str]) -> None:
+    """List this run's outputs in MANIFEST before writing them, so that a killed run's files stay predict's."""
+    from saccader.pipeline.io import owned_files, write_text
+
+    files = (owned_files(out, MANIFEST) or set()) - {MANIFEST}
+    files |= {f"{n}{suffix}" for n in names for suffix in (".png", ".json")}
+    write_text(out / MANIFEST, json.dumps({"files": sorted(files)}, indent=1) + "\n")
+
+
 def _save(out: Path, name: str, image, record: dict) -> Path:
     from saccader.pipeline.io import atomic_path, write_text
 
@@ -258,7 +287,8 @@ def predict(model_path, items, glimpses: int | None = None, out="predictions", p
         raise UserError(f"--policy {policy} applies to a BagNet; model {card['model']} has its own policy",
                         "drop --policy, or pass a BagNet bundle (run bagnet77_lowd)")
     files = find_images(items)
-    out = ensure_writable(out)
+    out = ensure_writable(check_out(out, items))
+    _claim(out, [name for _, name in files])
     records, failed = [], 0
     bar = tqdm(files, desc="predict", unit="img", disable=len(files) < 10, mininterval=1.0)
     for path, name in bar:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from saccader.errors import UserError
+from saccader.pipeline.io import replace_folder
 
 log = logging.getLogger("saccader.make-dataset")
 CLASSES = [str(c) for c in range(10)]
@@ -88,7 +88,7 @@ def build(config: dict, root: str | Path | None = None) -> Path:
     """
     from sklearn.datasets import load_digits
 
-    from saccader.pipeline.data.folder import split_train_dev
+    from saccader.pipeline.data.folder import PACK_FILES, split_train_dev
 
     ds = config["dataset"]
     settings = ds["digits"]
@@ -117,8 +117,18 @@ def build(config: dict, root: str | Path | None = None) -> Path:
         files += [(folder, int(y), f"{folder}/{y}/{folder}_{i:06d}.png") for i, y in enumerate(labels)]
     dev = set(split_train_dev([f for split, _, f in files if split == "train"], ds["dev_size"])[1])
 
-    tmp = root.with_name(f".{root.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    with replace_folder(root, "manifest.json", "make-dataset", PACK_FILES) as tmp:
+        manifest = _render(config, tmp, files, dev, pools, rng, (images, targets))
+    log.info("wrote %d images to %s in %.1f s (sha256 %s)", len(files), root, time.time() - start,
+             manifest["sha256"][:12])
+    return root
+
+
+def _render(config: dict, tmp: Path, files: list, dev: set, pools: dict, rng: np.random.Generator,
+            source: tuple[np.ndarray, np.ndarray]) -> dict:
+    """Write the canvases and manifest.json (every file it lists) into ``tmp``; returns the manifest."""
+    ds, settings = config["dataset"], config["dataset"]["digits"]
+    images, targets = source
     counts: dict[str, dict[str, int]] = {"train": {}, "dev": {}, "val": {}}
     digest = hashlib.sha256()
     for folder, label, rel in tqdm(files, desc="make-dataset", unit="img", mininterval=2):
@@ -141,14 +151,10 @@ def build(config: dict, root: str | Path | None = None) -> Path:
         "dev_size": ds["dev_size"],
         "counts": counts,
         "sha256": digest.hexdigest(),
+        "files": [rel for _, _, rel in files],  # what make-dataset may delete when it rebuilds the folder
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    if root.exists():
-        shutil.rmtree(root)
-    tmp.rename(root)
-    log.info("wrote %d images to %s in %.1f s (sha256 %s)", len(files), root, time.time() - start,
-             manifest["sha256"][:12])
-    return root
+    return manifest
 
 
 def _run(args) -> int:

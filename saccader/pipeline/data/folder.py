@@ -16,6 +16,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -227,6 +228,11 @@ def _load_rgb(path: str):
         return pil_to_tensor(img.convert("RGB"))
 
 
+PACK = ".decoded-{split}.pt"  # a split's decoded images, in the dataset folder
+# The packs and what a kill leaves of their atomic writes: derived files a dataset's builder may delete with it.
+PACK_FILES = re.compile(r"\.?\.decoded-[a-z]+\.pt(\.[a-z0-9_]{8}\.tmp)?")
+
+
 class FolderDataset:
     """A map-style dataset of ``(image tensor, label)`` over a split; the same class serves ImageNet and digits.
 
@@ -321,7 +327,7 @@ def build_dataset(config: dict, split: str, train: bool = False, resolution: int
     samples, _ = list_split(config, split)
     return FolderDataset(samples, build_transform(config, train, resolution, normalize, uint8),
                          cache=config["dataset"].get("cache_images", False),
-                         pack=Path(config["dataset"]["root"]) / f".decoded-{split}.pt")
+                         pack=Path(config["dataset"]["root"]) / PACK.format(split=split))
 
 
 def _verify(path: str) -> str | None:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import json
 import logging
 import random
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from saccader.errors import UserError
+from saccader.pipeline.io import replace_folder
 
 log = logging.getLogger(__name__)
 
@@ -52,42 +52,52 @@ def picture(rng: np.random.Generator, colour: tuple[int, int, int], mode: str):
     return field.convert(mode)
 
 
+def _read_manifest(path: Path) -> dict:
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def _spec(manifest: dict) -> dict:
+    return {k: v for k, v in manifest.items() if k != "files"}
+
+
 def build(root: str | Path, classes: int = 1000, train_per_class: int = 2, val_per_class: int = 1,
           seed: int = 0) -> Path:
-    """Write the tree at ``root`` (atomically: built beside it, then renamed) unless an identical one is there."""
+    """Write the tree at ``root`` (atomically: built beside it, then renamed) unless an identical one is there; a
+    non-empty ``root`` that an earlier build did not write is refused (saccader.pipeline.io.replace_folder)."""
     root = Path(root)
     spec = {"classes": classes, "train_per_class": train_per_class, "val_per_class": val_per_class, "seed": seed,
             "generator": "saccader.pipeline.data.mini_imagenet"}
-    manifest = root / "manifest.json"
-    if manifest.is_file() and json.loads(manifest.read_text()) == spec:
+    if _spec(_read_manifest(root / "manifest.json")) == spec:
         log.info("mini-ImageNet at %s is up to date", root)
         return root
-    if root.exists() and not manifest.is_file():
-        raise UserError(f"{root} exists and is not a generated mini-ImageNet (no manifest.json)",
-                        "point dataset.root elsewhere or remove that folder")
     from tqdm import tqdm
 
-    tmp = root.with_name(root.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    rng = np.random.default_rng(seed)
-    count = 0
-    val_index = 0
-    for wnid in tqdm(wnids(classes, seed), desc="mini-imagenet", unit="class", mininterval=2):
-        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        for split, n in (("train", train_per_class), ("val", val_per_class)):
-            folder = tmp / split / wnid
-            folder.mkdir(parents=True)
-            for i in range(n):
-                count += 1
-                mode = "CMYK" if count % CMYK_EVERY == 0 else "L" if count % GRAYSCALE_EVERY == 0 else "RGB"
-                if split == "val":
-                    val_index += 1
-                name = f"{wnid}_{i + 1}.JPEG" if split == "train" else f"ILSVRC2012_val_{val_index:08d}.JPEG"
-                picture(rng, colour, mode).save(folder / name, quality=90)
-    (tmp / "manifest.json").write_text(json.dumps(spec, indent=1))
-    if root.exists():
-        shutil.rmtree(root)
-    tmp.rename(root)
+    from saccader.pipeline.data.folder import PACK_FILES
+
+    with replace_folder(root, "manifest.json", "make-mini-imagenet", PACK_FILES) as tmp:
+        rng = np.random.default_rng(seed)
+        files = []
+        val_index = 0
+        for wnid in tqdm(wnids(classes, seed), desc="mini-imagenet", unit="class", mininterval=2):
+            colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+            for split, n in (("train", train_per_class), ("val", val_per_class)):
+                folder = tmp / split / wnid
+                folder.mkdir(parents=True)
+                for i in range(n):
+                    count = len(files) + 1
+                    mode = "CMYK" if count % CMYK_EVERY == 0 else "L" if count % GRAYSCALE_EVERY == 0 else "RGB"
+                    if split == "val":
+                        val_index += 1
+                    name = f"{wnid}_{i + 1}.JPEG" if split == "train" else f"ILSVRC2012_val_{val_index:08d}.JPEG"
+                    picture(rng, colour, mode).save(folder / name, quality=90)
+                    files.append(f"{split}/{wnid}/{name}")
+        # "files": what a rebuild may delete
+        (tmp / "manifest.json").write_text(json.dumps({**spec, "files": files}, indent=1))
+    count = len(files)
     log.info("mini-ImageNet: %d classes, %d images written to %s", classes, count, root)
     return root
 
