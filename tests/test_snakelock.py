@@ -32,7 +32,27 @@ def test_locks_of_a_killed_invocation_are_released(tmp_path):
     lines = []
     assert snakelock.release_stale_locks(tmp_path, log=lines.append) == held
     assert not any((tmp_path / "locks").iterdir()) and "stale lock" in lines[0]
-    assert [p.name for p in (tmp_path / snakelock.REGISTRY).iterdir()] == [f"{socket.gethostname()}.{os.getpid()}"]
+    assert not any((tmp_path / snakelock.REGISTRY).iterdir())  # the dead entries went with the locks
+
+
+def test_without_lock_files_nothing_is_written(tmp_path):
+    """What every parse of the workflow does (dry runs included): read, and write nothing."""
+    assert snakelock.release_stale_locks(tmp_path / ".snakemake", log=print) == []
+    assert not (tmp_path / ".snakemake").exists()
+
+
+def test_a_registered_invocation_keeps_its_locks_and_its_entry_goes_when_it_exits(tmp_path):
+    code = ("import sys, time; from saccader.pipeline import snakelock as s; s.register_invocation(sys.argv[1]); "
+            "print('up', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "up\n"
+        held = locks(tmp_path)
+        assert snakelock.release_stale_locks(tmp_path, log=print) == [] and sorted((tmp_path / "locks").iterdir()) == held
+    finally:
+        proc.terminate()
+        proc.wait()
+    assert snakelock.release_stale_locks(tmp_path, log=print) == held  # SIGTERM: atexit did not run, PID is gone
 
 
 def test_locks_are_kept_while_another_invocation_runs(tmp_path):

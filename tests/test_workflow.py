@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from saccader.pipeline.config import run_config as run_config_path
+
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
@@ -72,10 +74,19 @@ def fake_imagenet(tmp_path_factory) -> Path:
     return root
 
 
-def run_config(results: Path) -> Path:
-    """The one content-addressed config copy that a dry run wrote (what its jobs read, ``--config``)."""
-    (path,) = (results / "configs").glob("*.yaml")
+def run_config(out: str, results: Path) -> str:
+    """The one content-addressed config copy that the jobs of a dry run read (``--config``), named by the resolved
+    config's content; the dry run does not write it."""
+    (path,) = set(re.findall(rf"--config ({re.escape(str(results))}/configs/\w+\.yaml)", out))
+    assert not Path(path).exists()
     return path
+
+
+def resolved(config_file: str, results: Path, root) -> dict:
+    """The experiment as Snakemake resolves it with ``--config results_dir=RESULTS dataset={root: ROOT}``."""
+    config = experiment(config_file)
+    config["results_dir"], config["dataset"]["root"] = str(results), str(root)
+    return config
 
 
 def test_lint_is_clean():
@@ -96,12 +107,13 @@ def test_paper_scale_dry_run_lists_every_job(fake_imagenet, tmp_path):
     assert "--cluster local" in out and "--cluster slurm" not in out  # without the slurm profile: local jobs
     for kind in ("glimpses", "full_image", "occlusion", "nasnet"):
         assert f"--kind {kind}" in out
-    resolved = yaml.safe_load(run_config(tmp_path).read_text())
-    assert out.count(f"--config {run_config(tmp_path)}") == sum(counts.values()) - sum(
+    path = run_config(out, tmp_path)
+    assert out.count(f"--config {path}") == sum(counts.values()) - sum(
         counts[k] for k in ("all", "param_counts", "export_model"))
     assert counts["export_model"] == 10 * 5  # a bundle of every run an evaluation reports on (not pre-training)
-    assert not (tmp_path / "config.yaml").exists()  # written by a run that starts jobs (onstart), not a dry run
-    assert resolved["dataset"]["root"] == str(fake_imagenet) and resolved["dataset"]["num_classes"] == 1001
+    assert not any(tmp_path.iterdir())  # a dry run writes nothing (the jobs' config is written in onstart)
+    # the copy's name is the hash of its content: the paper config with the command line's two values
+    assert path == run_config_path(resolved("config.yaml", tmp_path, fake_imagenet))[0]
 
 
 def test_embedded_config_replaces_paper_config_and_the_report_has_every_figure(tmp_path):
@@ -111,14 +123,12 @@ def test_embedded_config_replaces_paper_config_and_the_report_has_every_figure(t
 
     args = ["--configfile", "config/embedded.yaml", "--config", f"results_dir={tmp_path}",
             f"dataset={{root: {tmp_path}/dataset}}"]
-    out = snakemake("-n", *args, target="all")
+    out = snakemake("-n", "-p", *args, target="all")
     counts = job_counts(out)
     assert counts.pop("make_dataset") == 1
     assert counts == expected_counts(experiment("config/embedded.yaml"))
-    resolved = yaml.safe_load(run_config(tmp_path).read_text())
-    embedded = experiment("config/embedded.yaml")
-    assert {**resolved, "results_dir": None, "dataset": {**resolved["dataset"], "root": None}} == \
-        {**embedded, "results_dir": None, "dataset": {**embedded["dataset"], "root": None}}
+    assert run_config(out, tmp_path) == run_config_path(resolved("config/embedded.yaml", tmp_path,
+                                                                 f"{tmp_path}/dataset"))[0]
     # long chains first: a training job's priority is the length of the chain of runs that start from it
     priorities = dict(re.findall(r"wildcards: run=(\w+), seed=0\n(?:    .*\n)*?    priority: (\d+)", out))
     assert priorities == {"bagnet77_lowd": "3", "saccader_pretrain": "2", "dram_pretrain_wide": "2",
@@ -155,7 +165,7 @@ def test_changed_plotting_code_reruns_only_the_plot(tmp_path):
     args = ["--configfile", "config/smoke.yaml", "--config", f"results_dir={tmp_path}",
             f"dataset={{root: {tmp_path}/dataset}}"]
     plan = snakemake("-n", *args, target="fig3")
-    written = run_config(tmp_path).stat().st_mtime_ns
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())  # a dry run writes nothing
     outputs = [p for line in plan.splitlines() if line.startswith("    output: ") for p in line[12:].split(", ")]
     assert f"{tmp_path}/figures/fig3.png" in outputs and len(outputs) > 40
     old = 946684800  # 2000-01-01: every result of fig3's DAG exists, the figure is newer than its data ...
@@ -168,7 +178,7 @@ def test_changed_plotting_code_reruns_only_the_plot(tmp_path):
     for name in ("fig3.png", "fig3.pdf"):  # and once the figure is redrawn, nothing is left to do
         os.utime(tmp_path / "figures" / name)
     assert "Nothing to be done" in snakemake("-n", *args, target="fig3")
-    assert run_config(tmp_path).stat().st_mtime_ns == written  # the same config is not written again
+    assert not (tmp_path / "configs").exists()
 
 
 def test_slurm_profile_passes_resources_to_the_launcher(tmp_path):

@@ -13,7 +13,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import yaml
@@ -196,6 +197,55 @@ def check_cluster_tools(set_resources: Mapping[str, Mapping]) -> None:
                         f"{'is' if len(missing) == 1 else 'are'} not on PATH here",
                         "start Snakemake on a SLURM login node, or run locally without --profile slurm "
                         "(e.g. snakemake --cores 2 --configfile config/embedded.yaml)")
+
+
+# --------------------------------------------------------------------------------------------- the results folder
+# The folders a results_dir may never be: the experiment writes, replaces and (make-dataset) deletes files there.
+_NEVER = {"the file system root": Path("/"), "your home folder": Path.home(), "the repository": REPO}
+_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")  # what a killed atomic write left (saccader.pipeline.io)
+
+
+class _Plain(yaml.SafeDumper):
+    """Equal configs give equal text: no anchors for lists that Snakemake's merge happens to share."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
+
+
+def run_config(config: dict) -> tuple[str, str]:
+    """(path, text) of the content-addressed copy of the resolved config that the workflow's jobs read:
+    ``results_dir/configs/<sha256 of the text>.yaml``. Never rewritten with other content, so no invocation can
+    change what a running job reads."""
+    text = yaml.dump(config, Dumper=_Plain, sort_keys=True)
+    name = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return f"{config['results_dir'].rstrip('/')}/configs/{name}.yaml", text
+
+
+def check_results_dir(results_dir: str | Path, entries: Iterable[str] | None = None) -> Path:
+    """Raise ``UserError`` unless ``results_dir`` is a folder the experiment may own: not the file system root, the
+    home folder, the repository, the working directory or a folder holding one of them; and missing, empty, marked
+    by an earlier run (its lock file, saccader.pipeline.snakelock.RESULTS_LOCK) or holding only ``entries`` (the
+    top-level names the workflow writes; None: where it is, not what it holds). Reads only. Returns the resolved
+    folder."""
+    from saccader.pipeline.snakelock import RESULTS_LOCK
+
+    folder = Path(results_dir).resolve()
+    for what, path in {**_NEVER, "the working directory": Path.cwd()}.items():
+        path = path.resolve()
+        if folder == path or path.is_relative_to(folder):
+            raise UserError(f"results_dir {results_dir} is {what}" if folder == path else
+                            f"results_dir {results_dir} holds {what} ({path})",
+                            "set results_dir to a folder of its own, e.g. results_dir: results/my-experiment")
+    if entries is None or not folder.exists() or (folder / RESULTS_LOCK).is_file():
+        return folder
+    if not folder.is_dir():
+        raise UserError(f"results_dir {results_dir} is a file", "set results_dir to a folder")
+    foreign = sorted(p.name for p in folder.iterdir() if p.name not in entries and not _TEMPORARY.fullmatch(p.name))
+    if foreign:
+        raise UserError(f"results_dir {results_dir} holds files this workflow did not write ({', '.join(foreign[:3])}"
+                        f"{', ...' if len(foreign) > 3 else ''})",
+                        "set results_dir to a new or empty folder, or move those files away")
+    return folder
 
 
 def add_config_argument(parser) -> None:

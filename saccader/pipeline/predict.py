@@ -229,7 +229,9 @@ def draw(image, record: dict, size: int = 480):
     return canvas
 
 
-MANIFEST = ".saccader-predict.json"  # in --out: every file predict wrote there, the only ones it may replace
+# In --out, as JSON: every file predict wrote there, the only ones it may replace. No suffix, so that no output
+# (<name>.png, <name>.json) can take its name.
+MANIFEST = ".saccader-predict"
 
 
 def check_out(out, items) -> Path:
@@ -278,6 +280,8 @@ def predict(model_path, items, glimpses: int | None = None, out="predictions", p
     from saccader.pipeline.bundle import load
     from saccader.pipeline.io import ensure_writable
 
+    files = find_images(items)
+    out = check_out(out, items)  # before anything slow
     model = load(model_path, device)
     card = model.card
     glimpses = check_glimpses(model, card, glimpses)
@@ -286,9 +290,7 @@ def predict(model_path, items, glimpses: int | None = None, out="predictions", p
     if policy != DEFAULT_POLICY and glimpse_kind(card) != "bagnet":
         raise UserError(f"--policy {policy} applies to a BagNet; model {card['model']} has its own policy",
                         "drop --policy, or pass a BagNet bundle (run bagnet77_lowd)")
-    files = find_images(items)
-    out = ensure_writable(check_out(out, items))
-    _claim(out, [name for _, name in files])
+    _claim(ensure_writable(out), [name for _, name in files])
     records, failed = [], 0
     bar = tqdm(files, desc="predict", unit="img", disable=len(files) < 10, mininterval=1.0)
     for path, name in bar:

@@ -2,14 +2,15 @@
 # initialisations, evaluation jobs, attacked models, figures) comes from the package itself, so the DAG and the
 # code cannot disagree: saccader.pipeline.config.init_runs, saccader.catalog.EVALUATIONS / required_runs,
 # saccader.catalog.ATTACKS, analysis.TARGETS. Nothing imported here imports torch (tests/test_catalog.py).
+# Parsing only declares: nothing is written, no environment changes (a dry run, --lint and --report write nothing).
+# What a run needs written or set happens in onstart:, under Snakemake's lock, once jobs will run. The one exception
+# is release_stale_locks below, which removes the lock files of a killed Snakemake (and writes nothing when there
+# are none): Snakemake takes its lock after parsing and before onstart:.
 import fnmatch
 import functools
-import hashlib
 import os
 import sys
 from pathlib import Path
-
-import yaml
 
 from snakemake.logging import logger
 
@@ -17,24 +18,23 @@ from saccader import catalog
 from saccader.pipeline import io as sio
 from saccader.errors import UserError
 from saccader.pipeline.config import (check_cluster_tools, check_dataset_root, check_profile_resources,
-                                      init_runs as _init_runs, job_digest, validate)
-from saccader.pipeline.snakelock import OWNER, owner_value, release_stale_locks
+                                      check_results_dir, init_runs as _init_runs, job_digest, run_config, validate)
+from saccader.pipeline.snakelock import (OWNER, RESULTS_LOCK, lock_results_dir, owner_value, register_invocation,
+                                         release_stale_locks)
 
 # A Snakemake killed with SIGKILL leaves its locks: release them when no other invocation runs, so that rerunning
-# the same command resumes the run (saccader/pipeline/snakelock.py). Runs while parsing, before this invocation's own
-# lock.
+# the same command resumes the run (saccader/pipeline/snakelock.py).
 release_stale_locks(".snakemake", log=logger.warning)
-# ... and its jobs: they end once this Snakemake is gone, so that the rerun's copy of a job is the only one.
-os.environ[OWNER] = owner_value()
 
 # config.yaml (the Snakefile's configfile) is the base; each --configfile (config/embedded.yaml, ...) is an overlay
 # holding only its deviations, merged over it by Snakemake, then --config. The merged result is what is validated,
-# written to results_dir/config.yaml for the jobs, and hashed by digest().
+# copied to results_dir/configs/ for the jobs, and hashed by digest().
 validate(config, " + ".join(["snakemake config: config.yaml", *map(str, workflow.config_settings.configfiles)]))
 
 # Bad input stops Snakemake before any job is submitted, in one line (saccader.errors.UserError): a profile resource
-# with a typo here at parse time; a missing dataset.root and a SLURM profile on a machine without SLURM when the run
-# starts (onstart: a dry run, --lint or --report submits nothing and only gets the warning line).
+# with a typo and a results_dir the experiment cannot own here at parse time; a missing dataset.root and a SLURM
+# profile on a machine without SLURM when the run starts (onstart: a dry run, --lint or --report submits nothing
+# and only gets the warning line).
 SET_RESOURCES = {rule: {key: getattr(value, "raw", value) for key, value in res.items()}
                  for rule, res in workflow.resource_settings.overwrite_resources.items()}
 check_profile_resources(SET_RESOURCES)
@@ -49,38 +49,47 @@ def check_before_submitting():
     check_cluster_tools(SET_RESOURCES)
 
 
-def check_profile_rules():
-    """Refuse set-resources naming no rule of the workflow (the Snakefile calls it after its includes)."""
+def check_workflow():
+    """Refuse set-resources naming no rule of the workflow, and a results_dir holding anything but what the rules
+    write (saccader.pipeline.config.check_results_dir). The Snakefile calls it after its includes."""
     check_profile_resources(SET_RESOURCES, [rule.name for rule in workflow.rules])
+    written = {RESULTS_LOCK, "configs", "config.yaml", "report.html"}  # report.html: `snakemake --report`
+    for job in workflow.rules:
+        for path in [*job.output, *job.log, *([job.benchmark] if job.benchmark else [])]:
+            first = os.path.relpath(str(path), R).split(os.sep)[0]
+            if first != ".." and "{" not in first:
+                written.add(first)
+    check_results_dir(R, written)
 
-R = config["results_dir"].rstrip("/")
-# Jobs run with the interpreter that runs Snakemake (the project's venv), also when the venv is not activated.
-os.environ.update(PATH=os.pathsep.join([os.path.dirname(sys.executable), os.getenv("PATH", "")]))
+
+R = config["results_dir"].rstrip(os.sep) or os.sep
+check_results_dir(R)  # not /, the home folder, the repository ... (what it holds: check_workflow)
 ENV = "../../environment.yml"  # the same software as a conda environment (for --software-deployment-method conda)
 CONFIG = f"{R}/config.yaml"  # the config of the latest invocation that ran jobs, for reading: no job reads it
 DIGITS = config["dataset"]["name"] == "digits"
 SEEDS = [str(s) for s in config["seeds"]]
 RUNS = sorted(config["train"])
-
-
-def _resolved_config_text():
-    return yaml.safe_dump(config, sort_keys=True)
-
-
 # Jobs read a content-addressed copy of the resolved config, passed as a resource (`--config
 # {resources.run_config}`): no invocation can rewrite a file that a running job reads, not even one that
 # Snakemake's lock refuses (the lock only covers the files of the jobs it would run, and is taken after parsing).
 # A resource, not a param, so that a change of the execution settings alone reruns no job.
-RUN_CONFIG = f"{R}/configs/{hashlib.sha256(_resolved_config_text().encode()).hexdigest()[:16]}.yaml"
-if not os.path.isfile(RUN_CONFIG):
-    sio.write_text(RUN_CONFIG, _resolved_config_text())
+RUN_CONFIG, RUN_CONFIG_TEXT = run_config(config)
 
 
 onstart:
     check_before_submitting()
-    # Under Snakemake's lock, and only when jobs run: the readable copy of what this invocation runs with.
-    if not os.path.isfile(CONFIG) or open(CONFIG).read() != _resolved_config_text():
-        sio.write_text(CONFIG, _resolved_config_text())
+    # One run at a time on this results_dir, from any checkout or user (a kernel lock held until this process ends).
+    lock_results_dir(R)
+    register_invocation(".snakemake")
+    # Jobs run with the interpreter that runs Snakemake (the project's venv), also when the venv is not activated,
+    # and end once this Snakemake is gone, so that a rerun's copy of a job is the only one.
+    os.environ.update(PATH=os.pathsep.join([os.path.dirname(sys.executable), os.getenv("PATH", "")]))
+    os.environ[OWNER] = owner_value()
+    if not os.path.isfile(RUN_CONFIG):
+        sio.write_text(RUN_CONFIG, RUN_CONFIG_TEXT)
+    # The readable copy of what this invocation runs with.
+    if not os.path.isfile(CONFIG) or open(CONFIG).read() != RUN_CONFIG_TEXT:
+        sio.write_text(CONFIG, RUN_CONFIG_TEXT)
 
 
 wildcard_constraints:

@@ -4,7 +4,6 @@
 
 rule plan:
     input:
-        config=RUN_CONFIG,  # the content-addressed copy (written while parsing; never rewritten)
         profile="slurm/config.yaml",
     output:
         f"{R}/plan.md",
@@ -17,6 +16,9 @@ rule plan:
         # the SLURM profile for ImageNet experiments, the local defaults for the embedded one
         profile=[] if DIGITS else ["--profile", "slurm"],
         results=lambda wc, output: os.path.dirname(output[0]),
+        digest=digest(*sorted(config)),
+    resources:
+        run_config=RUN_CONFIG,
     shell:
-        "python -m saccader plan --config {input.config:q} {params.profile:q} --results {params.results:q}"
+        "python -m saccader plan --config {resources.run_config:q} {params.profile:q} --results {params.results:q}"
         " > {log:q} 2>&1"
