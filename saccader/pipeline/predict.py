@@ -280,8 +280,6 @@ def predict(model_path, items, glimpses: int | None = None, out="predictions", p
     from saccader.pipeline.bundle import load
     from saccader.pipeline.io import ensure_writable
 
-    files = find_images(items)
-    out = check_out(out, items)  # before anything slow
     model = load(model_path, device)
     card = model.card
     glimpses = check_glimpses(model, card, glimpses)
@@ -290,7 +288,9 @@ def predict(model_path, items, glimpses: int | None = None, out="predictions", p
     if policy != DEFAULT_POLICY and glimpse_kind(card) != "bagnet":
         raise UserError(f"--policy {policy} applies to a BagNet; model {card['model']} has its own policy",
                         "drop --policy, or pass a BagNet bundle (run bagnet77_lowd)")
-    _claim(ensure_writable(out), [name for _, name in files])
+    files = find_images(items)
+    out = ensure_writable(check_out(out, items))
+    _claim(out, [name for _, name in files])
     records, failed = [], 0
     bar = tqdm(files, desc="predict", unit="img", disable=len(files) < 10, mininterval=1.0)
     for path, name in bar:
