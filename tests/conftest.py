@@ -71,3 +71,23 @@ def smoke_run(tmp_path_factory):
     smoke_snakemake("all", "--configfile", str(path))  # the target first: --configfile takes several values
     smoke_snakemake("--configfile", str(path), "--report", str(root / "results" / "report.html"))
     return yaml.safe_load(path.read_text()), root / "results", path
+
+
+def _checksums(folder: Path) -> dict[str, str]:
+    """Every file and link under ``folder`` (relative path -> sha256 of its bytes, or its link target)."""
+    import hashlib
+
+    out = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if path.is_symlink():
+            out[rel] = f"-> {path.readlink()}"
+        elif path.is_file():
+            out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture
+def checksums():
+    """The data-loss tests' yardstick: a victim folder's checksums must not change."""
+    return _checksums

@@ -292,3 +292,30 @@ def test_predict_dram_and_saccader_nasnet(runs, tmp_path, stage, t):
         x0, y0, x1, y1 = g["box_xyxy"]
         assert 0 <= x0 < x1 <= 30 and 5 <= y0 < y1 <= 35  # inside the centre 30 x 30 crop
     assert (tmp_path / "out" / "a.png").exists()
+
+
+def test_predict_never_writes_among_its_inputs(runs, tmp_path, capsys, checksums):
+    """`predict MODEL photos/ --out photos/` drew over cat.png and replaced the user's dog.json beside dog.jpg."""
+    model = str(runs["dirs"]["saccader"])
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(photos / "cat.png")
+    Image.new("RGB", (30, 40), (30, 30, 200)).save(photos / "dog.jpg")
+    (photos / "dog.json").write_text('{"mine": true}\n')
+    before = checksums(tmp_path)
+    mine = tmp_path / "elsewhere"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("x")
+    for out, message in ((photos, "is the input"), (photos / "preds", "sits inside the input"),
+                         (tmp_path, "holds the input"), (mine, "did not write (notes.txt)")):
+        assert main(["predict", model, str(photos), "--glimpses", "2", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0] and "fix:" in err[0], err
+    assert main(["predict", model, str(photos / "cat.png"), "--glimpses", "2", "--out", str(photos)]) == 2
+    assert checksums(tmp_path) == {**before, "elsewhere/notes.txt": checksums(mine)["notes.txt"]}
+    out = tmp_path / "preds"
+    for _ in range(2):  # its own outputs it may replace
+        assert main(["predict", model, str(photos), "--glimpses", "2", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [".saccader-predict", "cat.json", "cat.png", "dog.json",
+                                                     "dog.png"]
+    assert checksums(photos) == {k[len("photos/"):]: v for k, v in before.items() if k.startswith("photos/")}

@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from saccader.pipeline import snakelock
 
 
@@ -48,7 +50,8 @@ def test_a_registered_invocation_keeps_its_locks_and_its_entry_goes_when_it_exit
     try:
         assert proc.stdout.readline() == "up\n"
         held = locks(tmp_path)
-        assert snakelock.release_stale_locks(tmp_path, log=print) == [] and sorted((tmp_path / "locks").iterdir()) == held
+        assert snakelock.release_stale_locks(tmp_path, log=print) == []
+        assert sorted((tmp_path / "locks").iterdir()) == held
     finally:
         proc.terminate()
         proc.wait()
@@ -89,3 +92,24 @@ def test_a_job_exits_once_its_snakemake_is_gone_and_not_on_another_host(tmp_path
     finally:
         owner.kill()
         job.kill()
+
+
+def test_one_results_lock_per_resolved_folder_released_when_its_holder_dies(tmp_path):
+    """A second Snakemake on the same results_dir, from another checkout (another path to the same folder: a
+    symbolic link here) is refused, naming the holder; a holder killed with SIGKILL leaves no stale lock."""
+    from saccader.errors import UserError
+
+    results = tmp_path / "results"
+    (tmp_path / "checkout2").mkdir()
+    (tmp_path / "checkout2" / "results").symlink_to(results)
+    code = ("import sys, time; from saccader.pipeline import snakelock as s; s.lock_results_dir(sys.argv[1]); "
+            "print('up', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(results)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "up\n"
+        with pytest.raises(UserError, match=rf"results_dir {results} is in use by Snakemake pid {holder.pid} of "):
+            snakelock.lock_results_dir(tmp_path / "checkout2" / "results")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert snakelock.lock_results_dir(tmp_path / "checkout2" / "results") == results / snakelock.RESULTS_LOCK
