@@ -169,7 +169,11 @@ def replace_folder(root: str | os.PathLike, manifest: str, command: str,
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     (tmp / BUILDING).touch()
-    yield tmp
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a half-built tree of this build only; root is untouched
+        raise
     (tmp / BUILDING).unlink()
     refuse_foreign(root, manifest, command, extra)
     if root.exists():

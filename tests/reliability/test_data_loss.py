@@ -106,8 +106,8 @@ def test_io_replace_folder_keeps_everything_when_the_build_fails(tmp_path, check
         (tmp / "manifest.json").write_text(json.dumps({"files": ["a.txt"]}))
     before = checksums(root)
     with pytest.raises(RuntimeError), io.replace_folder(root, "manifest.json", "test") as tmp:
-        raise RuntimeError("killed half-way")
-    assert checksums(root) == before
+        raise RuntimeError("failed half-way")
+    assert checksums(root) == before and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 # ----------------------------------------------------------------------------------------------------- init-config
