@@ -117,6 +117,15 @@ def test_export_without_test_results_is_one_line(runs, tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+def test_export_never_writes_over_its_run(runs, checksums):
+    run = runs["dirs"]["saccader"]
+    before = checksums(run)
+    evals = sorted((runs["tmp"] / "results" / "eval").rglob("saccader/seed0.parquet"))
+    with pytest.raises(UserError, match=r"is the run folder; export never writes over .*; fix: pass another --out"):
+        bundle.export(run, run / ".." / run.name, evals)
+    assert checksums(run) == before
+
+
 def _rewrite_card(folder: Path, tmp: Path, **changes) -> Path:
     import shutil
 

@@ -101,6 +101,9 @@ def export(run_dir, out, parquets) -> Path:
     from saccader.pipeline import io
 
     run_dir, out = Path(run_dir), Path(out)
+    if out.resolve() == run_dir.resolve():
+        raise UserError(f"--out {out} is the run folder; export never writes over the run's card.json",
+                        "pass another --out, e.g. results/models/<run>/seed<k>")
     card = read_card(run_dir)
     weights = _paths(run_dir)[1]
     if not weights.is_file():
