@@ -232,7 +232,7 @@ def test_predict_bad_input(runs, tmp_path, capsys):
              ([folder, str(tmp_path / "nope.jpg")], "does not exist"),
              ([folder, str(empty / "notes.txt"), "--out", str(tmp_path / "o1")], "none of the 1 image"),
              ([folder, str(empty), "--glimpses", "17"], r"--glimpses 17 exceeds the 16 locations"),
-             ([folder, str(empty), "--glimpses", "0"], "is not a number of glimpses")]
+             ([folder, str(empty), "--glimpses", "0"], "--glimpses: 0 is out of range")]
     for args, message in cases:
         assert main(["predict", *args]) == 2
         err = capsys.readouterr().err.strip().splitlines()

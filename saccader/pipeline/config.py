@@ -113,7 +113,11 @@ def read(path: str | Path) -> dict:
                         "pass --config config.yaml (paper scale), or config.yaml followed by an overlay such as "
                         "--config config/embedded.yaml")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise UserError(f"config file {path} is not a text file (byte {exc.start} is not UTF-8)",
+                        "pass a YAML config such as config.yaml; `saccader init-config` writes one for a folder "
+                        "of images") from None
     except yaml.YAMLError as exc:
         raise UserError(f"config file {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):

@@ -1,0 +1,77 @@
+"""Decoding one image file into 8-bit RGB, the way every job reads images (training, checks, predict, init-config).
+
+PIL decodes; what it leaves to the caller is done here once: a pixel budget checked on the header before any pixel
+is decoded (a 20000 x 20000 PNG is 1.2 GB of RGB, and PIL's own decompression-bomb limit raises an error type no
+caller expects), EXIF orientation, transparency composited onto white (what a viewer shows), and 16-bit and 32-bit
+modes scaled to 8 bits. PIL's ``convert("RGB")`` clips an ``I;16`` pixel at 255 instead of scaling it, so a 16-bit
+grayscale PNG would come out almost all white.
+"""
+
+from __future__ import annotations
+
+from saccader.errors import UserError
+
+__all__ = ["MAX_PIXELS", "ImageError", "open_image", "to_rgb"]
+
+# 8000 x 8000: four times a 24-megapixel photo, 192 MB as RGB; larger is a scan or a mistake, not a photo to classify
+MAX_PIXELS = 64_000_000
+
+
+class ImageError(UserError):
+    """An image file that cannot be decoded (or is over the pixel budget); the message names the file."""
+
+
+def _check_size(path, size: tuple[int, int], max_pixels: int) -> None:
+    width, height = size
+    if width < 1 or height < 1:
+        raise ImageError(f"image {path} has no pixels ({width} x {height})", "remove or replace the file")
+    if width * height > max_pixels:
+        raise ImageError(f"image {path} is {width} x {height} = {width * height / 1e6:.0f} megapixels, over the "
+                         f"budget of {max_pixels / 1e6:.0f}", "downscale it (e.g. to 4000 px on its longer side)")
+
+
+def to_rgb(img):
+    """``img`` (any PIL mode) as 8-bit RGB: high bit depths scaled, not clipped; alpha composited onto white."""
+    from PIL import Image
+
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        import numpy as np
+
+        pixels = np.asarray(img, dtype=np.float64)
+        # 16-bit files (PNG, PGM, TIFF) open as I;16 or I with values up to 65535; a float image in [0, 1]
+        # (TIFF) is scaled by 255; anything else is taken as 8-bit already.
+        top = 65535.0 if img.mode.startswith("I") and pixels.max(initial=0) > 255 else \
+            1.0 if img.mode == "F" and pixels.max(initial=0) <= 1.0 else 255.0
+        img = Image.fromarray(np.clip(np.rint(pixels * (255.0 / top)), 0, 255).astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        white = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, img.convert("RGBA"))
+    return img.convert("RGB")
+
+
+def open_image(path, max_pixels: int = MAX_PIXELS):
+    """The image file ``path`` as an upright 8-bit RGB PIL image; ``ImageError`` (one line naming the file) for a
+    file PIL cannot decode, a truncated one, or one of more than ``max_pixels`` pixels."""
+    import warnings
+
+    from PIL import Image, ImageOps
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own budget decides
+            with Image.open(path) as img:
+                _check_size(path, img.size, max_pixels)
+                img = ImageOps.exif_transpose(img)
+                img.load()
+            return to_rgb(img)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:  # PIL stops at its own limit before the header is ours to read
+        raise ImageError(f"image {path} is over the budget of {max_pixels / 1e6:.0f} megapixels ({exc})",
+                         "downscale it (e.g. to 4000 px on its longer side)") from None
+    except Exception as exc:  # noqa: BLE001 -- PIL raises many types for a bad file; each means "unreadable"
+        problem = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise ImageError(f"cannot read image {path} ({type(exc).__name__}: {problem})",
+                         "remove or replace the file (it is truncated, corrupt or not an image)") from None
