@@ -136,7 +136,7 @@ def test_bad_bundles_are_one_line_errors(runs, tmp_path):
     folder = runs["dirs"]["saccader"]
     with pytest.raises(UserError, match=r"bundle of saccader 0\.0\.1.*fix: load it with that version"):
         bundle.load(_rewrite_card(folder, tmp_path, saccader_version="0.0.1"))
-    with pytest.raises(UserError, match=r"lacks the field\(s\) class_names.*fix: rewrite it with `saccader card"):
+    with pytest.raises(UserError, match=r"is missing 'class_names'.*fix: rewrite it with `saccader card"):
         bundle.load(_rewrite_card(folder, tmp_path, class_names=None))
     bare = tmp_path / "bare"
     bare.mkdir()

@@ -12,11 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 
-__all__ = ["MAX_IMAGE_SIZE", "integer", "number", "device"]
-
-# The largest model input side a command accepts: the paper's largest is 331 px; 4096 leaves room for any
-# experiment a GPU can hold and stops a typo (20000) before it allocates gigabytes.
-MAX_IMAGE_SIZE = 4096
+__all__ = ["integer", "number", "device"]
 
 
 def _range_text(low, high, low_open: bool, high_open: bool) -> str:

@@ -17,55 +17,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import yaml
-from jsonschema import Draft202012Validator, validators
 
 from saccader.errors import UserError
+from saccader.schema import first_problem
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO / "workflow" / "schemas" / "config.schema.yaml"
 BASE = REPO / "config.yaml"  # the base every overlay deviates from (the Snakefile's configfile)
 
 
-def _with_defaults(cls):
-    """A validator class that also writes each property's ``default`` into the instance (jsonschema FAQ)."""
-    validate_properties = cls.VALIDATORS["properties"]
-
-    def set_defaults(validator, properties, instance, schema):
-        if isinstance(instance, dict):
-            for key, sub in properties.items():
-                if "default" in sub and key not in instance:
-                    instance[key] = copy.deepcopy(sub["default"])
-        yield from validate_properties(validator, properties, instance, schema)
-
-    return validators.extend(cls, {"properties": set_defaults})
-
-
-_Validator = _with_defaults(Draft202012Validator)
-
-
 def load_schema() -> dict:
     return yaml.safe_load(SCHEMA_PATH.read_text())
-
-
-def _describe(error) -> str:
-    where = ".".join(str(p) for p in error.absolute_path) or "<top level>"
-    if error.validator == "additionalProperties":
-        allowed = sorted(error.schema.get("properties", {}))
-        unknown = sorted(set(error.instance) - set(allowed))
-        return f"unknown config key {where + '.' if error.absolute_path else ''}{unknown[0]}; allowed keys here: " \
-               f"{', '.join(allowed)}"
-    if error.validator == "enum":
-        return f"config key {where} = {error.instance!r} is not allowed; use one of {error.validator_value}"
-    if error.validator == "type":
-        return f"config key {where} = {error.instance!r} has the wrong type; expected {error.validator_value}"
-    if error.validator == "required":
-        return f"config key {where} is missing {error.message.split()[0]}; add it (see config.yaml for an example)"
-    if error.validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
-        bound = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}[error.validator]
-        return f"config key {where} = {error.instance!r} is out of range; fix: set it {bound} {error.validator_value}"
-    if error.validator == "uniqueItems":
-        return f"config key {where} has repeated values {error.instance}; each must be unique"
-    return f"config key {where} = {error.instance!r} is invalid: {error.message}"
 
 
 def _catalog_problem(config: dict) -> str | None:
@@ -86,9 +48,8 @@ def _catalog_problem(config: dict) -> str | None:
 
 def validate(config: dict, source: str = "config") -> dict:
     """Validate ``config`` in place (defaults filled) and return it; raise ``UserError`` on the first problem."""
-    errors = sorted(_Validator(load_schema()).iter_errors(config), key=lambda e: (len(e.absolute_path), e.path))
-    if errors:
-        raise UserError(f"{source}: {_describe(errors[0])}")
+    if (problem := first_problem(load_schema(), config)) is not None:
+        raise UserError(f"{source}: {problem}")
     if (problem := _catalog_problem(config)) is not None:
         raise UserError(f"{source}: {problem}")
     return config

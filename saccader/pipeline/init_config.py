@@ -352,15 +352,17 @@ def _run(args) -> int:
 
 
 def register(subparsers) -> None:
-    from saccader.pipeline.cli_types import MAX_IMAGE_SIZE, integer, number
+    from saccader.models.bundle import MAX_IMAGE_SIZE
+    from saccader.pipeline.cli_types import integer, number
 
     p = subparsers.add_parser("init-config", help="write a config for your own class-folder tree of images",
                               description=__doc__.splitlines()[0])
     p.add_argument("root", help="train/<class>/ + val/<class>/, or one <class>/ folder per class (split here)")
     p.add_argument("--out", required=True, help="config file to write (not overwritten unless --force)")
-    p.add_argument("--minutes", type=number(0, low_open=True), default=30.0, help="time budget on 2 CPU cores (default 30)")
-    p.add_argument("--image-size", type=integer(8, MAX_IMAGE_SIZE), default=None, help="input size in px (default: 64, or less for small "
-                                                                "images)")
+    p.add_argument("--minutes", type=number(0, low_open=True), default=30.0,
+                   help="time budget on 2 CPU cores (default 30)")
+    p.add_argument("--image-size", type=integer(8, MAX_IMAGE_SIZE), default=None,
+                   help="input size in px (default: 64, or less for small images)")
     p.add_argument("--seeds", type=integer(1), default=5, help="training seeds (default 5, the paper's)")
     p.add_argument("--split-dir", default=None,
                    help="where a one-folder tree's train/ val/ links go (default: <out stem>-data beside --out)")

@@ -157,7 +157,8 @@ def _run(args) -> int:
     config = cfg.load(args.config)
     if config["dataset"]["name"] != "digits":
         raise UserError(f"make-dataset builds the embedded digits dataset, but {' + '.join(args.config)} uses "
-                        f"dataset.name = {config['dataset']['name']}", "point dataset.root at your ImageNet folder instead")
+                        f"dataset.name = {config['dataset']['name']}",
+                        "point dataset.root at your ImageNet folder instead")
     build(config, args.root)
     return 0
 
