@@ -74,10 +74,14 @@ def test_slurm_profile_without_slurm_names_the_fix(tmp_path):
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin"}
     if any((Path(d) / "sbatch").exists() for d in env["PATH"].split(os.pathsep)):
         pytest.skip("this machine has SLURM in /usr/bin")
-    proc = snakemake(f"{tmp_path}/results/checks/data.ok", "--profile", "slurm", "--config",
-                     f"results_dir={tmp_path}/results", f"dataset={{root: {tmp_path / 'imagenet'}}}", env=env)
+    args = [f"{tmp_path}/results/checks/data.ok", "--profile", "slurm", "--config",
+            f"results_dir={tmp_path}/results", f"dataset={{root: {tmp_path / 'imagenet'}}}"]
+    line = "the profile submits jobs to SLURM (rules attack, check_data, evaluate, evaluate_glimpses, train), but " \
+           "sbatch and srun are not on PATH here; fix: start Snakemake on a SLURM login node"
+    dry = snakemake("-n", *args, env=env)  # a dry run submits nothing, but says so
+    assert dry.returncode == 0 and f"warning: {line}" in dry.stderr
+    proc = snakemake(*args, env=env)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert "the profile submits jobs to SLURM (rules attack, check_data, evaluate, evaluate_glimpses, train), but " \
-           "sbatch and srun are not on PATH here; fix: start Snakemake on a SLURM login node" in out
+    assert line in out
     assert "Could not detect" not in out and not (tmp_path / "results" / "logs" / "check_data.log").exists()

@@ -121,12 +121,42 @@ PROFILE_RESOURCES = frozenset({
 })
 
 
+# The least value of each numeric resource: a job needs a node, a CPU, memory and time; 0 GPUs and micro_batch 0
+# (no accumulation) mean something.
+RESOURCE_MINIMUM = {"nodes": 1, "gpu": 0, "cpus_per_task": 1, "mem_mb": 1, "runtime": 1, "micro_batch": 0,
+                    "mem_mib": 1, "disk_mb": 1, "disk_mib": 1}
+
+
+def _resource_problem(key: str, value) -> str | None:
+    """Why ``value`` of numeric resource ``key`` is not a whole number at or above its minimum, or None."""
+    if key not in RESOURCE_MINIMUM:
+        return None
+    try:
+        number = int(str(value).strip()) if not isinstance(value, (bool, float)) else None
+    except ValueError:
+        number = None
+    if number is None:
+        return f"{key}: {value!r} is not a whole number"
+    if number < RESOURCE_MINIMUM[key]:
+        return f"{key}: {number} is below its least value {RESOURCE_MINIMUM[key]}"
+    return None
+
+
 def check_profile_resources(set_resources: Mapping[str, Mapping], rules: Sequence[str] | None = None) -> None:
     """Raise ``UserError`` for a resource key of a profile's ``set-resources`` that no rule reads (a typo would
-    otherwise be ignored and the job submitted with the default), or for a rule that does not exist."""
+    otherwise be ignored and the job submitted with the default), a numeric resource out of range (``gpu: -8``
+    would run on one GPU, ``nodes: 0`` on none), or for a rule that does not exist."""
     import difflib
 
+    if not isinstance(set_resources, Mapping) or not all(isinstance(r, Mapping) for r in set_resources.values()):
+        raise UserError("profile set-resources is not a mapping of rule -> {resource: value}",
+                        "write it as in slurm/config.yaml")
     for rule, resources in set_resources.items():
+        for key, value in resources.items():
+            if (problem := _resource_problem(key, value)) is not None:
+                raise UserError(f"profile set-resources of rule {rule}: {problem}",
+                                f"set {key} to a whole number >= {RESOURCE_MINIMUM[key]} under set-resources: "
+                                f"{rule}:")
         if rules is not None and rule not in rules:
             near = difflib.get_close_matches(rule, rules, n=1)
             raise UserError(f"profile set-resources names rule {rule!r}, which the workflow does not have",
@@ -149,18 +179,25 @@ def check_dataset_root(config: dict) -> str | None:
                          "holding train/<wnid>/ and val/<wnid>/"))
 
 
-def check_cluster_tools(set_resources: Mapping[str, Mapping]) -> None:
-    """Raise ``UserError`` when the profile sends jobs to SLURM but this machine has no SLURM client: submitit needs
-    ``sbatch`` and ``srun`` on PATH, and would fail only at the first heavy job, with a traceback."""
+def cluster_tools_problem(set_resources: Mapping[str, Mapping]) -> str | None:
+    """Why the profile cannot send its jobs to SLURM from this machine (no SLURM client: submitit needs ``sbatch`` and
+    ``srun`` on PATH, and would fail only at the first heavy job, with a traceback), with the fix; or None."""
     import shutil
 
     slurm = sorted(rule for rule, res in set_resources.items() if res.get("submitit_cluster") == "slurm")
     missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]
-    if slurm and missing:
-        raise UserError(f"the profile submits jobs to SLURM (rules {', '.join(slurm)}), but {' and '.join(missing)} "
-                        f"{'is' if len(missing) == 1 else 'are'} not on PATH here",
-                        "start Snakemake on a SLURM login node, or run locally without --profile slurm "
-                        "(e.g. snakemake --cores 2 --configfile config/embedded.yaml)")
+    if not (slurm and missing):
+        return None
+    return str(UserError(f"the profile submits jobs to SLURM (rules {', '.join(slurm)}), but {' and '.join(missing)} "
+                         f"{'is' if len(missing) == 1 else 'are'} not on PATH here",
+                         "start Snakemake on a SLURM login node, or run locally without --profile slurm "
+                         "(e.g. snakemake --cores 2 --configfile config/embedded.yaml)"))
+
+
+def check_cluster_tools(set_resources: Mapping[str, Mapping]) -> None:
+    """Raise ``UserError`` when the profile sends jobs to SLURM but this machine has no SLURM client."""
+    if (problem := cluster_tools_problem(set_resources)) is not None:
+        raise UserError(problem)
 
 
 def add_config_argument(parser) -> None:

@@ -46,7 +46,7 @@ from pathlib import Path
 
 import yaml
 
-from saccader.pipeline.config import add_config_argument, load
+from saccader.pipeline.config import add_config_argument, check_profile_resources, load, read as read_config
 from saccader.errors import UserError
 
 log = logging.getLogger("saccader.pipeline.plan")
@@ -899,7 +899,8 @@ def load_profile(profile: str | None) -> tuple[dict, str]:
         if candidate.is_dir():
             candidate = candidate / "config.yaml"
         if candidate.is_file():
-            data = yaml.safe_load(candidate.read_text()) or {}
+            data = read_config(candidate)  # one line for a file that is not YAML
+            check_profile_resources(data.get("set-resources") or {})
             return data.get("set-resources") or {}, str(candidate)
     raise UserError(f"profile {profile} not found", "pass --profile slurm or the folder of your profile")
 

@@ -17,7 +17,7 @@ from saccader import catalog
 from saccader.pipeline import io as sio
 from saccader.errors import UserError
 from saccader.pipeline.config import (check_cluster_tools, check_dataset_root, check_profile_resources,
-                                      init_runs as _init_runs, job_digest, validate)
+                                      cluster_tools_problem, init_runs as _init_runs, job_digest, validate)
 from saccader.pipeline.snakelock import OWNER, owner_value, release_stale_locks
 
 # A Snakemake killed with SIGKILL leaves its locks: release them when no other invocation runs, so that rerunning
@@ -40,6 +40,8 @@ SET_RESOURCES = {rule: {key: getattr(value, "raw", value) for key, value in res.
 check_profile_resources(SET_RESOURCES)
 if (_root_problem := check_dataset_root(config)) is not None:
     print(f"warning: {_root_problem}", file=sys.stderr)
+if (_slurm_problem := cluster_tools_problem(SET_RESOURCES)) is not None:
+    print(f"warning: {_slurm_problem}", file=sys.stderr)
 
 
 def check_before_submitting():
