@@ -59,7 +59,7 @@ def read_card(path) -> dict:
     rewrite = f"rewrite it with `saccader card {card_path.parent} --config CONFIG --run RUN --seed SEED`"
     try:
         card = json.loads(card_path.read_bytes(), parse_constant=_refuse_constant)
-    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise UserError(f"{card_path} is not valid JSON ({' '.join(str(exc).split())[:200]})", rewrite) from None
     if not isinstance(card, dict):
         raise UserError(f"{card_path} holds a JSON {type(card).__name__}, not a card (a JSON object)", rewrite)
@@ -92,8 +92,13 @@ def _read_weights(weights: Path) -> dict:
                         "copy it again, or rerun the training run")
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:  # weights_only refuses anything but tensors and plain containers
-        refused = next((line.strip() for line in str(exc).splitlines() if "Unsupported" in line), "pickled code")
+    except pickle.UnpicklingError as exc:
+        # weights_only refuses any object but tensors and plain containers, naming its class; other messages are
+        # bytes that are no pickle at all
+        refused = next((line.strip() for line in str(exc).splitlines() if "GLOBAL" in line), None)
+        if refused is None:
+            raise UserError(f"{weights} ({size} bytes) is truncated or not a PyTorch file ({str(exc)[:120]})",
+                            "copy it again, or rerun the training run that writes it") from None
         raise UserError(f"{weights} holds more than weights ({refused[:160]}); it is not loaded, for safety",
                         "use a model.pt written by `saccader train` or `saccader export`") from None
     except (RuntimeError, EOFError, KeyError, ValueError, zipfile.BadZipFile, OSError) as exc:

@@ -29,9 +29,11 @@ def _checked(kind, name: str, low, high, low_open: bool, high_open: bool):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {name}") from None
+            raise argparse.ArgumentTypeError(f"{text!r} is not {name}; fix: pass {name} "
+                                             f"{_range_text(low, high, low_open, high_open)}".rstrip()) from None
         if isinstance(value, float) and not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number; fix: pass a number "
+                                             f"{_range_text(low, high, low_open, high_open)}".rstrip())
         if (low is not None and (value <= low if low_open else value < low)) or \
                 (high is not None and (value >= high if high_open else value > high)):
             raise argparse.ArgumentTypeError(f"{text} is out of range; fix: pass a value "
@@ -39,6 +41,7 @@ def _checked(kind, name: str, low, high, low_open: bool, high_open: bool):
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its messages
+    parse.bounds = (low, high, low_open, high_open)  # what --help and the tests read
     return parse
 
 

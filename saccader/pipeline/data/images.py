@@ -38,10 +38,11 @@ def to_rgb(img):
         import numpy as np
 
         pixels = np.asarray(img, dtype=np.float64)
-        # 16-bit files (PNG, PGM, TIFF) open as I;16 or I with values up to 65535; a float image in [0, 1]
-        # (TIFF) is scaled by 255; anything else is taken as 8-bit already.
-        top = 65535.0 if img.mode.startswith("I") and pixels.max(initial=0) > 255 else \
-            1.0 if img.mode == "F" and pixels.max(initial=0) <= 1.0 else 255.0
+        # I;16 is 16 bits; a 16-bit file that opens as I (32 bits) is told by values above 255; a float image in
+        # [0, 1] (TIFF) is scaled by 255; anything else is taken as 8-bit already.
+        peak = pixels.max(initial=0)
+        top = 65535.0 if img.mode.startswith("I;16") or (img.mode == "I" and peak > 255) else \
+            1.0 if img.mode == "F" and peak <= 1.0 else 255.0
         img = Image.fromarray(np.clip(np.rint(pixels * (255.0 / top)), 0, 255).astype(np.uint8), "L")
     if img.mode == "P":
         img = img.convert("RGBA")
