@@ -411,6 +411,22 @@ def test_predict_over_the_corpus_skips_each_broken_image_in_one_line(bundle, tmp
     assert record["image_size"] == [16, 12] and snapshot(images) == before
 
 
+def test_check_data_lists_images_over_the_pixel_budget_without_decoding_them(tiny_dataset, tmp_path, capsys):
+    import shutil
+
+    from saccader.pipeline.data import check_data
+
+    root = tmp_path / "copy"
+    shutil.copytree(tiny_dataset["dataset"]["root"], root)
+    victims = sorted((root / "train" / "2").glob("*.png"))[:2]
+    victims[0].write_bytes(BROKEN["huge_header.png"])
+    victims[1].write_bytes(BROKEN["over_budget.png"])
+    with pytest.raises(UserError, match="2 unreadable"):
+        check_data(tiny_dataset, str(root))
+    err = capsys.readouterr().err
+    assert all(f"{p}: image {p} is" in err and "over the budget" in err for p in victims), err
+
+
 def test_init_config_on_truncated_images_is_one_line(tmp_path, capsys):
     for c in ("a", "b"):
         (tmp_path / "data" / c).mkdir(parents=True)

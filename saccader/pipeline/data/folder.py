@@ -330,13 +330,17 @@ def _verify(path: str) -> str | None:
     """Return None if ``path`` decodes as an image, else the reason."""
     from PIL import Image
 
+    from saccader.pipeline.data.images import ImageError, open_checked
+
     if not path.lower().endswith(IMAGE_EXTENSIONS):
         return "not an image file (unknown extension)"
     try:
-        with Image.open(path) as img:
+        with open_checked(path) as img:  # the pixel budget, from the header: training would decode it whole
             img.verify()
         with Image.open(path) as img:  # verify() does not decode pixel data: a truncated file passes it
             img.load()
+    except ImageError as exc:
+        return str(exc)
     except Exception as exc:  # PIL raises many types for bad files; every one means "unreadable"
         return f"{type(exc).__name__}: {exc}"
     return None

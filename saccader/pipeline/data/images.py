@@ -9,9 +9,12 @@ grayscale PNG would come out almost all white.
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+
 from saccader.errors import UserError
 
-__all__ = ["MAX_PIXELS", "ImageError", "open_image", "to_rgb"]
+__all__ = ["MAX_PIXELS", "ImageError", "open_checked", "open_image", "to_rgb"]
 
 # 8000 x 8000: four times a 24-megapixel photo, 192 MB as RGB; larger is a scan or a mistake, not a photo to classify
 MAX_PIXELS = 64_000_000
@@ -21,13 +24,30 @@ class ImageError(UserError):
     """An image file that cannot be decoded (or is over the pixel budget); the message names the file."""
 
 
-def _check_size(path, size: tuple[int, int], max_pixels: int) -> None:
-    width, height = size
-    if width < 1 or height < 1:
-        raise ImageError(f"image {path} has no pixels ({width} x {height})", "remove or replace the file")
-    if width * height > max_pixels:
-        raise ImageError(f"image {path} is {width} x {height} = {width * height / 1e6:.0f} megapixels, over the "
-                         f"budget of {max_pixels / 1e6:.0f}", "downscale it (e.g. to 4000 px on its longer side)")
+def _over_budget(path, pixels: str, max_pixels: int) -> ImageError:
+    return ImageError(f"image {path} is {pixels}, over the budget of {max_pixels:,} pixels",
+                      "downscale it (e.g. to 4000 px on its longer side)")
+
+
+@contextlib.contextmanager
+def open_checked(path, max_pixels: int = MAX_PIXELS):
+    """``PIL.Image.open(path)`` once its header shows 1 to ``max_pixels`` pixels (nothing decoded yet), else
+    ``ImageError``; PIL's own decompression-bomb limit is answered the same way."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own budget decides
+            img = Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise _over_budget(path, str(exc).split("(", 1)[-1].split(")", 1)[0], max_pixels) from None
+    with img:
+        width, height = img.size
+        if width < 1 or height < 1:
+            raise ImageError(f"image {path} has no pixels ({width} x {height})", "remove or replace the file")
+        if width * height > max_pixels:
+            raise _over_budget(path, f"{width} x {height} = {width * height:,} pixels", max_pixels)
+        yield img
 
 
 def to_rgb(img):
@@ -55,23 +75,15 @@ def to_rgb(img):
 def open_image(path, max_pixels: int = MAX_PIXELS):
     """The image file ``path`` as an upright 8-bit RGB PIL image; ``ImageError`` (one line naming the file) for a
     file PIL cannot decode, a truncated one, or one of more than ``max_pixels`` pixels."""
-    import warnings
-
-    from PIL import Image, ImageOps
+    from PIL import ImageOps
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own budget decides
-            with Image.open(path) as img:
-                _check_size(path, img.size, max_pixels)
-                img = ImageOps.exif_transpose(img)
-                img.load()
-            return to_rgb(img)
+        with open_checked(path, max_pixels) as img:
+            img = ImageOps.exif_transpose(img)
+            img.load()
+        return to_rgb(img)
     except ImageError:
         raise
-    except Image.DecompressionBombError as exc:  # PIL stops at its own limit before the header is ours to read
-        raise ImageError(f"image {path} is over the budget of {max_pixels / 1e6:.0f} megapixels ({exc})",
-                         "downscale it (e.g. to 4000 px on its longer side)") from None
     except Exception as exc:  # noqa: BLE001 -- PIL raises many types for a bad file; each means "unreadable"
         problem = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise ImageError(f"cannot read image {path} ({type(exc).__name__}: {problem})",
