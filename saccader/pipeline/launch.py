@@ -142,8 +142,6 @@ def _usage(cluster: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from saccader.pipeline.cli_types import integer
-
     parser = argparse.ArgumentParser(prog="python -m saccader.pipeline.launch", description=__doc__.splitlines()[0])
     parser.add_argument("--folder", required=True, help="submitit folder for the job's script, pickles and logs")
     parser.add_argument("--cluster", choices=CLUSTERS, default="local",
@@ -152,21 +150,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", default="", help="job name (default: the subcommand)")
     parser.add_argument("--partition", default="", help="SLURM partition (Snakemake resource slurm_partition)")
     parser.add_argument("--account", default="", help="SLURM account (Snakemake resource slurm_account)")
-    parser.add_argument("--nodes", type=integer(1), default=1, help="nodes of the job (resource nodes)")
-    parser.add_argument("--gpus", type=integer(0), default=0,
+    parser.add_argument("--nodes", type=int, default=1, help="nodes of the job (resource nodes)")
+    parser.add_argument("--gpus", type=int, default=0,
                         help="GPUs per node, one task each (resource gpu)")
-    parser.add_argument("--cpus", type=integer(1), default=1, help="CPU cores per task (resource cpus_per_task)")
-    parser.add_argument("--mem-mb", type=integer(1), default=4000, help="memory per node in MB (resource mem_mb)")
-    parser.add_argument("--time-min", type=integer(1), default=60, help="time limit in minutes (resource runtime)")
-    parser.add_argument("--signal-delay-s", type=integer(0), default=None,
+    parser.add_argument("--cpus", type=int, default=1, help="CPU cores per task (resource cpus_per_task)")
+    parser.add_argument("--mem-mb", type=int, default=4000, help="memory per node in MB (resource mem_mb)")
+    parser.add_argument("--time-min", type=int, default=60, help="time limit in minutes (resource runtime)")
+    parser.add_argument("--signal-delay-s", type=int, default=None,
                         help="seconds between the preemption/time-out signal and the kill (time to checkpoint); "
                              "default: executor.signal_delay_s of the command's --config")
-    parser.add_argument("--max-requeues", type=integer(0), default=None,
+    parser.add_argument("--max-requeues", type=int, default=None,
                         help="requeues after time-outs before failing; default: executor.max_requeues of --config")
     parser.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=None,
                         help="local jobs: fork from a server with torch imported (saccader.pipeline.warmstart) instead "
                              "of a fresh interpreter; default: executor.warm_start of --config")
-    parser.add_argument("--tail", type=integer(0), default=40, help="stderr lines shown when the job fails")
+    parser.add_argument("--tail", type=int, default=40, help="stderr lines shown when the job fails")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the saccader subcommand and its flags")
     return parser
 
