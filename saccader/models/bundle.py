@@ -127,8 +127,7 @@ def load(path, device=None):
         model = create(card["model"], card["num_classes"], **card["overrides"])
     except (TypeError, ValueError) as exc:  # an override the constructor does not take, or of the wrong kind
         raise UserError(f"{_paths(path)[0]}: overrides {repr(card['overrides'])[:120]} do not build model "
-                        f"{card['model']} "
-                        f"({' '.join(str(exc).split())[:200]})",
+                        f"{card['model']} ({' '.join(str(exc).split())[:200]})",
                         f"rewrite {CARD} with `saccader card` under the config the run was trained with") from None
     state = _read_weights(weights)
     try:
