@@ -15,6 +15,8 @@ import yaml
 from saccader.pipeline import config as cfg
 
 REPO = Path(__file__).resolve().parents[1]
+# the CLI's last-resort handler re-raises: a test sees the real exception, not the one line a user gets
+os.environ["SACCADER_DEBUG"] = "1"
 torch.set_num_threads(1)  # tests run beside other work on 2 cores; one thread is also the fastest for tiny nets
 
 

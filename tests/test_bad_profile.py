@@ -45,6 +45,21 @@ def test_a_typo_names_the_key_and_the_fix(resources, message):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("key, value, least", [("gpu", -8, 0), ("nodes", 0, 1), ("cpus_per_task", 0, 1),
+                                               ("runtime", "soon", 1), ("micro_batch", -1, 0), ("mem_mb", 2.5, 1),
+                                               ("nodes", True, 1)])
+def test_a_resource_out_of_range_is_one_line(key, value, least, tmp_path, capsys):
+    """In Snakemake's profile check and in `saccader plan --profile`: gpu: -8 is not planned as one GPU."""
+    with pytest.raises(UserError, match=rf"rule train: {key}: .*; fix: set {key} to a whole number >= {least}"):
+        cfg.check_profile_resources({"train": {key: value}})
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"set-resources": {"train": {key: value}}}))
+    from saccader.pipeline.cli import main
+
+    capsys.readouterr()
+    assert main(["plan", "--config", str(ROOT / "config.yaml"), "--profile", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
 def test_snakemake_stops_at_a_profile_typo_before_planning(tmp_path):
     proc = snakemake("-n", "--profile", "slurm", "--config", f"results_dir={tmp_path}",
                      "--set-resources", "train:micro_bach=4")
@@ -74,10 +89,14 @@ def test_slurm_profile_without_slurm_names_the_fix(tmp_path):
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin"}
     if any((Path(d) / "sbatch").exists() for d in env["PATH"].split(os.pathsep)):
         pytest.skip("this machine has SLURM in /usr/bin")
-    proc = snakemake(f"{tmp_path}/results/checks/data.ok", "--profile", "slurm", "--config",
-                     f"results_dir={tmp_path}/results", f"dataset={{root: {tmp_path / 'imagenet'}}}", env=env)
+    args = [f"{tmp_path}/results/checks/data.ok", "--profile", "slurm", "--config",
+            f"results_dir={tmp_path}/results", f"dataset={{root: {tmp_path / 'imagenet'}}}"]
+    line = "the profile submits jobs to SLURM (rules attack, check_data, evaluate, evaluate_glimpses, train), but " \
+           "sbatch and srun are not on PATH here; fix: start Snakemake on a SLURM login node"
+    dry = snakemake("-n", *args, env=env)  # a dry run submits nothing, but says so
+    assert dry.returncode == 0 and f"warning: {line}" in dry.stderr
+    proc = snakemake(*args, env=env)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert "the profile submits jobs to SLURM (rules attack, check_data, evaluate, evaluate_glimpses, train), but " \
-           "sbatch and srun are not on PATH here; fix: start Snakemake on a SLURM login node" in out
+    assert line in out
     assert "Could not detect" not in out and not (tmp_path / "results" / "logs" / "check_data.log").exists()

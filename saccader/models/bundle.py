@@ -6,19 +6,31 @@ the experiment config, is the pipeline's (``saccader.pipeline.bundle``).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
 
 from saccader.errors import UserError
 
-__all__ = ["FORMAT", "CARD", "REQUIRED", "INPUT_KEYS", "read_card", "load", "class_label"]
+__all__ = ["FORMAT", "CARD", "SCHEMA_PATH", "REQUIRED", "INPUT_KEYS", "MAX_IMAGE_SIZE", "read_card", "load",
+           "class_label"]
 
 FORMAT = "saccader-bundle/1"  # a change of the card's meaning gets a new value
 CARD = "card.json"
-REQUIRED = ("format", "saccader_version", "run", "model", "overrides", "num_classes", "label_offset", "class_names",
-            "input", "fingerprint")
-INPUT_KEYS = ("image_size", "resolution", "high_res_size", "crop_padding_fraction", "mean", "std")
+SCHEMA_PATH = Path(__file__).with_name("card.schema.yaml")  # what a card holds, declared once
+
+
+@functools.cache
+def card_schema() -> dict:
+    import yaml
+
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+REQUIRED = tuple(card_schema()["required"])
+INPUT_KEYS = tuple(card_schema()["properties"]["input"]["required"])
+MAX_IMAGE_SIZE = card_schema()["properties"]["input"]["properties"]["image_size"]["maximum"]
 
 
 def _paths(path) -> tuple[Path, Path]:
@@ -31,29 +43,72 @@ def _paths(path) -> tuple[Path, Path]:
     return folder / CARD, folder / "model.pt"
 
 
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a number a card may hold")
+
+
 def read_card(path) -> dict:
-    """The card of a bundle, checked: this package's format and version, every field present."""
+    """The card of a bundle, checked: this package's format and version, then every field against
+    ``card.schema.yaml`` (types and ranges: a std of 0 would divide by zero) and the class count."""
     from saccader import __version__
 
     card_path, _ = _paths(path)
     if not card_path.is_file():
         raise UserError(f"{card_path.parent} has no {CARD}, so the model cannot be rebuilt without its config",
                         f"write one with `saccader card {card_path.parent} --config CONFIG --run RUN --seed SEED`")
+    rewrite = f"rewrite it with `saccader card {card_path.parent} --config CONFIG --run RUN --seed SEED`"
     try:
-        card = json.loads(card_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{card_path} is not valid JSON ({exc})",
-                        f"rewrite it with `saccader card {card_path.parent} --config CONFIG --run RUN`") from None
-    missing = [k for k in REQUIRED if k not in card] + [f"input.{k}" for k in INPUT_KEYS
-                                                        if k not in (card.get("input") or {})]
+        card = json.loads(card_path.read_bytes(), parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise UserError(f"{card_path} is not valid JSON ({' '.join(str(exc).split())[:200]})", rewrite) from None
+    if not isinstance(card, dict):
+        raise UserError(f"{card_path} holds a JSON {type(card).__name__}, not a card (a JSON object)", rewrite)
     if card.get("format", FORMAT) != FORMAT or card.get("saccader_version", __version__) != __version__:
         raise UserError(f"{card_path} is a {card.get('format')} bundle of saccader {card.get('saccader_version')} "
                         f"(code {card.get('code_version')}); this is saccader {__version__} ({FORMAT})",
                         f"load it with that version (git checkout {card.get('code_version')}), or retrain the run")
-    if missing:
-        raise UserError(f"{card_path} lacks the field(s) {', '.join(missing)}",
-                        f"rewrite it with `saccader card {card_path.parent} --config CONFIG --run RUN --seed SEED`")
+    from saccader.schema import first_problem
+
+    problem = first_problem(card_schema(), card, noun="card field", example="the card of a fresh run")
+    if problem is None and card["label_offset"] + len(card["class_names"]) > card["num_classes"]:
+        problem = (f"card fields label_offset = {card['label_offset']} plus {len(card['class_names'])} class_names "
+                   f"exceed num_classes = {card['num_classes']}")
+    if problem is not None:
+        raise UserError(f"{card_path}: {problem}", rewrite)
     return card
+
+
+def _read_weights(weights: Path) -> dict:
+    """The state dict in ``weights``, loaded without running pickled code; a file that is empty, cut short or not
+    a PyTorch file is one line saying so (not "does not fit the card")."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    size = weights.stat().st_size
+    if size == 0:
+        raise UserError(f"{weights} is empty (0 bytes): the copy or the training run that wrote it was cut short",
+                        "copy it again, or rerun the training run")
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # weights_only refuses any object but tensors and plain containers, naming its class; other messages are
+        # bytes that are no pickle at all
+        refused = next((line.strip() for line in str(exc).splitlines() if "GLOBAL" in line), None)
+        if refused is None:
+            raise UserError(f"{weights} ({size} bytes) is truncated or not a PyTorch file ({str(exc)[:120]})",
+                            "copy it again, or rerun the training run that writes it") from None
+        raise UserError(f"{weights} holds more than weights ({refused[:160]}); it is not loaded, for safety",
+                        "use a model.pt written by `saccader train` or `saccader export`") from None
+    except (RuntimeError, EOFError, KeyError, ValueError, zipfile.BadZipFile, OSError) as exc:
+        raise UserError(f"{weights} ({size} bytes) is truncated or not a PyTorch file "
+                        f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]})",
+                        "copy it again, or rerun the training run that writes it") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{weights} holds a {type(state).__name__}, not a state dict of weights",
+                        "use a model.pt written by `saccader train` or `saccader export`")
+    return state
 
 
 def load(path, device=None):
@@ -68,9 +123,15 @@ def load(path, device=None):
     if not weights.is_file():
         raise UserError(f"{weights} is missing: the bundle has a card but no weights",
                         "pass the folder of a finished training run")
-    model = create(card["model"], card["num_classes"], **card["overrides"])
     try:
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        model = create(card["model"], card["num_classes"], **card["overrides"])
+    except (TypeError, ValueError) as exc:  # an override the constructor does not take, or of the wrong kind
+        raise UserError(f"{_paths(path)[0]}: overrides {repr(card['overrides'])[:120]} do not build model "
+                        f"{card['model']} ({' '.join(str(exc).split())[:200]})",
+                        f"rewrite {CARD} with `saccader card` under the config the run was trained with") from None
+    state = _read_weights(weights)
+    try:
+        model.load_state_dict(state)
     except RuntimeError as exc:
         raise UserError(f"{weights} does not fit the model its card describes ({str(exc).splitlines()[0][:200]})",
                         f"rewrite {CARD} with `saccader card` under the config the run was trained with") from None

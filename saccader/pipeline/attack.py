@@ -176,11 +176,13 @@ def _run(args) -> int:
 
 
 def register(subparsers) -> None:
+    from saccader.pipeline.cli_types import integer
+
     p = subparsers.add_parser("attack", help="robustness job: clean, PGD and SPSA accuracy (Table Supp.6)",
                               description=__doc__.splitlines()[0])
     add_config_argument(p)
     p.add_argument("--model", required=True, choices=MODELS)
-    p.add_argument("--seed", required=True, type=int)
+    p.add_argument("--seed", required=True, type=integer(0))
     p.add_argument("--ckpt", action="append", default=[], metavar="RUN=DIR",
                    help="training run directory holding model.pt")
     p.add_argument("--out", required=True, help="output parquet")

@@ -155,6 +155,9 @@ def _export(args) -> int:
 
 
 def register(subparsers) -> None:
+    from saccader.pipeline.cli_types import integer
+    from saccader.pipeline.config import add_config_argument
+
     p = subparsers.add_parser("export", help="a finished run's model bundle with its test accuracy (workflow job)",
                               description="Write OUT/model.pt (a copy of RUN_DIR's) and OUT/card.json: the "
                                           "run's card plus its test top-1/top-5 from its evaluation parquets.")
@@ -166,7 +169,7 @@ def register(subparsers) -> None:
                               description="Write DIR/card.json, the model card that saccader.models.load and "
                                           "`saccader predict` read, for a run trained before cards existed.")
     p.add_argument("dir", help="training run folder holding model.pt (and train_log.parquet)")
-    p.add_argument("--config", required=True, help="the config the run was trained with")
+    add_config_argument(p)  # the config the run was trained with
     p.add_argument("--run", required=True, help="the run's name (a key of the config's train: section)")
-    p.add_argument("--seed", type=int, default=None, help="its seed (default: the digits of DIR's name)")
+    p.add_argument("--seed", type=integer(0), default=None, help="its seed (default: the digits of DIR's name)")
     p.set_defaults(func=_run)

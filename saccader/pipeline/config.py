@@ -18,55 +18,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import yaml
-from jsonschema import Draft202012Validator, validators
 
 from saccader.errors import UserError
+from saccader.schema import first_problem
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO / "workflow" / "schemas" / "config.schema.yaml"
 BASE = REPO / "config.yaml"  # the base every overlay deviates from (the Snakefile's configfile)
 
 
-def _with_defaults(cls):
-    """A validator class that also writes each property's ``default`` into the instance (jsonschema FAQ)."""
-    validate_properties = cls.VALIDATORS["properties"]
-
-    def set_defaults(validator, properties, instance, schema):
-        if isinstance(instance, dict):
-            for key, sub in properties.items():
-                if "default" in sub and key not in instance:
-                    instance[key] = copy.deepcopy(sub["default"])
-        yield from validate_properties(validator, properties, instance, schema)
-
-    return validators.extend(cls, {"properties": set_defaults})
-
-
-_Validator = _with_defaults(Draft202012Validator)
-
-
 def load_schema() -> dict:
     return yaml.safe_load(SCHEMA_PATH.read_text())
-
-
-def _describe(error) -> str:
-    where = ".".join(str(p) for p in error.absolute_path) or "<top level>"
-    if error.validator == "additionalProperties":
-        allowed = sorted(error.schema.get("properties", {}))
-        unknown = sorted(set(error.instance) - set(allowed))
-        return f"unknown config key {where + '.' if error.absolute_path else ''}{unknown[0]}; allowed keys here: " \
-               f"{', '.join(allowed)}"
-    if error.validator == "enum":
-        return f"config key {where} = {error.instance!r} is not allowed; use one of {error.validator_value}"
-    if error.validator == "type":
-        return f"config key {where} = {error.instance!r} has the wrong type; expected {error.validator_value}"
-    if error.validator == "required":
-        return f"config key {where} is missing {error.message.split()[0]}; add it (see config.yaml for an example)"
-    if error.validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
-        bound = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}[error.validator]
-        return f"config key {where} = {error.instance!r} is out of range; fix: set it {bound} {error.validator_value}"
-    if error.validator == "uniqueItems":
-        return f"config key {where} has repeated values {error.instance}; each must be unique"
-    return f"config key {where} = {error.instance!r} is invalid: {error.message}"
 
 
 def _catalog_problem(config: dict) -> str | None:
@@ -87,9 +49,8 @@ def _catalog_problem(config: dict) -> str | None:
 
 def validate(config: dict, source: str = "config") -> dict:
     """Validate ``config`` in place (defaults filled) and return it; raise ``UserError`` on the first problem."""
-    errors = sorted(_Validator(load_schema()).iter_errors(config), key=lambda e: (len(e.absolute_path), e.path))
-    if errors:
-        raise UserError(f"{source}: {_describe(errors[0])}")
+    if (problem := first_problem(load_schema(), config)) is not None:
+        raise UserError(f"{source}: {problem}")
     if (problem := _catalog_problem(config)) is not None:
         raise UserError(f"{source}: {problem}")
     return config
@@ -114,7 +75,11 @@ def read(path: str | Path) -> dict:
                         "pass --config config.yaml (paper scale), or config.yaml followed by an overlay such as "
                         "--config config/embedded.yaml")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise UserError(f"config file {path} is not a text file (byte {exc.start} is not UTF-8)",
+                        "pass a YAML config such as config.yaml; `saccader init-config` writes one for a folder "
+                        "of images") from None
     except yaml.YAMLError as exc:
         raise UserError(f"config file {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
@@ -157,12 +122,42 @@ PROFILE_RESOURCES = frozenset({
 })
 
 
+# The least value of each numeric resource: a job needs a node, a CPU, memory and time; 0 GPUs and micro_batch 0
+# (no accumulation) mean something.
+RESOURCE_MINIMUM = {"nodes": 1, "gpu": 0, "cpus_per_task": 1, "mem_mb": 1, "runtime": 1, "micro_batch": 0,
+                    "mem_mib": 1, "disk_mb": 1, "disk_mib": 1}
+
+
+def _resource_problem(key: str, value) -> str | None:
+    """Why ``value`` of numeric resource ``key`` is not a whole number at or above its minimum, or None."""
+    if key not in RESOURCE_MINIMUM:
+        return None
+    try:
+        number = int(str(value).strip()) if not isinstance(value, (bool, float)) else None
+    except ValueError:
+        number = None
+    if number is None:
+        return f"{key}: {value!r} is not a whole number"
+    if number < RESOURCE_MINIMUM[key]:
+        return f"{key}: {number} is below its least value {RESOURCE_MINIMUM[key]}"
+    return None
+
+
 def check_profile_resources(set_resources: Mapping[str, Mapping], rules: Sequence[str] | None = None) -> None:
     """Raise ``UserError`` for a resource key of a profile's ``set-resources`` that no rule reads (a typo would
-    otherwise be ignored and the job submitted with the default), or for a rule that does not exist."""
+    otherwise be ignored and the job submitted with the default), a numeric resource out of range (``gpu: -8``
+    would run on one GPU, ``nodes: 0`` on none), or for a rule that does not exist."""
     import difflib
 
+    if not isinstance(set_resources, Mapping) or not all(isinstance(r, Mapping) for r in set_resources.values()):
+        raise UserError("profile set-resources is not a mapping of rule -> {resource: value}",
+                        "write it as in slurm/config.yaml")
     for rule, resources in set_resources.items():
+        for key, value in resources.items():
+            if (problem := _resource_problem(key, value)) is not None:
+                raise UserError(f"profile set-resources of rule {rule}: {problem}",
+                                f"set {key} to a whole number >= {RESOURCE_MINIMUM[key]} under set-resources: "
+                                f"{rule}:")
         if rules is not None and rule not in rules:
             near = difflib.get_close_matches(rule, rules, n=1)
             raise UserError(f"profile set-resources names rule {rule!r}, which the workflow does not have",
@@ -185,18 +180,25 @@ def check_dataset_root(config: dict) -> str | None:
                          "holding train/<wnid>/ and val/<wnid>/"))
 
 
-def check_cluster_tools(set_resources: Mapping[str, Mapping]) -> None:
-    """Raise ``UserError`` when the profile sends jobs to SLURM but this machine has no SLURM client: submitit needs
-    ``sbatch`` and ``srun`` on PATH, and would fail only at the first heavy job, with a traceback."""
+def cluster_tools_problem(set_resources: Mapping[str, Mapping]) -> str | None:
+    """Why the profile cannot send its jobs to SLURM from this machine (no SLURM client: submitit needs ``sbatch`` and
+    ``srun`` on PATH, and would fail only at the first heavy job, with a traceback), with the fix; or None."""
     import shutil
 
     slurm = sorted(rule for rule, res in set_resources.items() if res.get("submitit_cluster") == "slurm")
     missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]
-    if slurm and missing:
-        raise UserError(f"the profile submits jobs to SLURM (rules {', '.join(slurm)}), but {' and '.join(missing)} "
-                        f"{'is' if len(missing) == 1 else 'are'} not on PATH here",
-                        "start Snakemake on a SLURM login node, or run locally without --profile slurm "
-                        "(e.g. snakemake --cores 2 --configfile config/embedded.yaml)")
+    if not (slurm and missing):
+        return None
+    return str(UserError(f"the profile submits jobs to SLURM (rules {', '.join(slurm)}), but {' and '.join(missing)} "
+                         f"{'is' if len(missing) == 1 else 'are'} not on PATH here",
+                         "start Snakemake on a SLURM login node, or run locally without --profile slurm "
+                         "(e.g. snakemake --cores 2 --configfile config/embedded.yaml)"))
+
+
+def check_cluster_tools(set_resources: Mapping[str, Mapping]) -> None:
+    """Raise ``UserError`` when the profile sends jobs to SLURM but this machine has no SLURM client."""
+    if (problem := cluster_tools_problem(set_resources)) is not None:
+        raise UserError(problem)
 
 
 # --------------------------------------------------------------------------------------------- the results folder

@@ -405,12 +405,14 @@ def _run(args) -> int:
 
 
 def register(subparsers) -> None:
+    from saccader.pipeline.cli_types import integer
+
     p = subparsers.add_parser("evaluate", help="evaluation job: policies x glimpses, full image, occlusion, NASNet",
                               description=__doc__.splitlines()[0])
     add_config_argument(p)
     p.add_argument("--kind", required=True, choices=sorted(JOBS))
     p.add_argument("--model", required=True, help="model to evaluate (see saccader.pipeline.evaluate.JOBS)")
-    p.add_argument("--seed", required=True, type=int)
+    p.add_argument("--seed", required=True, type=integer(0))
     p.add_argument("--ckpt", action="append", default=[], metavar="RUN=DIR",
                    help="training run directory holding model.pt; repeat for every run the job needs")
     p.add_argument("--out", required=True, help="output parquet")

@@ -112,8 +112,9 @@ def _sizes(files: list[Path], limit: int = 256) -> list[tuple[int, int]]:
         try:
             with Image.open(path) as img:
                 sizes.append(img.size)
-        except OSError as exc:
-            raise UserError(f"cannot read image {path} ({exc})", "remove or replace the file") from None
+        except Exception as exc:  # noqa: BLE001 -- PIL raises many types for a bad file; each means "unreadable"
+            raise UserError(f"cannot read image {path} ({type(exc).__name__}: {exc})",
+                            "remove or replace the file") from None
     return sizes
 
 
@@ -134,7 +135,7 @@ def _mean_std(files: list[Path], size: int, limit: int = 128) -> tuple[list[floa
     import torch
 
     from saccader.pipeline.data.folder import AppendixC
-    from saccader.pipeline.predict import open_image
+    from saccader.pipeline.data.images import open_image
 
     step = max(1, len(files) // limit)
     transform = AppendixC(size, train=False)
@@ -344,6 +345,9 @@ def init_config(root, out, minutes: float = 30.0, image_size: int | None = None,
     from saccader.pipeline.io import write_text
 
     out = Path(out)
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; it names the config file to write",
+                        f"pass a file name such as --out {out / 'config.yaml'}")
     if out.exists() and not force:
         raise UserError(f"{out} exists", "choose another --out, or pass --force to replace it")
     split_dir = Path(split_dir) if split_dir else out.with_name(f"{out.stem}-data")
@@ -367,14 +371,18 @@ def _run(args) -> int:
 
 
 def register(subparsers) -> None:
+    from saccader.models.bundle import MAX_IMAGE_SIZE
+    from saccader.pipeline.cli_types import integer, number
+
     p = subparsers.add_parser("init-config", help="write a config for your own class-folder tree of images",
                               description=__doc__.splitlines()[0])
     p.add_argument("root", help="train/<class>/ + val/<class>/, or one <class>/ folder per class (split here)")
     p.add_argument("--out", required=True, help="config file to write (not overwritten unless --force)")
-    p.add_argument("--minutes", type=float, default=30.0, help="time budget on 2 CPU cores (default 30)")
-    p.add_argument("--image-size", type=int, default=None, help="input size in px (default: 64, or less for small "
-                                                                "images)")
-    p.add_argument("--seeds", type=int, default=5, help="training seeds (default 5, the paper's)")
+    p.add_argument("--minutes", type=number(0, low_open=True), default=30.0,
+                   help="time budget on 2 CPU cores (default 30)")
+    p.add_argument("--image-size", type=integer(8, MAX_IMAGE_SIZE), default=None,
+                   help="input size in px (default: 64, or less for small images)")
+    p.add_argument("--seeds", type=integer(1), default=5, help="training seeds (default 5, the paper's)")
     p.add_argument("--split-dir", default=None,
                    help="where a one-folder tree's train/ val/ links go (default: <out stem>-data beside --out)")
     p.add_argument("--force", action="store_true", help="replace an existing --out file")

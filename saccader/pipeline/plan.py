@@ -46,7 +46,7 @@ from pathlib import Path
 
 import yaml
 
-from saccader.pipeline.config import add_config_argument, load
+from saccader.pipeline.config import add_config_argument, check_profile_resources, load, read as read_config
 from saccader.errors import UserError
 
 log = logging.getLogger("saccader.pipeline.plan")
@@ -899,7 +899,8 @@ def load_profile(profile: str | None) -> tuple[dict, str]:
         if candidate.is_dir():
             candidate = candidate / "config.yaml"
         if candidate.is_file():
-            data = yaml.safe_load(candidate.read_text()) or {}
+            data = read_config(candidate)  # one line for a file that is not YAML
+            check_profile_resources(data.get("set-resources") or {})
             return data.get("set-resources") or {}, str(candidate)
     raise UserError(f"profile {profile} not found", "pass --profile slurm or the folder of your profile")
 
@@ -1519,15 +1520,18 @@ def _run(args) -> int:
 
 
 def register(subparsers) -> None:
+    from saccader.pipeline.cli_types import integer, number
+
     p = subparsers.add_parser("plan", help="what every job needs and costs: FLOPs, memory, micro-batch, GPU-hours",
                               description=__doc__.splitlines()[0])
     add_config_argument(p)
     p.add_argument("--profile", default=None, help="Snakemake profile whose set-resources to check (e.g. slurm)")
     p.add_argument("--gpu", default=None, help=f"GPU to plan for, overriding the profile's gpu_name: {', '.join(GPUS)}")
-    p.add_argument("--mfu", type=float, default=MFU, help="assumed model-FLOPs utilisation (default %(default)s)")
+    p.add_argument("--mfu", type=number(0, 1, low_open=True), default=MFU,
+                   help="assumed model-FLOPs utilisation (default %(default)s)")
     p.add_argument("--results", default=None, help="results folder (default: the config's results_dir)")
     p.add_argument("--cpu", action="store_true",
                    help="plan for this CPU instead of GPUs: each training job's loop iteration, dev pass, "
                         "checkpoint and start measured now (a few real steps per run)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--threads", type=integer(1), default=1, help="torch threads (default 1)")
     p.set_defaults(func=_run)

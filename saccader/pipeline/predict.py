@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from saccader.errors import UserError
+from saccader.pipeline.data.images import ImageError, open_image
 
 log = logging.getLogger("saccader.pipeline.predict")
 __all__ = ["SUFFIXES", "open_image", "find_images", "glimpse_kind", "num_locations", "preprocess", "predict_batch",
@@ -33,22 +34,6 @@ SUFFIXES = (".jpg", ".jpeg", ".png")
 SACCADER_MODELS = ("saccader", "saccader_no_attention")
 BAGNETS = ("bagnet77_lowd", "bagnet77")
 DEFAULT_POLICY = "ordered_logits"  # for a BagNet: the strongest engineered policy of Fig 3a
-
-
-def open_image(path):
-    """Any JPEG / PNG as an upright RGB PIL image: EXIF orientation applied, grayscale / CMYK / palette converted,
-    transparency composited onto white (what a viewer shows)."""
-    from PIL import Image, ImageOps
-
-    with Image.open(path) as img:
-        img = ImageOps.exif_transpose(img)
-        img.load()
-    if img.mode == "P":
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA"):
-        white = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(white, img.convert("RGBA"))
-    return img.convert("RGB")
 
 
 def find_images(items) -> list[tuple[Path, str]]:
@@ -296,10 +281,9 @@ def predict(model_path, items, glimpses: int | None = None, out="predictions", p
     for path, name in bar:
         try:
             image = open_image(path)
-        except (OSError, SyntaxError, ValueError) as exc:  # PIL's errors for a file it cannot decode
+        except ImageError as exc:
             failed += 1
-            tqdm.write(f"cannot read {path} ({type(exc).__name__}: {exc}); skipped, the other images go on",
-                       file=sys.stderr)
+            tqdm.write(f"{exc}; skipped, the other images go on", file=sys.stderr)
             continue
         record = {"image": str(path), **predict_image(model, card, image, glimpses, policy)}
         png = _save(out, name, image, record)
@@ -318,14 +302,16 @@ def _run(args) -> int:
 
 
 def register(subparsers) -> None:
+    from saccader.pipeline.cli_types import device, integer
+
     p = subparsers.add_parser("predict", help="top-5 classes and glimpse pictures of a trained model on your images",
                               description=__doc__.splitlines()[0])
     p.add_argument("model", help="model bundle: a training run folder with model.pt and card.json")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="JPEG / PNG files or folders of them")
-    p.add_argument("--glimpses", type=int, default=None,
+    p.add_argument("--glimpses", type=integer(1), default=None,
                    help="number of glimpses T (default: the T the run trained with)")
     p.add_argument("--policy", default=DEFAULT_POLICY,
                    help=f"engineered policy of a BagNet bundle (baselines.policies; default {DEFAULT_POLICY})")
     p.add_argument("--out", default="predictions", help="folder for <name>.png and <name>.json (default predictions)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--device", type=device, default=None, help="torch device (default: cuda if available, else cpu)")
     p.set_defaults(func=_run)

@@ -688,17 +688,19 @@ def _run(args) -> int:
 
 
 def register(subparsers) -> None:
+    from saccader.pipeline.cli_types import device, integer
+
     p = subparsers.add_parser("train", help="train one run of the config (resumes from DIR/checkpoint.pt)",
                               description=__doc__.splitlines()[0])
     add_config_argument(p)
     p.add_argument("--run", required=True, help="run name, a key of the config's train: section")
-    p.add_argument("--seed", type=int, required=True, help="training seed")
+    p.add_argument("--seed", type=integer(0), required=True, help="training seed")
     p.add_argument("--out", required=True, help="output folder (checkpoint.pt, train_log.parquet, model.pt)")
     p.add_argument("--init", action="append", default=[], metavar="RUN=DIR",
                    help="output folder of a run listed in the recipe's init_from (repeatable)")
-    p.add_argument("--device", default=None,
+    p.add_argument("--device", type=device, default=None,
                    help="torch device (default: cuda if available, else cpu; cuda means cuda:LOCAL_RANK)")
-    p.add_argument("--micro-batch", type=int, default=0, metavar="M",
+    p.add_argument("--micro-batch", type=integer(0), default=0, metavar="M",
                    help="images per forward/backward on each process; the gradients of batch_size / (processes x M) "
                         "micro-batches are accumulated into one step (default 0: no accumulation)")
     p.add_argument("--stale-checkpoint", choices=STALE_CHOICES, default="error",

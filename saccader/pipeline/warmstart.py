@@ -458,9 +458,12 @@ def parse_python_args(argv: list[str]) -> tuple[str, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     """``[--threads N] [--idle-s S] PYTHON_ARGS...`` (a client) or ``--serve SOCKET [--idle-s S]`` (the server)."""
+    from saccader.pipeline.cli_types import integer, number
+
     parser = argparse.ArgumentParser(prog="python -m saccader.pipeline.warmstart", description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads of the job (the launcher's --cpus)")
-    parser.add_argument("--idle-s", type=float, default=IDLE_S, help="a server exits after this long without jobs")
+    parser.add_argument("--threads", type=integer(1), default=1, help="CPU threads of the job (the launcher's --cpus)")
+    parser.add_argument("--idle-s", type=number(0, low_open=True), default=IDLE_S,
+                        help="a server exits after this long without jobs")
     parser.add_argument("--serve", metavar="SOCKET", help="run the server on SOCKET (started by a client)")
     argv = list(sys.argv[1:] if argv is None else argv)
     ours = []  # this module's options come first; the rest are the interpreter's (-u -m MODULE ...)

@@ -18,7 +18,8 @@ from saccader import catalog
 from saccader.pipeline import io as sio
 from saccader.errors import UserError
 from saccader.pipeline.config import (check_cluster_tools, check_dataset_root, check_profile_resources,
-                                      check_results_dir, init_runs as _init_runs, job_digest, run_config, validate)
+                                      check_results_dir, cluster_tools_problem, init_runs as _init_runs, job_digest,
+                                      run_config, validate)
 from saccader.pipeline.snakelock import (OWNER, RESULTS_LOCK, lock_results_dir, owner_value, register_invocation,
                                          release_stale_locks)
 
@@ -40,6 +41,8 @@ SET_RESOURCES = {rule: {key: getattr(value, "raw", value) for key, value in res.
 check_profile_resources(SET_RESOURCES)
 if (_root_problem := check_dataset_root(config)) is not None:
     print(f"warning: {_root_problem}", file=sys.stderr)
+if (_slurm_problem := cluster_tools_problem(SET_RESOURCES)) is not None:
+    print(f"warning: {_slurm_problem}", file=sys.stderr)
 
 
 def check_before_submitting():

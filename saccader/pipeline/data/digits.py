@@ -162,14 +162,17 @@ def _run(args) -> int:
 
     config = cfg.load(args.config)
     if config["dataset"]["name"] != "digits":
-        raise UserError(f"make-dataset builds the embedded digits dataset, but {args.config} uses dataset.name = "
-                        f"{config['dataset']['name']}", "point dataset.root at your ImageNet folder instead")
+        raise UserError(f"make-dataset builds the embedded digits dataset, but {' + '.join(args.config)} uses "
+                        f"dataset.name = {config['dataset']['name']}",
+                        "point dataset.root at your ImageNet folder instead")
     build(config, args.root)
     return 0
 
 
 def register(subparsers) -> None:
+    from saccader.pipeline.config import add_config_argument
+
     p = subparsers.add_parser("make-dataset", help="build the embedded cluttered-digits dataset (no download)")
-    p.add_argument("--config", required=True, help="experiment config (dataset.name must be digits)")
+    add_config_argument(p)  # dataset.name must be digits
     p.add_argument("--root", default=None, help="output folder (default: dataset.root of the config)")
     p.set_defaults(func=_run)

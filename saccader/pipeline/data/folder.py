@@ -223,9 +223,11 @@ def _load_rgb(path: str):
     from PIL import Image
     from torchvision.transforms.v2.functional import pil_to_tensor
 
+    from saccader.pipeline.data.images import to_rgb
+
     with open(path, "rb") as f:
         img = Image.open(f)
-        return pil_to_tensor(img.convert("RGB"))
+        return pil_to_tensor(to_rgb(img))
 
 
 PACK = ".decoded-{split}.pt"  # a split's decoded images, in the dataset folder
@@ -334,13 +336,17 @@ def _verify(path: str) -> str | None:
     """Return None if ``path`` decodes as an image, else the reason."""
     from PIL import Image
 
+    from saccader.pipeline.data.images import ImageError, open_checked
+
     if not path.lower().endswith(IMAGE_EXTENSIONS):
         return "not an image file (unknown extension)"
     try:
-        with Image.open(path) as img:
+        with open_checked(path) as img:  # the pixel budget, from the header: training would decode it whole
             img.verify()
         with Image.open(path) as img:  # verify() does not decode pixel data: a truncated file passes it
             img.load()
+    except ImageError as exc:
+        return str(exc)
     except Exception as exc:  # PIL raises many types for bad files; every one means "unreadable"
         return f"{type(exc).__name__}: {exc}"
     return None
@@ -408,9 +414,12 @@ def _run(args) -> int:
 
 
 def register(subparsers) -> None:
+    from saccader.pipeline.cli_types import integer
+    from saccader.pipeline.config import add_config_argument
+
     p = subparsers.add_parser("check-data", help="verify an ImageFolder dataset (layout, classes, corrupt files)")
     p.add_argument("root", nargs="?", default=None, help="dataset root (default: dataset.root of the config)")
-    p.add_argument("--config", required=True, help="experiment config")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes decoding images")
+    add_config_argument(p)
+    p.add_argument("--workers", type=integer(1), default=os.cpu_count() or 1, help="processes decoding images")
     p.add_argument("--stamp", default=None, help="file written (atomically) when the check passes")
     p.set_defaults(func=_run)

@@ -116,13 +116,15 @@ def _run(args) -> int:
 
 
 def register(subparsers) -> None:
+    from saccader.pipeline.cli_types import integer
+
     p = subparsers.add_parser("make-mini-imagenet",
                               help="generate a miniature ImageNet of JPEG files (for the wet run; no download)")
     from saccader.pipeline.config import add_config_argument
 
     add_config_argument(p)
     p.add_argument("--root", help="where to write it (default: dataset.root of the config)")
-    p.add_argument("--train-per-class", type=int, default=2, help="training images per class (default 2)")
-    p.add_argument("--val-per-class", type=int, default=1, help="val images per class (default 1)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-per-class", type=integer(1), default=2, help="training images per class (default 2)")
+    p.add_argument("--val-per-class", type=integer(1), default=1, help="val images per class (default 1)")
+    p.add_argument("--seed", type=integer(0), default=0)
     p.set_defaults(func=_run)
