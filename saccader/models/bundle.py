@@ -21,7 +21,7 @@ REQUIRED = ("format", "saccader_version", "run", "model", "overrides", "num_clas
 INPUT_KEYS = ("image_size", "resolution", "high_res_size", "crop_padding_fraction", "mean", "std")
 
 
-def _paths(path) -> tuple[Path, Path]:
+def bundle_paths(path) -> tuple[Path, Path]:
     """(card.json, model.pt) of a bundle given as its folder, its model.pt or its card.json."""
     path = Path(path)
     folder = path if path.is_dir() else path.parent
@@ -35,7 +35,7 @@ def read_card(path) -> dict:
     """The card of a bundle, checked: this package's format and version, every field present."""
     from saccader import __version__
 
-    card_path, _ = _paths(path)
+    card_path, _ = bundle_paths(path)
     if not card_path.is_file():
         raise UserError(f"{card_path.parent} has no {CARD}, so the model cannot be rebuilt without its config",
                         f"write one with `saccader card {card_path.parent} --config CONFIG --run RUN --seed SEED`")
@@ -64,7 +64,7 @@ def load(path, device=None):
     from saccader.models import create
 
     card = read_card(path)
-    _, weights = _paths(path)
+    _, weights = bundle_paths(path)
     if not weights.is_file():
         raise UserError(f"{weights} is missing: the bundle has a card but no weights",
                         "pass the folder of a finished training run")

@@ -10,7 +10,7 @@ recipe, dev accuracy, package and code version). Every training run writes its c
 accuracy comes later, from the evaluation jobs: ``saccader export`` (the workflow's ``export_model`` rule) writes the
 run's bundle again under ``results/models/RUN/seedS`` with its test top-1 / top-5 in the card, rather than having a
 later job rewrite a training output. Reading a bundle needs no config and lives with the models
-(``saccader.models.bundle``: ``read_card``, ``load``, ``class_label``, re-exported here).
+(``saccader.models.bundle``: ``read_card``, ``load``, ``class_label``).
 """
 
 from __future__ import annotations
@@ -23,30 +23,29 @@ from pathlib import Path
 
 from saccader import catalog
 from saccader.errors import UserError
-from saccader.models.bundle import CARD, FORMAT, _paths, class_label, load, read_card  # noqa: F401
+from saccader.models.bundle import CARD, FORMAT, bundle_paths, load, read_card
+from saccader.pipeline.config import fingerprint, recipe, resolution
 
 log = logging.getLogger("saccader.pipeline.bundle")
-__all__ = ["FORMAT", "CARD", "make_card", "write_card", "read_card", "load", "test_rows", "export", "class_label",
-           "register"]
+__all__ = ["make_card", "write_card", "test_rows", "export", "register"]
 
 
 def make_card(config: dict, run: str, seed: int, dev_top1: float | None, dev_top5: float | None) -> dict:
     """The card of training run ``run`` / ``seed`` under ``config`` (its dataset must be readable: class names)."""
     from saccader import __version__
     from saccader.pipeline import results
-    from saccader.pipeline.data.folder import _check_layout
+    from saccader.pipeline.data.folder import class_folders
     from saccader.models import config_overrides
-    from saccader.pipeline.train import _resolution, fingerprint, recipe
 
     rec, ds = recipe(config, run), config["dataset"]
-    classes = _check_layout(Path(ds["root"]))
+    classes = class_folders(Path(ds["root"]))
     return {
         "format": FORMAT, "saccader_version": __version__, "code_version": results.code_version(),
         "run": run, "seed": seed, "stage": rec["stage"], "model": rec["model"],
         "overrides": config_overrides(rec["model"], config),
         "num_classes": ds["num_classes"], "label_offset": ds["label_offset"], "class_names": classes,
         "dataset": ds["name"],
-        "input": {"image_size": ds["image_size"], "resolution": _resolution(config, rec),
+        "input": {"image_size": ds["image_size"], "resolution": resolution(config, rec),
                   "high_res_size": ds["high_res_size"], "crop_padding_fraction": ds["crop_padding_fraction"],
                   "mean": list(ds["mean"]), "std": list(ds["std"])},
         "glimpses": rec.get("eval_glimpses", rec.get("num_glimpses")),
@@ -102,7 +101,7 @@ def export(run_dir, out, parquets) -> Path:
 
     run_dir, out = Path(run_dir), Path(out)
     card = read_card(run_dir)
-    weights = _paths(run_dir)[1]
+    weights = bundle_paths(run_dir)[1]
     if not weights.is_file():
         raise UserError(f"{weights} is missing: {run_dir} is not a finished training run",
                         "pass the folder of a finished training run")

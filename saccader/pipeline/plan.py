@@ -2,7 +2,7 @@
 
     saccader plan --config config.yaml [--profile slurm] [--gpu H100-80GB-SXM] [--mfu 0.3]
 
-For every job of the config's DAG (the jobs come from the functions the workflow uses: ``saccader.pipeline.train.init_runs``,
+For every job of the config's DAG (the jobs come from the functions the workflow uses: ``saccader.pipeline.config.init_runs``,
 ``saccader.pipeline.evaluate.JOBS`` / ``required_runs``, ``saccader.pipeline.attack.MODELS`` / ``required_runs``):
 
 - FLOPs per image of the forward and of a training step, counted with ``torch.utils.flop_counter``'s formulas on
@@ -46,7 +46,7 @@ from pathlib import Path
 
 import yaml
 
-from saccader.pipeline.config import add_config_argument, load
+from saccader.pipeline.config import add_config_argument, init_runs, load, recipe, resolution, train_recipe
 from saccader.errors import UserError
 
 log = logging.getLogger("saccader.pipeline.plan")
@@ -315,14 +315,14 @@ def count_train(config: dict, run: str, bf16: bool | None = None) -> dict:
     from saccader.pipeline import train as T
     from saccader.models import from_config
 
-    rec = {**T.recipe(config, run), "base_size": config["dataset"]["image_size"]}
-    res = T._resolution(config, rec)
+    rec = train_recipe(config, run)
+    res = resolution(config, rec)
     if bf16 is None:
         bf16 = bool(rec.get("bf16", True))  # on a GPU the recipe's bf16 defaults to on (saccader.pipeline.train.use_bf16)
     with _fake_mode():
         model = _build(rec["model"], config)
         T.param_groups(model, rec)
-        T._train_mode(model)
+        T.train_mode(model)
         counts = _param_counts(model)
         params = list(model.parameters())
         x, y = _images(_BATCH, res)
@@ -409,7 +409,7 @@ def _loaded(config: dict, run: str, meta: bool = False):
     """A model of training run ``run`` in eval mode (fake tensors, or meta ones)."""
     from saccader.pipeline import train as T
 
-    return _build(T.recipe(config, run)["model"], config, meta).eval()
+    return _build(recipe(config, run)["model"], config, meta).eval()
 
 
 def count_eval(config: dict, kind: str, model_name: str) -> dict:
@@ -844,7 +844,7 @@ def build_jobs(config: dict, cache: Cache, results_dir: Path) -> list[Job]:
         static = 4 * (c["params"] + 2 * c["trainable"]) + c["act_const_bytes"]
         if rec.get("ema_decay"):
             static += 4 * c["params"]
-        job = Job("train", f"train/{run}", T.init_runs(run, config),
+        job = Job("train", f"train/{run}", init_runs(run, config),
                   [f"runs/{run}/seed{{seed}}/model.pt", f"runs/{run}/seed{{seed}}/train_log.parquet"],
                   c["resolution"], c["precision"], flops, images + evals * sizes["dev"]
                   + (sizes["train"] if "cache_flops" in c else 0),
@@ -1308,16 +1308,15 @@ def _canvases(folder: Path, n: int, side: int) -> list:
 
 
 def measure_cpu_run(config: dict, run: str, samples: list, steps: int = 3) -> dict:
-    """The parts of training job ``run`` on this CPU, measured now with the training loop's own code
-    (``saccader.pipeline.train``: model, optimizer, scheduler, EMA, autocast, channels_last, the cached-image dataset and its
-    loader, ``evaluate``, ``checkpoint.save``) on the generated images ``samples``, at the recipe's batch:
+    """The parts of training job ``run`` on this CPU, measured now with the job's own training session
+    (``saccader.pipeline.train.Session``: what ``train()`` sets up and steps) on the generated images ``samples``:
 
-    - ``step_s``: one iteration of the training loop, loading its batch included (median of ``steps`` after a
+    - ``step_s``: one :meth:`Session.steps` iteration, loading its batch included (median of ``steps`` after a
       warm-up step);
-    - ``dev_s_per_image``: ``evaluate`` on the dev loader, per image; ``cache_s_per_image``: the one-off frozen
+    - ``dev_s_per_image``: :meth:`Session.evaluate`, per image; ``cache_s_per_image``: the one-off frozen
       representation pass of ``cache_features``, per image;
-    - ``checkpoint_s``: one ``checkpoint.save`` of the run's state (it also checks every weight is finite);
-    - ``setup_s``: building the model, its optimizer and loaders.
+    - ``checkpoint_s``: the finiteness check and one ``checkpoint.save`` of the session's state;
+    - ``setup_s``: building the session (model, optimizer, data sets, loaders; the cache pass included).
 
     All are CPU seconds of this (single-threaded) process: what the job takes with a core to itself, whatever else
     the machine runs while measuring; ``step_wall_s`` is the wall time of the same step, for the record."""
@@ -1327,80 +1326,43 @@ def measure_cpu_run(config: dict, run: str, samples: list, steps: int = 3) -> di
 
     from saccader.pipeline import checkpoint
     from saccader.pipeline import train as T
-    from saccader.pipeline.data.folder import FolderDataset, Standardize, build_transform
-    from saccader.models import from_config
+    from saccader.pipeline.data.folder import FolderDataset, build_transform
 
-    dev = torch.device("cpu")
-    rec = {**T.recipe(config, run), "base_size": config["dataset"]["image_size"]}
-    res = T._resolution(config, rec)
-    batch = rec["batch_size"]
+    # random weights: the time of a step does not depend on the init_from runs' values
+    config = {**config, "train": {**config["train"], run: {**config["train"][run], "init_from": []}}}
+    rec = train_recipe(config, run)
+    res = resolution(config, rec)
+    sets = {(split, train, uint8): FolderDataset(samples, build_transform(config, train, res, uint8=uint8), cache=True)
+            for split, train, uint8 in (("train", True, True), ("train", False, False), ("dev", False, True))}
+    sets["train", False, False].get(0, None)  # decode the canvases before the clock starts
     tick = time.process_time()
-    torch.manual_seed(0)
-    model = from_config(rec["model"], config)
-    cl = T.use_channels_last(rec, dev)
-    if cl:
-        model = model.to(memory_format=torch.channels_last)
-    groups = T.param_groups(model, rec)
-    optimizer = torch.optim.SGD(groups, lr=1e-6, momentum=T.MOMENTUM, nesterov=True)
-    scheduler = T.build_scheduler(optimizer, rec, 100)
-    ema = None
-    if rec.get("ema_decay"):
-        from timm.utils import ModelEmaV3
-
-        ema = ModelEmaV3(model, decay=rec["ema_decay"])
-    autocast = T._autocast(T.use_bf16(rec, dev), dev)
-    standardize = Standardize(config["dataset"]["mean"], config["dataset"]["std"])
-
-    def dataset(train: bool, uint8: bool = True):  # as saccader.pipeline.train.train builds them
-        return FolderDataset(samples, build_transform(config, train, res, uint8=uint8), cache=True)
-
-    out = {"precision": "bf16" if T.use_bf16(rec, dev) else "fp32", "batch": batch}
-    if rec.get("cache_features") and rec["stage"] == "location_pretrain":
-        images = dataset(False, uint8=False)
-        images.get(0, None)  # decode the canvases before the clock starts
-        first = time.process_time()
-        train_set = T._CachedFeatures(model, images, rec.get("eval_batch_size", batch), 0, dev)
-        out["cache_s_per_image"] = (time.process_time() - first) / len(samples)
-    else:
-        train_set = T._SeededItems(dataset(True), 0)
-    sampler = T._EpochSampler()
-    loader = T._loader(train_set, sampler, batch, 0)
-    generator = torch.Generator().manual_seed(1)
-    order = torch.arange((steps + 1) * batch) % len(train_set)
-    sampler.set_epoch(train_set, 0, order.tolist())
-    out["setup_s"] = time.process_time() - tick
-    seconds, cpu = [], []
+    session = T.Session(config, run, 0, datasets=lambda split, train, uint8: sets[split, train, uint8], device="cpu")
+    out = {"precision": "bf16" if T.use_bf16(rec, session.device) else "fp32", "batch": session.batch,
+           "setup_s": time.process_time() - tick}
+    if session.cache_cpu_s:
+        out["cache_s_per_image"] = session.cache_cpu_s / len(samples)
+    seconds, cpu = [], []  # per step; the first (it warms oneDNN up) is left out
+    epoch = 0
     tick, cpu_tick = time.perf_counter(), time.process_time()
-    for step, (images, labels) in enumerate(loader):  # the body of the loop in saccader.pipeline.train.train
-        T._train_mode(model)
-        if rec.get("drop_path_epochs"):
-            T.set_drop_path_progress(model, step / 100 / rec["drop_path_epochs"])
-        images = T._to(images, dev, cl, standardize)
-        optimizer.zero_grad(set_to_none=True)
-        loss, right = T.accumulate_gradients(model, rec, images, labels, generator, 0, autocast)
-        optimizer.step()
-        scheduler.step()
-        if ema is not None:
-            ema.update(model)
-        loss.item(), right.sum().item()
-        now, cpu_now = time.perf_counter(), time.process_time()
-        if step:  # the first step warms oneDNN up
+    while len(cpu) <= steps:  # epochs of ``samples``, as many as the steps need
+        for loss, right in session.steps(epoch):
+            loss.item(), right.sum().item()
+            now, cpu_now = time.perf_counter(), time.process_time()
             seconds.append(now - tick)
             cpu.append(cpu_now - cpu_tick)
-        tick, cpu_tick = now, cpu_now
-    out["step_s"] = statistics.median(cpu)
-    out["step_wall_s"] = statistics.median(seconds)  # above step_s where the CPU was shared while measuring
-    final = ema.module if ema is not None else model
-    dev_batch = rec.get("eval_batch_size", batch)
-    dev_loader = torch.utils.data.DataLoader(dataset(False), batch_size=dev_batch)
+            tick, cpu_tick = now, cpu_now
+            if len(cpu) > steps:
+                break
+        epoch += 1
+    out["step_s"] = statistics.median(cpu[1:])
+    out["step_wall_s"] = statistics.median(seconds[1:])  # above step_s where the CPU was shared while measuring
     tick = time.process_time()
-    T.evaluate(final, rec, dev_loader, dev, autocast, standardize)
+    session.evaluate()
     out["dev_s_per_image"] = (time.process_time() - tick) / len(samples)
     with tempfile.TemporaryDirectory() as tmp:
         tick = time.process_time()
-        all(torch.isfinite(p).all() for g in groups for p in g["params"])
-        checkpoint.save(Path(tmp) / "checkpoint.pt", model=model.state_dict(), optimizer=optimizer.state_dict(),
-                        scheduler=scheduler.state_dict(), ema=ema.state_dict() if ema is not None else {})
+        session.weights_finite()
+        checkpoint.save(Path(tmp) / "checkpoint.pt", **session.state())
         out["checkpoint_s"] = time.process_time() - tick
     return out
 

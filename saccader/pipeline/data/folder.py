@@ -37,7 +37,8 @@ def split_train_dev(relpaths, dev_size: int, salt: str = "saccader-dev") -> tupl
     return [p for p in relpaths if p not in dev], [p for p in relpaths if p in dev]
 
 
-def _check_layout(root: Path, num_classes: int | None = None) -> list[str]:
+def class_folders(root: Path, num_classes: int | None = None) -> list[str]:
+    """The class names of an ImageFolder root: the folders of train/, the same as val/'s; else a UserError."""
     if not root.is_dir():
         raise UserError(f"dataset root {root} does not exist",
                         "set dataset.root in the config to your ImageNet folder (with train/ and val/), or run "
@@ -68,7 +69,7 @@ def list_split(config: dict, split: str) -> tuple[list[tuple[str, int]], list[st
         raise UserError(f"unknown split {split!r}", "use train, dev or test")
     ds = config["dataset"]
     root = Path(ds["root"])
-    classes = _check_layout(root, ds["num_classes"] - ds["label_offset"])
+    classes = class_folders(root, ds["num_classes"] - ds["label_offset"])
     folder = SPLIT_FOLDERS[split]
     rel = []
     for label, name in enumerate(classes):
@@ -352,7 +353,7 @@ def check_data(config: dict, root: str | None = None, workers: int = 1) -> dict:
         ds["root"] = root
     conf = {**config, "dataset": ds}
     root_path = Path(ds["root"])
-    classes = _check_layout(root_path, ds["num_classes"] - ds["label_offset"])
+    classes = class_folders(root_path, ds["num_classes"] - ds["label_offset"])
     counts = {}
     paths = []
     for split in ("train", "dev", "test"):
