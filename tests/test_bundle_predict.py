@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from saccader import models
 from saccader.models import bundle as models_bundle
 from saccader.pipeline import bundle
 from saccader.pipeline.cli import main
@@ -136,16 +137,16 @@ def _rewrite_card(folder: Path, tmp: Path, **changes) -> Path:
 def test_bad_bundles_are_one_line_errors(runs, tmp_path):
     folder = runs["dirs"]["saccader"]
     with pytest.raises(UserError, match=r"bundle of saccader 0\.0\.1.*fix: load it with that version"):
-        models_bundle.load(_rewrite_card(folder, tmp_path, saccader_version="0.0.1"))
+        models.load(_rewrite_card(folder, tmp_path, saccader_version="0.0.1"))
     with pytest.raises(UserError, match=r"lacks the field\(s\) class_names.*fix: rewrite it with `saccader card"):
-        models_bundle.load(_rewrite_card(folder, tmp_path, class_names=None))
+        models.load(_rewrite_card(folder, tmp_path, class_names=None))
     bare = tmp_path / "bare"
     bare.mkdir()
     (bare / "model.pt").write_bytes((folder / "model.pt").read_bytes())
     with pytest.raises(UserError, match="has no card.json.*saccader card"):
-        models_bundle.load(bare)
+        models.load(bare)
     with pytest.raises(UserError, match="does not fit the model its card describes"):
-        models_bundle.load(_rewrite_card(folder, tmp_path, num_classes=7))
+        models.load(_rewrite_card(folder, tmp_path, num_classes=7))
 
 
 def test_card_command_writes_a_card_for_an_old_run(runs, tmp_path, capsys):
@@ -207,7 +208,7 @@ def test_predict_any_image_mode_and_an_unreadable_file(runs, tmp_path, capsys):
 def test_boxes_map_to_the_original_pixels(runs):
     """A box in model pixels maps back onto the pixels the crop + resize took it from: on an image that is an
     exact 3x upscale of a 16 px input (no crop padding), box coordinates scale by 3."""
-    from saccader.models.bundle import load
+    from saccader.models import load
     from saccader.pipeline.predict import predict_image
 
     model = load(runs["dirs"]["saccader"], "cpu")

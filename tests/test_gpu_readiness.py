@@ -225,8 +225,6 @@ def test_eq5_targets_rank_float32_logits_of_the_representation(smoke):
 @pytest.mark.parametrize("run", ["saccader", "dram", "saccader_pretrain"])
 def test_micro_batched_step_has_no_host_wait_and_draws_on_the_device(smoke, run):
     """The micro-batched step (gradient accumulation, with the sampling stages' global baseline pre-pass)."""
-    if not hasattr(T, "accumulate_gradients"):
-        pytest.skip("this saccader.pipeline.train has no micro-batching")
     rec, model, optimizer, images, labels = _meta_run(smoke, run)
     images, labels = torch.cat([images] * 2), torch.cat([labels] * 2)
     T.train_mode(model)

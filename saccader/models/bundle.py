@@ -1,4 +1,5 @@
-"""Reading a model bundle (``card.json`` beside ``model.pt``) into a ready model, with no config at hand.
+"""Reading a model bundle (``card.json`` beside ``model.pt``): what a card must hold, where its files are, its
+classes; ``saccader.models.load`` rebuilds the model from it, with no config at hand.
 
 The method's side of bundles: what a card must hold and how a model is rebuilt from it. Writing cards, which needs
 the experiment config, is the pipeline's (``saccader.pipeline.bundle``).
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from saccader.errors import UserError
 
-__all__ = ["FORMAT", "CARD", "REQUIRED", "INPUT_KEYS", "read_card", "load", "class_label"]
+__all__ = ["FORMAT", "CARD", "REQUIRED", "INPUT_KEYS", "bundle_paths", "read_card", "class_label"]
 
 FORMAT = "saccader-bundle/1"  # a change of the card's meaning gets a new value
 CARD = "card.json"
@@ -54,33 +55,6 @@ def read_card(path) -> dict:
         raise UserError(f"{card_path} lacks the field(s) {', '.join(missing)}",
                         f"rewrite it with `saccader card {card_path.parent} --config CONFIG --run RUN --seed SEED`")
     return card
-
-
-def load(path, device=None):
-    """The bundle's model, weights loaded, in eval mode and the memory format it trained in; ``model.card`` is its
-    card. Needs nothing but the bundle (and this package)."""
-    import torch
-
-    from saccader.models import create
-
-    card = read_card(path)
-    _, weights = bundle_paths(path)
-    if not weights.is_file():
-        raise UserError(f"{weights} is missing: the bundle has a card but no weights",
-                        "pass the folder of a finished training run")
-    model = create(card["model"], card["num_classes"], **card["overrides"])
-    try:
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    except RuntimeError as exc:
-        raise UserError(f"{weights} does not fit the model its card describes ({str(exc).splitlines()[0][:200]})",
-                        f"rewrite {CARD} with `saccader card` under the config the run was trained with") from None
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = model.to(dev).eval()
-    channels_last = card.get("channels_last")  # the recipe's memory format; unset means CUDA only, as in training
-    if channels_last or (channels_last is None and dev.type == "cuda"):
-        model = model.to(memory_format=torch.channels_last)
-    model.card = card
-    return model
 
 
 _WNID = re.compile(r"^n\d{8}$")

@@ -35,7 +35,7 @@ def required_runs(model: str) -> list[str]:
     return [catalog.known("attacked model", model, MODELS)]
 
 
-def _subset(config: dict):
+def attack_subset(config: dict):
     """The fixed random subset of the reporting split, in [0, 1] pixels (same for every model and seed)."""
     from saccader.pipeline.data.folder import build_dataset
 
@@ -120,7 +120,7 @@ def attack(config: dict, model: str, seed: int, ckpts: dict[str, Path], out: Pat
     # One stream over the batches, of the device the queries live on; its state after each batch is saved with the
     # batch, so a resumed job draws what an uninterrupted one draws.
     generator = torch.Generator(device=dev).manual_seed(seed)
-    subset = _subset(config)
+    subset = attack_subset(config)
     batch = at["batch_size"]
     partial, key = partial_dir(out), _job_key(config, model, seed, ckpt_file(ckpts, runs[0]), dev)
     partial.mkdir(exist_ok=True)

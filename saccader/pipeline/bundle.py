@@ -10,7 +10,7 @@ recipe, dev accuracy, package and code version). Every training run writes its c
 accuracy comes later, from the evaluation jobs: ``saccader export`` (the workflow's ``export_model`` rule) writes the
 run's bundle again under ``results/models/RUN/seedS`` with its test top-1 / top-5 in the card, rather than having a
 later job rewrite a training output. Reading a bundle needs no config and lives with the models
-(``saccader.models.bundle``: ``read_card``, ``load``, ``class_label``).
+(``saccader.models.load``; ``saccader.models.bundle``: ``read_card``, ``class_label``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from pathlib import Path
 
 from saccader import catalog
 from saccader.errors import UserError
-from saccader.models.bundle import CARD, FORMAT, bundle_paths, load, read_card
+from saccader.models import load
+from saccader.models.bundle import CARD, FORMAT, bundle_paths, read_card
 from saccader.pipeline.config import fingerprint, recipe, resolution
 
 log = logging.getLogger("saccader.pipeline.bundle")

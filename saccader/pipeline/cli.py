@@ -10,7 +10,6 @@ import argparse
 import importlib
 import logging
 import sys
-from pathlib import Path
 
 from saccader.errors import UserError
 from saccader.pipeline.runtime import keep_freed_memory
@@ -35,30 +34,12 @@ COMMANDS = {
 COMMAND_MODULES = tuple(dict.fromkeys(COMMANDS.values()))
 
 
-def parse_run_dirs(items: list[str] | None, flag: str) -> dict[str, Path]:
-    """``RUN=DIR`` arguments (``--init`` of train, ``--ckpt`` of evaluate/attack) -> {run: DIR}."""
-    out = {}
-    for item in items or []:
-        run, sep, path = item.partition("=")
-        if not sep or not run or not path:
-            raise UserError(f"{flag} {item!r} is not RUN=DIR",
-                            f"write e.g. {flag} bagnet77_lowd=results/runs/bagnet77_lowd/seed0")
-        out[run] = Path(path)
-    return out
-
-
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The CLI; with ``command`` (a known subcommand) only that subcommand's module is imported and registered."""
     parser = argparse.ArgumentParser(prog="saccader", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in [COMMANDS[command]] if command in COMMANDS else COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:  # a real import error inside an existing module
-                raise
-            continue  # that capability is not part of this checkout yet
-        module.register(sub)
+        importlib.import_module(name).register(sub)  # a module listed here and missing is an error
     return parser
 
 

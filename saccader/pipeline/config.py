@@ -198,6 +198,18 @@ def check_cluster_tools(set_resources: Mapping[str, Mapping]) -> None:
                         "(e.g. snakemake --cores 2 --configfile config/embedded.yaml)")
 
 
+def parse_run_dirs(items: list[str] | None, flag: str) -> dict[str, Path]:
+    """``RUN=DIR`` arguments (``--init`` of train, ``--ckpt`` of evaluate/attack) -> {run: DIR}."""
+    out = {}
+    for item in items or []:
+        run, sep, path = item.partition("=")
+        if not sep or not run or not path:
+            raise UserError(f"{flag} {item!r} is not RUN=DIR",
+                            f"write e.g. {flag} bagnet77_lowd=results/runs/bagnet77_lowd/seed0")
+        out[run] = Path(path)
+    return out
+
+
 def add_config_argument(parser) -> None:
     parser.add_argument("--config", required=True, action="append", metavar="YAML",
                         help="experiment config; repeat to merge overlays in order, as Snakemake's --configfile: "

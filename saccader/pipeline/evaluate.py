@@ -52,7 +52,7 @@ def device() -> torch.device:
 
 def parse_ckpts(items: list[str]) -> dict[str, Path]:
     """``--ckpt RUN=DIR`` pairs from the command line -> {run: DIR}."""
-    from saccader.pipeline.cli import parse_run_dirs
+    from saccader.pipeline.config import parse_run_dirs
 
     return parse_run_dirs(items, "--ckpt")
 

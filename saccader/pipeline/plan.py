@@ -583,7 +583,7 @@ def transform_rate(config: dict, resolution: int, train: bool = True, images: in
     best of ``rounds`` passes, in CPU seconds (what a worker with a core to itself does)."""
     import torch
 
-    from saccader.pipeline.data.folder import _load_rgb, build_transform
+    from saccader.pipeline.data.folder import load_rgb, build_transform
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a loader worker runs one thread
@@ -596,7 +596,7 @@ def transform_rate(config: dict, resolution: int, train: bool = True, images: in
             for _ in range(rounds):
                 tick = time.process_time()  # CPU seconds: a loader worker has its core (nice -n 19 while measuring)
                 for p in paths:
-                    transform(_load_rgb(str(p)), generator)
+                    transform(load_rgb(str(p)), generator)
                 best = max(best, len(paths) / (time.process_time() - tick))
     finally:
         torch.set_num_threads(threads)

@@ -246,7 +246,7 @@ def predict(model_path, items, glimpses: int | None = None, out="predictions", p
     from tqdm import tqdm
 
     from baselines.policies import POLICIES
-    from saccader.models.bundle import load
+    from saccader.models import load
     from saccader.pipeline.io import ensure_writable
 
     model = load(model_path, device)

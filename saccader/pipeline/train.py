@@ -47,9 +47,8 @@ from saccader import catalog
 
 from saccader.pipeline import checkpoint, distributed, io
 from saccader.pipeline.bundle import write_card
-from saccader.pipeline.cli import parse_run_dirs
-from saccader.pipeline.config import (add_config_argument, fingerprint, load, resolution, split_problem,
-                                      train_recipe)
+from saccader.pipeline.config import (add_config_argument, fingerprint, load, parse_run_dirs, resolution,
+                                      split_problem, train_recipe)
 from saccader.errors import UserError
 from saccader.schedule import build_scheduler
 

@@ -218,7 +218,7 @@ class _CenterFraction:
         return F.center_crop(img, [side, side])
 
 
-def _load_rgb(path: str):
+def load_rgb(path: str):
     """(3, H, W) uint8 RGB tensor of the image file (PIL decodes: it reads every extension listed above)."""
     from PIL import Image
     from torchvision.transforms.v2.functional import pil_to_tensor
@@ -252,7 +252,7 @@ class FolderDataset:
     def _read(self, index: int):
         path = self.samples[index][0]
         try:
-            return _load_rgb(path)
+            return load_rgb(path)
         except OSError as exc:
             raise UserError(f"cannot read image {path} ({exc})",
                             "run `saccader check-data` and remove or replace the file") from None
@@ -299,7 +299,7 @@ class FolderDataset:
         return self.get(index)
 
 
-PACK_FORMAT = "rgb-uint8-chw/1"  # what the pack holds (``_load_rgb``'s output); a new decoder gets a new value
+PACK_FORMAT = "rgb-uint8-chw/1"  # what the pack holds (``load_rgb``'s output); a new decoder gets a new value
 
 
 def _files_digest(paths) -> str:
