@@ -116,7 +116,7 @@ def loop_rate(config: dict, run: str, batch: int, device: torch.device, steps: i
 def forward_rate(config: dict, model_name: str, batch: int, device: torch.device, steps: int = 10,
                  backward: bool = False) -> float:
     """Images/s of the attacked function (bf16, channels_last): a forward, or a forward + backward to the input."""
-    from saccader.pipeline.evaluate import image_logits
+    from saccader.models import image_logits
     from saccader.models import from_config
 
     model = from_config(model_name, config).to(device).eval().requires_grad_(False)
@@ -271,10 +271,10 @@ def main(argv=None) -> int:
     rows += plan
     rows.append({"total_train_gpu_hours": sum(r["gpu_hours"] for r in plan), "config": args.config})
     if args.attacks:
-        from saccader.pipeline.attack import MODELS
+        from saccader.catalog import ATTACKS
 
-        fwd = {m: forward_rate(config, m, args.batch, device, args.steps) for m in MODELS}
-        fwd_bwd = {m: forward_rate(config, m, args.batch, device, args.steps, backward=True) for m in MODELS}
+        fwd = {m: forward_rate(config, m, args.batch, device, args.steps) for m in ATTACKS}
+        fwd_bwd = {m: forward_rate(config, m, args.batch, device, args.steps, backward=True) for m in ATTACKS}
         rows += attack_hours(config, fwd, fwd_bwd)
     report("GPU training throughput and paper-scale projection", rows, args.out)
     write_json(args.json, measured, rows, device)

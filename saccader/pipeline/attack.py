@@ -23,16 +23,9 @@ from saccader.pipeline.config import add_config_argument
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MODELS", "required_runs", "partial_dir", "attack", "register"]
+__all__ = ["partial_dir", "attack", "register"]
 
-# Attacked models (Table Supp.6, ``saccader.catalog.ATTACKS``); each is its own training run.
-MODELS = tuple(catalog.ATTACKS)
 _GLIMPSE_MODELS = tuple(m for m, glimpses in catalog.ATTACKS.items() if glimpses)
-
-
-def required_runs(model: str) -> list[str]:
-    """Training runs whose ``model.pt`` the attack on ``model`` loads."""
-    return [catalog.known("attacked model", model, MODELS)]
 
 
 def attack_subset(config: dict):
@@ -103,7 +96,7 @@ def attack(config: dict, model: str, seed: int, ckpts: dict[str, Path], out: Pat
     from saccader.pipeline.io import ensure_writable, torch_save
     from saccader.pipeline.train import use_bf16
 
-    runs = required_runs(model)
+    runs = catalog.attacked_runs(model)
     out = Path(out)
     ensure_writable(out.parent)  # fail now, not after the attacks
     dev = device()
@@ -179,7 +172,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("attack", help="robustness job: clean, PGD and SPSA accuracy (Table Supp.6)",
                               description=__doc__.splitlines()[0])
     add_config_argument(p)
-    p.add_argument("--model", required=True, choices=MODELS)
+    p.add_argument("--model", required=True, choices=tuple(catalog.ATTACKS))
     p.add_argument("--seed", required=True, type=int)
     p.add_argument("--ckpt", action="append", default=[], metavar="RUN=DIR",
                    help="training run directory holding model.pt")

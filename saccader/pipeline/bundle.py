@@ -28,7 +28,7 @@ from saccader.models.bundle import CARD, FORMAT, bundle_paths, read_card
 from saccader.pipeline.config import fingerprint, recipe, resolution
 
 log = logging.getLogger("saccader.pipeline.bundle")
-__all__ = ["make_card", "write_card", "test_rows", "export", "register"]
+__all__ = ["make_card", "write_card", "own_test_rows", "export", "register"]
 
 
 def make_card(config: dict, run: str, seed: int, dev_top1: float | None, dev_top5: float | None) -> dict:
@@ -70,12 +70,12 @@ def write_card(config: dict, run: str, seed: int, out, dev_top1: float | None = 
     return path
 
 
-def test_rows(card: dict, parquets) -> list[dict]:
+def own_test_rows(card: dict, parquets) -> list[dict]:
     """The rows of the evaluation parquets that are the card's run's own test accuracy
-    (``saccader.catalog.test_evaluations``), at its input resolution: one dict per (evaluation, T)."""
+    (``saccader.catalog.own_evaluations``), at its input resolution: one dict per (evaluation, T)."""
     import pandas as pd
 
-    wanted = {(name, policy): f"{kind}/{name}" for kind, name, policy in catalog.test_evaluations(card["run"])}
+    wanted = {(name, policy): f"{kind}/{name}" for kind, name, policy in catalog.own_evaluations(card["run"])}
     rows = []
     for path in parquets:
         if not Path(path).is_file():
@@ -106,10 +106,10 @@ def export(run_dir, out, parquets) -> Path:
     if not weights.is_file():
         raise UserError(f"{weights} is missing: {run_dir} is not a finished training run",
                         "pass the folder of a finished training run")
-    rows = test_rows(card, parquets)
+    rows = own_test_rows(card, parquets)
     if not rows:
         raise UserError(f"no test results of run {card['run']} in {', '.join(map(str, parquets)) or 'no parquet'}",
-                        "pass the parquet(s) of its evaluation jobs (saccader.catalog.test_evaluations)")
+                        "pass the parquet(s) of its evaluation jobs (saccader.catalog.own_evaluations)")
     # at the card's T, or the largest T evaluated below it (evaluate.max_glimpses may be smaller); a classifier's at
     # its full image (T = 0)
     t = card.get("glimpses") or 0

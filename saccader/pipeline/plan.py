@@ -3,7 +3,7 @@
     saccader plan --config config.yaml [--profile slurm] [--gpu H100-80GB-SXM] [--mfu 0.3]
 
 For every job of the config's DAG (the jobs come from the functions the workflow uses: ``saccader.pipeline.config.init_runs``,
-``saccader.pipeline.evaluate.JOBS`` / ``required_runs``, ``saccader.pipeline.attack.MODELS`` / ``required_runs``):
+``saccader.catalog.EVALUATIONS`` / ``required_runs``, ``saccader.catalog.ATTACKS`` / ``attacked_runs``):
 
 - FLOPs per image of the forward and of a training step, counted with ``torch.utils.flop_counter``'s formulas on
   the real model at its real resolution, built on the meta device and run on fake tensors (``FakeTensorMode``:
@@ -46,6 +46,7 @@ from pathlib import Path
 
 import yaml
 
+from saccader import catalog
 from saccader.pipeline.config import add_config_argument, init_runs, load, recipe, resolution, train_recipe
 from saccader.errors import UserError
 
@@ -431,7 +432,7 @@ def _count_eval(config: dict, kind: str, model_name: str, meta: bool) -> dict:
     size, t_max = ds["image_size"], ev["max_glimpses"]
     torch.distributions.Distribution.set_default_validate_args(False)  # its checks read values
     with torch.device("meta") if meta else _fake_mode():
-        runs = E.required_runs(kind, model_name)
+        runs = catalog.required_runs(kind, model_name)
         if kind == "nasnet":
             models = {"saccader_nasnet": _build("saccader_nasnet", config, meta).eval()}
         else:
@@ -482,7 +483,7 @@ def count_attack(config: dict, model_name: str) -> dict:
 
     at, ds = config["attack"], config["dataset"]
     size = ds["image_size"]
-    run = A.required_runs(model_name)[0]
+    run = catalog.attacked_runs(model_name)[0]
     bf16 = bool((config["train"].get(run) or {}).get("bf16", True))  # saccader.pipeline.train.use_bf16 on CUDA
     with _fake_mode():
         net = _loaded(config, run)
@@ -716,14 +717,11 @@ def _spsa_active_fraction(config: dict, results_dir: Path, model: str) -> tuple[
 
 def _counts(config: dict) -> dict:
     """Cache key -> (counting function, its arguments) of every count the DAG's jobs need."""
-    from saccader.pipeline import attack as attacks
-    from saccader.pipeline import evaluate
-
     tasks = {_cache_key(config, _count_key(config, run)): ("count_train", (run,)) for run in sorted(config["train"])}
-    for kind, models in evaluate.JOBS.items():
+    for kind, models in catalog.EVALUATIONS.items():
         for model in models:
             tasks[_cache_key(config, ("eval", kind, model))] = ("count_eval", (kind, model))
-    for model in attacks.MODELS:
+    for model in catalog.ATTACKS:
         tasks[_cache_key(config, ("attack", model))] = ("count_attack", (model,))
     return tasks
 
@@ -820,10 +818,6 @@ def fill_cache(config: dict, cache: Cache, workers: int = 2) -> dict:
 
 def build_jobs(config: dict, cache: Cache, results_dir: Path) -> list[Job]:
     """Every GPU job of the DAG with its per-seed cost (counts from ``cache`` or computed)."""
-    from saccader.pipeline import attack as attacks
-    from saccader.pipeline import evaluate
-    from saccader.pipeline import train as T
-
     sizes = dataset_sizes(config)
     jobs = []
     for run in sorted(config["train"]):
@@ -856,7 +850,7 @@ def build_jobs(config: dict, cache: Cache, results_dir: Path) -> list[Job]:
         job.checkpoints = epochs * ((steps - 1) // every + 1)  # within each epoch, and at its end
         job.cached_images = sizes["train"] if "cache_flops" in c else 0
         jobs.append(job)
-    for kind, models in evaluate.JOBS.items():
+    for kind, models in catalog.EVALUATIONS.items():
         for model in models:
             c = cache.get(_cache_key(config, ("eval", kind, model)), lambda k=kind, m=model: count_eval(config, k, m))
             rule = "evaluate_glimpses" if kind == "glimpses" else "evaluate"
@@ -864,18 +858,18 @@ def build_jobs(config: dict, cache: Cache, results_dir: Path) -> list[Job]:
             if kind == "glimpses":
                 outs.append(outs[0] + ".examples.npz")
             passes = 2 if kind == "nasnet" else 1  # the nasnet job reads the test set at both resolutions
-            jobs.append(Job(rule, f"eval/{kind}/{model}", evaluate.required_runs(kind, model), outs,
+            jobs.append(Job(rule, f"eval/{kind}/{model}", catalog.required_runs(kind, model), outs,
                             c["resolution"], c["precision"], sizes["test"] * c["fwd_flops"], passes * sizes["test"],
                             c["fwd_flops"], 0.0, c["act_bytes"], c["act_const_bytes"] + 4 * c["params"],
                             c["params"], batch=config["evaluate"]["batch_size"]))
     at = config["attack"]
-    for model in attacks.MODELS:
+    for model in catalog.ATTACKS:
         c = cache.get(_cache_key(config, ("attack", model)), lambda m=model: count_attack(config, m))
         active, source = _spsa_active_fraction(config, results_dir, model)
         spsa = at["spsa_iters"] * (at["spsa_samples"] + 1) * active  # samples + the early-stop check per step
         forwards = 1 + 1 + 1 + spsa  # clean, PGD result, SPSA result, SPSA queries
         per_image = forwards * c["fwd_flops"] + at["pgd_iters"] * c["grad_flops"]
-        job = Job("attack", f"attack/{model}", attacks.required_runs(model), [f"attack/{model}/seed{{seed}}.parquet"],
+        job = Job("attack", f"attack/{model}", catalog.attacked_runs(model), [f"attack/{model}/seed{{seed}}.parquet"],
                   c["resolution"], c["precision"], sizes["attack"] * per_image, sizes["attack"], c["fwd_flops"],
                   c["grad_flops"], max(c["act_bytes"] * at["eval_batch_size"], c["grad_bytes"] * at["batch_size"])
                   / at["batch_size"], 4 * c["params"] + c["act_const_bytes"], c["params"], batch=at["batch_size"],
@@ -1133,8 +1127,9 @@ def target_jobs(jobs: list[Job]) -> dict[str, set]:
 
 
 def plan(config: dict, profile: str | None = None, settings: Settings | None = None,
-         cache_path: Path | None = None, workers: int = 2) -> dict:
-    """The plan of every job of ``config`` under ``profile``: a JSON-ready dict (see ``format_markdown``)."""
+         cache_path: Path | None = None, workers: int = 2, source: str = "") -> dict:
+    """The plan of every job of ``config`` (read from the files ``source`` names) under ``profile``: a JSON-ready
+    dict (see ``format_markdown``)."""
     settings = settings or Settings()
     results_dir = Path(config["results_dir"])
     resources, profile_source = load_profile(profile)
@@ -1165,7 +1160,7 @@ def plan(config: dict, profile: str | None = None, settings: Settings | None = N
                       "hours_serial": seeds * sum(by_name[n].hours for n in names), "jobs": sorted(names)}
                for name, names in target_jobs(jobs).items()}
     return {
-        "config": config.get("_source", ""), "results_dir": str(results_dir), "profile": profile_source,
+        "config": source, "results_dir": str(results_dir), "profile": profile_source,
         "seeds": seeds, "machine": machine(), "mfu": settings.mfu,
         "cpu_rates": settings.cpu_rates, "cpu_runs": settings.cpu_runs, "cpu_start_s": settings.cpu_start_s,
         "transform_rates": {f"{r}px {'train' if t else 'eval'}": v for (r, t), v in settings.transform_rates.items()},
@@ -1454,7 +1449,6 @@ def _run(args) -> int:
 
     torch.set_num_threads(args.threads)
     config = load(args.config)
-    config["_source"] = " + ".join(map(str, args.config))
     if args.results:
         config["results_dir"] = args.results
     results_dir = Path(config["results_dir"])
@@ -1466,7 +1460,8 @@ def _run(args) -> int:
         log.info("this CPU: %s (median achieved by the training steps), %.1f s to start a job",
                  {k: f"{v / 1e9:.1f} GFLOP/s" for k, v in settings.cpu_rates.items()}, settings.cpu_start_s)
     tick = time.perf_counter()
-    result = plan(config, args.profile, settings, results_dir / ".plan_cache.json")
+    result = plan(config, args.profile, settings, results_dir / ".plan_cache.json",
+                  source=" + ".join(map(str, args.config)))
     paths = write(result, results_dir)
     print(format_table(result))
     t = result["totals"]
