@@ -6,7 +6,7 @@ What a backticked span is taken for, first rule that matches (anything else, e.g
 - ``name(...)``: the callable before the parenthesis, by the rules below;
 - a command (``make run``, ``saccader predict ...``, ``snakemake --profile slurm all``, ``python bench/x.py``,
   ``python -m analysis fig3``, ``pytest tests/...``; also every line of a code block): Make targets and variables
-  are in the Makefile, a ``saccader`` subcommand is in ``saccader.cli.COMMANDS``, Snakemake targets are rules of
+  are in the Makefile, a ``saccader`` subcommand is in ``saccader.pipeline.cli.COMMANDS``, Snakemake targets are rules of
   ``workflow/`` or ``analysis.TARGETS``, scripts and modules exist. Other programs (git, kill, ...) and flags are not
   this repository's names and are skipped;
 - ``key: value``: the key, as below;
