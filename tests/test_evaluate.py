@@ -140,7 +140,7 @@ def test_a_run_trained_channels_last_is_evaluated_channels_last_with_the_same_lo
     assert not all(m.weight.is_contiguous(memory_format=torch.channels_last)
                    for m in plain.modules() if isinstance(m, torch.nn.Conv2d))
     with torch.no_grad():
-        torch.testing.assert_close(evaluate.image_logits(fast, x), evaluate.image_logits(plain, x))
+        torch.testing.assert_close(models.image_logits(fast, x), models.image_logits(plain, x))
 
 
 def test_missing_checkpoint_is_a_user_error(tiny_setup):

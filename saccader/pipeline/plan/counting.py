@@ -355,6 +355,7 @@ def count_eval(config: dict, kind: str, model_name: str) -> dict:
 def _count_eval(config: dict, kind: str, model_name: str, meta: bool) -> dict:
     import torch
 
+    from saccader.models import image_logits
     from saccader.pipeline import evaluate as E
 
     ev, ds = config["evaluate"], config["dataset"]
@@ -374,12 +375,12 @@ def _count_eval(config: dict, kind: str, model_name: str, meta: bool) -> dict:
             if kind == "glimpses":
                 E.policy_outputs(models, x, t_max, ev["policies"], gen, size)
             elif kind == "full_image":
-                E.image_logits(models[model_name], x)
+                image_logits(models[model_name], x)
             elif kind == "occlusion":
                 sources = {r: m for r, m in models.items() if r != "resnet_v2_50"}
                 E.policy_outputs(sources, x, t_max, ev["policies"], gen, size)
                 flops, ops = c.flops, c.ops
-                E.image_logits(models["resnet_v2_50"], x)
+                image_logits(models["resnet_v2_50"], x)
                 # one occluded image per T, each classified by the ResNet: T alike forwards, one counted
                 c.flops += (t_max - 1) * (c.flops - flops)
                 c.ops += (t_max - 1) * (c.ops - ops)
