@@ -62,16 +62,25 @@ def _session(config: dict, run: str, device: torch.device, datasets=None, micro_
     return Session(config, run, 0, datasets=datasets, device=str(device), micro_batch=micro_batch)
 
 
-def train_rate(config: dict, run: str, batch: int, device: torch.device, amp: bool, channels_last: bool,
-               compile_: bool = False, steps: int = 10, warmup: int = 3) -> float:
-    """Images/s of ``steps`` steps (after ``warmup``) of the session of ``run`` (``Session.step``) on one batch of
-    random images already on the device, in ``amp`` (bf16 autocast) and ``channels_last`` as asked."""
+def synthetic_session(config: dict, run: str, batch: int, device: torch.device, amp: bool, channels_last: bool):
+    """The session of ``run`` (random weights) in ``amp`` (bf16 autocast) and ``channels_last`` as asked, and one
+    batch of random images and labels of its resolution on ``device``: ``session.step(images, labels, 0.0)`` is
+    one training step with no data path."""
     from saccader.pipeline.config import resolution
+    from saccader.pipeline.train import autocast_factory
 
     res = resolution(config, config["train"][run])
     data = common.InMemory(common.random_images(config, batch, resolution=res), common.random_images(config, 1))
     session = _session(config, run, device, data, batch_size=batch, bf16=amp, channels_last=channels_last)
+    session.autocast = autocast_factory(amp, device)  # as asked, also where a CPU only emulates bf16 (bench/cpu_bf16)
     images, labels = (t.to(device) for t in next(iter(torch.utils.data.DataLoader(data.sets["train"], batch))))
+    return session, images, labels
+
+
+def train_rate(config: dict, run: str, batch: int, device: torch.device, amp: bool, channels_last: bool,
+               compile_: bool = False, steps: int = 10, warmup: int = 3) -> float:
+    """Images/s of ``steps`` steps (after ``warmup``) of :func:`synthetic_session`'s step."""
+    session, images, labels = synthetic_session(config, run, batch, device, amp, channels_last)
     if compile_:
         session.model = torch.compile(session.model)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
