@@ -82,3 +82,39 @@ def report(name: str, rows: list[dict], out: str | None) -> None:
 
 def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def random_images(config: dict, n: int, seed: int = 0, resolution: int | None = None):
+    """``n`` random (image, label) pairs held as tensors at ``resolution`` (default ``image_size``): the data of a
+    benchmark that times the training session apart from its data path (``bench/data_path.py`` times that)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    size, classes = resolution or config["dataset"]["image_size"], config["dataset"]["num_classes"]
+    return torch.utils.data.TensorDataset(torch.randn(n, 3, size, size, generator=g),
+                                          torch.randint(0, classes, (n,), generator=g))
+
+
+class InMemory:
+    """A session's ``datasets``: the same in-memory train and dev sets for every request, their items drawn with
+    ``get(index, generator)`` as ``FolderDataset``'s (nothing random here)."""
+
+    def __init__(self, train, dev):
+        self.sets = {"train": _Items(train), "dev": _Items(dev)}
+
+    def __call__(self, split: str, train: bool, uint8: bool):
+        return self.sets[split]
+
+
+class _Items:
+    def __init__(self, data):
+        self.data = data
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, index):
+        return self.data[index]
+
+    def get(self, index, generator=None):
+        return self.data[index]

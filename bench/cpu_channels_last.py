@@ -3,10 +3,9 @@
     python bench/cpu_channels_last.py [--runs nasnet resnet_v2_50 ...] [--rounds 5] [--config C] [--out FILE.json]
 
 Decides the recipes' ``channels_last`` key on CPU (``saccader.pipeline.train.use_channels_last``; on CUDA it is always
-on). Each run's objective (``saccader.pipeline.train.step_loss``, model and optimiser set up by ``gpu_train._setup``) is
-timed on one batch of random images at the run's resolution, both formats interleaved round by round in one child
-process
-per run: a format the CPU kernels cannot run is reported as ``crashed`` instead of ending the benchmark (torch 2.14's
+on). Each run's training step (``Session.step`` of ``gpu_train.synthetic_session``: the run's objective,
+``saccader.pipeline.train.step_loss``, and its optimizer) is timed on one batch of random images at the run's
+resolution, both formats interleaved round by round in one child process per run: a format the CPU kernels cannot run is reported as ``crashed`` instead of ending the benchmark (torch 2.14's
 oneDNN backward of a strided 1x1 conv corrupted memory in channels_last, which the BagNet projection now avoids).
 Figure: NCHW seconds / channels_last seconds (> 1: channels_last is faster).
 """
@@ -31,29 +30,13 @@ def time_variants(run: str, rounds: int, batch: int, config_path: str,
     """Median step seconds of ``run`` for each variant name -> (channels_last, bf16 autocast), in this process."""
     import torch
 
-    from gpu_train import _setup
-    from saccader.pipeline.train import step_loss
+    from gpu_train import synthetic_session
 
     config = embedded_config(config_path)
-    cpu = torch.device("cpu")
-    generator = torch.Generator().manual_seed(0)
     steps = {}
     for name, (channels_last, bf16) in variants.items():
-        torch.manual_seed(0)
-        rec, model, optimizer, res = _setup(config, run, cpu, channels_last=channels_last)
-        images = torch.randn(batch, 3, res, res)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        labels = torch.randint(0, config["dataset"]["num_classes"], (batch,))
-
-        def step(model=model, rec=rec, images=images, labels=labels, optimizer=optimizer, bf16=bf16):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss, _ = step_loss(model, rec, images, labels, generator)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-
-        steps[name] = step
+        session, images, labels = synthetic_session(config, run, batch, torch.device("cpu"), bf16, channels_last)
+        steps[name] = lambda session=session, images=images, labels=labels: session.step(images, labels, 0.0)
     return interleaved(steps, rounds)
 
 

@@ -117,7 +117,7 @@ def write_canvases(folder: Path, n: int, size: int = 64, seed: int = 0) -> list[
 
 
 def measure_embedded(n: int = 256, rounds: int = 3) -> dict:
-    from saccader.pipeline.data.folder import FolderDataset, _load_rgb, build_transform
+    from saccader.pipeline.data.folder import FolderDataset, load_rgb, build_transform
 
     config = common.embedded_config()
     transform = build_transform(config, train=True)
@@ -125,7 +125,7 @@ def measure_embedded(n: int = 256, rounds: int = 3) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_canvases(Path(tmp), n, config["dataset"]["image_size"])
         samples = [(p, 0) for p in paths]
-        tensors = [_load_rgb(p) for p in paths]
+        tensors = [load_rgb(p) for p in paths]
         plain = FolderDataset(samples, transform)
         cached = FolderDataset(samples, transform, cache=True)
         items = range(n)

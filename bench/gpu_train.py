@@ -5,14 +5,13 @@
 
 For each training run (default: BagNet-77-lowD and ResNet-v2-50; ``--all-runs``: every run of the config):
 
-- the real loop: ``saccader.pipeline.train.train`` itself (data loader and its workers, host waits, checkpoint and the
-dev
-  evaluation), one epoch cut to its first ``--steps`` batches of ``--batch`` images, random weights (``init_from``
-  dropped), in the run's precision and memory format; images/s from the step after ``--warmup`` to the end of the
-  loop, and the dev evaluation's images/s. It needs the config's dataset (ImageNet at paper scale).
-- the synthetic step: one training step of that run's objective (``saccader.pipeline.train.step_loss``) on random images
-of
-  the run's resolution already on the device, in fp32 and in bf16 autocast with channels_last; no data, no waits.
+- the real loop: the run's training session (``saccader.pipeline.train.Session``, what ``train()`` loops over: its
+  data loader and workers, its steps, its dev evaluation) for ``--steps`` batches of ``--batch`` images, random
+  weights (``init_from`` dropped), in the run's precision and memory format; images/s from the step after
+  ``--warmup`` to the end of the loop, and the dev evaluation's images/s. It needs the config's dataset (ImageNet at
+  paper scale).
+- the synthetic step: ``Session.step`` of that run on one batch of random images of the run's resolution already on
+  the device, in fp32 and in bf16 autocast with channels_last; no data, no waits.
   The loop's rate over the synthetic one is the share of the GPU the loop keeps busy.
 
 Nothing here sets a backend flag: the real loop runs first and sets what training sets (``cudnn.benchmark``, in
@@ -34,11 +33,9 @@ from __future__ import annotations
 
 import argparse
 import copy
-import inspect
 import json
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import common  # noqa: F401
@@ -56,118 +53,79 @@ def train_images(config: dict) -> int:
     return total - ds["dev_size"]
 
 
-def _setup(config: dict, run: str, device: torch.device, channels_last: bool):
-    from saccader.models import from_config
-    from saccader.pipeline.train import MOMENTUM, _resolution, _train_mode, param_groups, recipe
+def _session(config: dict, run: str, device: torch.device, datasets=None, micro_batch: int = 0, **recipe):
+    """The training session of ``run`` with random weights (``init_from`` dropped) and ``recipe`` values set."""
+    from saccader.pipeline.train import Session
 
-    rec = {**recipe(config, run), "base_size": config["dataset"]["image_size"]}
-    model = from_config(rec["model"], config).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(param_groups(model, rec), lr=1e-4, momentum=MOMENTUM, nesterov=True)
-    _train_mode(model)
-    return rec, model, optimizer, _resolution(config, rec)
+    config = copy.deepcopy(config)
+    config["train"][run].update(init_from=[], **recipe)
+    return Session(config, run, 0, datasets=datasets, device=str(device), micro_batch=micro_batch)
+
+
+def synthetic_session(config: dict, run: str, batch: int, device: torch.device, amp: bool, channels_last: bool):
+    """The session of ``run`` (random weights) in ``amp`` (bf16 autocast) and ``channels_last`` as asked, and one
+    batch of random images and labels of its resolution on ``device``: ``session.step(images, labels, 0.0)`` is
+    one training step with no data path."""
+    from saccader.pipeline.config import resolution
+    from saccader.pipeline.train import autocast_factory
+
+    res = resolution(config, config["train"][run])
+    data = common.InMemory(common.random_images(config, batch, resolution=res), common.random_images(config, 1))
+    session = _session(config, run, device, data, batch_size=batch, bf16=amp, channels_last=channels_last)
+    session.autocast = autocast_factory(amp, device)  # as asked, also where a CPU only emulates bf16 (bench/cpu_bf16)
+    images, labels = (t.to(device) for t in next(iter(torch.utils.data.DataLoader(data.sets["train"], batch))))
+    return session, images, labels
 
 
 def train_rate(config: dict, run: str, batch: int, device: torch.device, amp: bool, channels_last: bool,
                compile_: bool = False, steps: int = 10, warmup: int = 3) -> float:
-    """Images/s of ``steps`` training steps of ``run`` (after ``warmup`` steps)."""
-    from saccader.pipeline.train import _autocast, step_loss
-
-    rec, model, optimizer, res = _setup(config, run, device, channels_last)
-    images = torch.randn(batch, 3, res, res, device=device)
-    if channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    labels = torch.randint(0, config["dataset"]["num_classes"], (batch,), device=device)
-    generator = torch.Generator(device=device).manual_seed(0)
-    autocast = _autocast(amp, device)
-    loss_fn = lambda x, y: step_loss(model, rec, x, y, generator)[0]  # noqa: E731
+    """Images/s of ``steps`` steps (after ``warmup``) of :func:`synthetic_session`'s step."""
+    session, images, labels = synthetic_session(config, run, batch, device, amp, channels_last)
     if compile_:
-        loss_fn = torch.compile(loss_fn)
-
-    def step():
-        with autocast():
-            loss = loss_fn(images, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
+        session.model = torch.compile(session.model)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(warmup):
-        step()
+        session.step(images, labels, 0.0)
     sync()
     tick = time.perf_counter()
     for _ in range(steps):
-        step()
+        session.step(images, labels, 0.0)
     sync()
     return batch * steps / (time.perf_counter() - tick)
 
 
-@contextmanager
-def _patched(module, **replacements):
-    saved = {name: getattr(module, name) for name in replacements}
-    try:
-        for name, value in replacements.items():
-            setattr(module, name, value)
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(module, name, value)
-
-
 def loop_rate(config: dict, run: str, batch: int, device: torch.device, steps: int = 30, warmup: int = 5,
               micro_batch: int = 0) -> dict:
-    """The real training loop of ``run`` (``saccader.pipeline.train.train``) for ``steps`` batches of ``batch`` images.
+    """The training session of ``run`` on the config's data: ``steps`` batches of ``batch`` images through its
+    loader and :meth:`Session.steps` (what ``train()`` loops over), then its dev evaluation.
 
-    Only the length of the epoch is changed, by cutting ``epoch_order`` to ``steps`` batches (the loop, its loader,
-    its waits and its dev evaluation are train()'s own), and the step boundaries are read by wrapping
-    ``_train_mode``, which the loop calls at the start of every step. Returns images/s of the loop after ``warmup``
-    steps (to the end of its last step, which train() waits for before evaluating), the dev evaluation's images/s,
-    and the seconds before the first step (model, data set, workers).
+    Returns images/s of the steps after the first ``warmup`` (to the end of the last, waited for), the dev
+    evaluation's images/s, and the seconds before the first step (model, data set, workers).
     """
-    from saccader.pipeline import train as T
-
-    config = copy.deepcopy(config)
-    rec = config["train"][run]
-    rec.update(batch_size=batch, epochs=1, init_from=[], eval_every=1, checkpoint_every=0)
-    rec.setdefault("eval_batch_size", batch)
-    warmup = min(warmup, steps - 1)
-    marks, evals = [], []
-    train_mode, order, evaluate = T._train_mode, T.epoch_order, T.evaluate
+    warmup = max(1, min(warmup, steps - 1))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-
-    def mark(model):
-        marks.append(time.perf_counter())
-        train_mode(model)
-
-    def timed_evaluate(model, rec_, loader, *args, **kwargs):
-        sync()
-        tick = time.perf_counter()
-        out = evaluate(model, rec_, loader, *args, **kwargs)
-        sync()
-        evals.append((tick, time.perf_counter(), len(loader.dataset)))
-        return out
-
-    kwargs = {"micro_batch": micro_batch} if "micro_batch" in inspect.signature(T.train).parameters else {}
-    if micro_batch and not kwargs:
-        raise SystemExit("error: this saccader.pipeline.train has no micro-batching; fix: run without --micro-batch")
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="gpu_train_") as out, \
-            _patched(T, _train_mode=mark, evaluate=timed_evaluate,
-                     epoch_order=lambda n, seed, epoch: order(n, seed, epoch)[:steps * batch]):
-        T.train(config, run, 0, out, device=str(device), **kwargs)
-    if len(marks) < steps or not evals:
+    session = _session(config, run, device, micro_batch=micro_batch, batch_size=batch, steps_per_epoch=steps,
+                       eval_batch_size=config["train"][run].get("eval_batch_size", batch))
+    ready, marks = time.perf_counter(), []
+    for _ in session.steps(0):
+        marks.append(time.perf_counter())  # the host's view: the step is queued
+    sync()
+    loop_end = time.perf_counter()
+    if len(marks) < steps:
         raise RuntimeError(f"{run}: the loop ran {len(marks)} of {steps} steps (fewer training images than "
                            f"steps x batch?)")
-    loop_end, eval_end, dev_images = evals[-1]
-    return {"loop_img_s": batch * (steps - warmup) / (loop_end - marks[warmup]),
-            "dev_eval_img_s": dev_images / (eval_end - loop_end), "startup_s": marks[0] - started}
+    session.evaluate()
+    sync()
+    dev_images = len(session.dev_loader.dataset)
+    return {"loop_img_s": batch * (steps - warmup) / (loop_end - marks[warmup - 1]),
+            "dev_eval_img_s": dev_images / (time.perf_counter() - loop_end), "startup_s": ready - started}
 
 
 def forward_rate(config: dict, model_name: str, batch: int, device: torch.device, steps: int = 10,
                  backward: bool = False) -> float:
     """Images/s of the attacked function (bf16, channels_last): a forward, or a forward + backward to the input."""
-    from saccader.pipeline.evaluate import image_logits
+    from saccader.models import image_logits
     from saccader.models import from_config
 
     model = from_config(model_name, config).to(device).eval().requires_grad_(False)
@@ -225,14 +183,15 @@ def attack_hours(config: dict, fwd: dict[str, float], fwd_bwd: dict[str, float])
 def contract_runs(config: dict, rows: list[dict], batch: int, micro_batch: int, device: torch.device) -> list[dict]:
     """The ``runs`` of gpu_train.json: images/s per GPU by (run, precision, resolution), the real loop's where it
     was measured (in the recipe's precision), else the synthetic step's."""
-    from saccader.pipeline.train import _resolution, use_bf16
+    from saccader.pipeline.config import resolution
+    from saccader.pipeline.train import use_bf16
 
     out = {}
     for row in rows:
         run = row.get("run")
         if run not in config["train"]:
             continue
-        rec, res = config["train"][run], _resolution(config, config["train"][run])
+        rec, res = config["train"][run], resolution(config, config["train"][run])
         entry = {"run": run, "micro_batch": batch, "resolution": res}
         if "fp32_img_s" in row:
             out[(run, "fp32")] = {**entry, "precision": "fp32", "images_per_s": row["fp32_img_s"],
@@ -321,10 +280,10 @@ def main(argv=None) -> int:
     rows += plan
     rows.append({"total_train_gpu_hours": sum(r["gpu_hours"] for r in plan), "config": args.config})
     if args.attacks:
-        from saccader.pipeline.attack import MODELS
+        from saccader.catalog import ATTACKS
 
-        fwd = {m: forward_rate(config, m, args.batch, device, args.steps) for m in MODELS}
-        fwd_bwd = {m: forward_rate(config, m, args.batch, device, args.steps, backward=True) for m in MODELS}
+        fwd = {m: forward_rate(config, m, args.batch, device, args.steps) for m in ATTACKS}
+        fwd_bwd = {m: forward_rate(config, m, args.batch, device, args.steps, backward=True) for m in ATTACKS}
         rows += attack_hours(config, fwd, fwd_bwd)
     report("GPU training throughput and paper-scale projection", rows, args.out)
     write_json(args.json, measured, rows, device)

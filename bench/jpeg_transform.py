@@ -4,7 +4,7 @@ against what each job's GPU consumes.
     python bench/jpeg_transform.py [--images 64] [--out results/benchmarks/jpeg_transform.json]
 
 Generates JPEGs of ImageNet's typical sizes (500 x 375 and 400 x 350, quality 90;
-``saccader.pipeline.plan.write_jpegs``) and
+``saccader.pipeline.plan.measure.write_jpegs``) and
 times ``FolderDataset``'s path on one thread: PIL decode, then ``build_transform(config.yaml)`` (train: random
 resized crop, bicubic antialiased resize, flip, normalise; eval: centre crop and resize) at 224 and 331. The best of
 ``--rounds`` passes is kept (a pass a neighbour slowed is dropped). ``saccader plan`` reads ``--out`` when it sits
@@ -28,14 +28,14 @@ def main() -> None:
     args = parser.parse_args()
     setup_threads(1)
 
-    from saccader.pipeline import plan
+    from saccader.pipeline.plan import measure
     from saccader.pipeline.config import load
 
     config = load(ROOT / "config.yaml")
     rows = []
     for res in (config["dataset"]["image_size"], config["dataset"]["high_res_size"]):
         for train in (True, False):
-            rate = plan.transform_rate(config, res, train, images=args.images, rounds=args.rounds)
+            rate = measure.transform_rate(config, res, train, images=args.images, rounds=args.rounds)
             rows.append({"resolution": res, "transform": "train" if train else "eval", "images_per_s_core": rate})
     report("jpeg_transform", rows, args.out)
 

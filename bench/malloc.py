@@ -31,25 +31,20 @@ def time_steps(run: str, steps: int, batch: int, config_path: str) -> dict:
     """Median seconds of ``steps`` training steps of ``run`` (after 2 warm-up steps), and peak RSS, in this process."""
     import torch
 
-    from gpu_train import _setup
+    from gpu_train import synthetic_session
+    from saccader.pipeline.config import resolution
     from saccader.pipeline.data.folder import build_transform
-    from saccader.pipeline.train import step_loss
 
     config = embedded_config(config_path)
-    torch.manual_seed(0)
-    rec, model, optimizer, res = _setup(config, run, torch.device("cpu"), channels_last=False)
+    res = resolution(config, config["train"][run])
+    session, _, _ = synthetic_session(config, run, batch, torch.device("cpu"), amp=False, channels_last=False)
     transform = build_transform(config, train=True, resolution=res)
     canvas = config["dataset"]["digits"]["canvas"]
     raw = torch.randint(0, 256, (batch, 3, canvas, canvas), dtype=torch.uint8)
     labels = torch.randint(0, config["dataset"]["num_classes"], (batch,))
-    generator = torch.Generator().manual_seed(0)
 
     def step():
-        images = torch.stack([transform(img) for img in raw])
-        loss, _ = step_loss(model, rec, images, labels, generator)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        session.step(torch.stack([transform(img) for img in raw]), labels, 0.0)
 
     times = []
     for i in range(steps + 2):

@@ -1,63 +1,38 @@
-"""P2: throughput of a training step of ``saccader.pipeline.train.train`` vs a bare PyTorch loop of the same model.
+"""P2: throughput of a training step of the training session (``saccader.pipeline.train.Session``, what
+``train()`` loops over) vs a bare PyTorch loop of the same model.
 
     python bench/p2_train_step.py [--runs bagnet77_lowd saccader] [--steps 12] [--repeats 2] [--out FILE.json]
 
-Both loops see the same in-memory tensors (the data path is measured apart, in ``bench/data_path.py``): for ours,
-``saccader.pipeline.data.folder.build_dataset`` is swapped for an in-memory dataset of random images and ``train()``
-runs two epochs of ``--steps`` steps of the embedded recipe; its second epoch (loop only: no end-of-epoch evaluation or
-checkpoint, the span ``train_log.parquet``'s ``images_per_s`` covers, which the script checks) is compared with a
-bare loop (``zero_grad / loss / backward / SGD step`` over pre-batched tensors, in the recipe's memory format and
-bf16 autocast, as ``train()`` runs them). Bare and ours alternate (bare, ours, bare, ..., bare) and the medians are
-compared, in wall time and in CPU time (the latter is robust to the other jobs of a shared machine). The bare
-loop's loss is a plain cross-entropy for ``classify`` runs and ``saccader.pipeline.train.step_loss`` (the same
-objective, eq 6) for the others. Target: ours / bare >= 0.95.
+Both loops see the same in-memory tensors (the data path is measured apart, in ``bench/data_path.py``): ours is the
+session of the embedded recipe on an in-memory dataset of random images, two epochs of ``--steps`` steps through its
+loader and ``Session.steps``; its second epoch is compared with a bare loop (``zero_grad / loss / backward / SGD
+step`` over pre-batched tensors, in the recipe's memory format and bf16 autocast, as the session runs them). Bare and
+ours alternate (bare, ours, bare, ..., bare) and the medians are compared, in wall time and in CPU time (the latter
+is robust to the other jobs of a shared machine). The bare loop's loss is a plain cross-entropy for ``classify``
+runs and ``saccader.pipeline.train.step_loss`` (the same objective, eq 6) for the others. Target: ours / bare >= 0.95.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import common  # noqa: F401
-import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from common import embedded_config, report, setup_threads
-
-
-class InMemory(torch.utils.data.Dataset):
-    """``(image, label)`` pairs held as tensors: the stand-in for ``FolderDataset``."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
-        self.images, self.labels = images, labels
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, index):
-        return self.images[index], int(self.labels[index])
-
-    def get(self, index, generator=None):  # FolderDataset's item with its own generator (nothing random here)
-        return self[index]
-
-
-def _data(config: dict, n: int, seed: int = 0) -> InMemory:
-    g = torch.Generator().manual_seed(seed)
-    size, classes = config["dataset"]["image_size"], config["dataset"]["num_classes"]
-    return InMemory(torch.randn(n, 3, size, size, generator=g), torch.randint(0, classes, (n,), generator=g))
+from common import InMemory, embedded_config, random_images, report, setup_threads
 
 
 def _init_dirs(config: dict, run: str, tmp: Path) -> dict[str, str]:
     """Fresh weights for each run the recipe starts from (the loop's speed does not depend on their values)."""
-    from saccader.pipeline import io
     from saccader.models import from_config
-    from saccader.pipeline.train import recipe
+    from saccader.pipeline import io
+    from saccader.pipeline.config import recipe
 
     init = {}
     for name in recipe(config, run).get("init_from", []):
@@ -67,66 +42,44 @@ def _init_dirs(config: dict, run: str, tmp: Path) -> dict[str, str]:
     return init
 
 
-class _EpochClock:
-    """Stands in for ``tqdm`` in the training loop: created just before an epoch's first step and closed just after
-    its last, it records the epoch's wall and CPU seconds (CPU time: robust to the other jobs on a shared machine)."""
-
-    epochs: list = []
-
-    def __init__(self, *args, total=0, initial=0, **kwargs):
-        self.steps, self.wall, self.cpu = total - initial, time.perf_counter(), time.process_time()
-
-    def update(self, n=1):
-        pass
-
-    def close(self):
-        _EpochClock.epochs.append((self.steps, time.perf_counter() - self.wall, time.process_time() - self.cpu))
-
-
 def ours(config: dict, run: str, steps: int, tmp: Path) -> tuple[float, float]:
-    """(wall, CPU) images/s of the second epoch of ``train()`` on in-memory data."""
-    from saccader.pipeline import bundle
-    from saccader.pipeline import train as loop
-    from saccader.pipeline.data import folder
-    from saccader.pipeline.train import train
+    """(wall, CPU) images/s of the second epoch of the run's training session on in-memory data."""
+    from saccader.pipeline.train import Session
 
     config = copy.deepcopy(config)
     rec = config["train"][run]
     rec.update(epochs=2, warmup_epochs=1, eval_batch_size=rec["batch_size"])
-    train_set, dev_set = _data(config, steps * rec["batch_size"]), _data(config, rec["batch_size"], seed=1)
-    original, bar, card = folder.build_dataset, loop.tqdm, bundle.write_card
-    folder.build_dataset = lambda cfg, split, **kw: train_set if split == "train" else dev_set
-    bundle.write_card = lambda *args, **kwargs: None  # a card names the dataset's classes: there is no folder here
-    loop.tqdm, _EpochClock.epochs = _EpochClock, []
-    out = tmp / "run" / run
-    try:
-        train(config, run, 0, out, _init_dirs(config, run, tmp), device="cpu")
-    finally:
-        folder.build_dataset, loop.tqdm, bundle.write_card = original, bar, card
-    n, wall, cpu = _EpochClock.epochs[-1]
-    logged = float(pd.read_parquet(out / "train_log.parquet")["images_per_s"].iloc[-1])
-    shutil.rmtree(out)
-    assert abs(logged * wall / (n * rec["batch_size"]) - 1) < 0.05, "the epoch clock disagrees with train_log"
-    return n * rec["batch_size"] / wall, n * rec["batch_size"] / cpu
+    data = InMemory(random_images(config, steps * rec["batch_size"]), random_images(config, rec["batch_size"], 1))
+    session = Session(config, run, 0, datasets=data, init=_init_dirs(config, run, tmp), device="cpu")
+    for epoch in range(2):
+        wall, cpu = time.perf_counter(), time.process_time()
+        for loss, _ in session.steps(epoch):
+            pass
+        loss.item()  # the loop's end-of-epoch read
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    images = session.steps_per_epoch * rec["batch_size"]
+    return images / wall, images / cpu
 
 
 def bare(config: dict, run: str, steps: int) -> tuple[float, float]:
     """(wall, CPU) images/s of a bare loop: pre-batched tensors, zero_grad, loss, backward, SGD (Nesterov) step."""
     from saccader.models import from_config
-    from saccader.pipeline.train import (MOMENTUM, _autocast, _to, param_groups, recipe, step_loss, use_bf16,
+    from saccader.pipeline.config import recipe
+    from saccader.pipeline.train import (MOMENTUM, autocast_factory, param_groups, step_loss, to_device, use_bf16,
                                          use_channels_last)
 
     rec, device = recipe(config, run), torch.device("cpu")
     torch.manual_seed(0)
     model = from_config(rec["model"], config)
-    channels_last = use_channels_last(rec, device)  # the recipe's format and autocast, as train() uses them
+    channels_last = use_channels_last(rec, device)  # the recipe's format and autocast, as the session uses them
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    autocast = _autocast(use_bf16(rec, device), device)
+    autocast = autocast_factory(use_bf16(rec, device), device)
     optimizer = torch.optim.SGD(param_groups(model, rec), lr=rec["lr"], momentum=MOMENTUM, nesterov=True)
-    data = _data(config, steps * rec["batch_size"])
-    batches = [(_to(x, device, channels_last), y)
-               for x, y in zip(data.images.split(rec["batch_size"]), data.labels.split(rec["batch_size"]))]
+    data = random_images(config, steps * rec["batch_size"])
+    images_, labels_ = data.tensors
+    batches = [(to_device(x, device, channels_last), y)
+               for x, y in zip(images_.split(rec["batch_size"]), labels_.split(rec["batch_size"]))]
     generator = torch.Generator().manual_seed(1)
     model.train()
     for i, (images, labels) in enumerate(batches[:2] + batches):  # two warm-up steps

@@ -93,9 +93,9 @@ def pretrain(fn: nn.Module, config: dict, steps: int, batch: int = 64, lr: float
 
 def images(config: dict, n: int) -> torch.Tensor:
     try:
-        from saccader.pipeline.attack import _subset
+        from saccader.pipeline.attack import attack_subset
 
-        subset = _subset(config)
+        subset = attack_subset(config)
         return torch.stack([subset[i][0] for i in range(min(n, len(subset)))]).clamp(0, 1)
     except Exception:  # dataset not built: the throughput does not depend on the pixels
         size = config["dataset"]["image_size"]

@@ -2,7 +2,7 @@
 
     python bench/plan_embedded.py --benchmarks /path/to/results/benchmarks [--out F.json]
 
-Plans ``config/embedded.yaml`` for this CPU (``saccader.pipeline.plan.measure_cpu``: for every training run, a few
+Plans ``config/embedded.yaml`` for this CPU (``saccader.pipeline.plan.measure.measure_cpu``: for every training run, a few
 iterations of the training loop itself with its data loading, its ``evaluate`` pass, a ``checkpoint.save`` and the start of a
 job's processes, all measured now in CPU seconds, i.e. for a job with a core to itself; nothing is taken from the
 run being predicted) and compares each training job's
@@ -38,17 +38,17 @@ def main() -> None:
 
     import torch
 
-    from saccader.pipeline import plan
+    from saccader.pipeline.plan import measure, report
     from saccader.pipeline.config import load_experiment
 
     torch.set_num_threads(1)  # as every local job runs (cpus_per_task 1)
     config = load_experiment(ROOT / args.config)
     config["results_dir"] = args.results or tempfile.mkdtemp(prefix="plan-embedded-")
     load_before, cpu, wall = os.getloadavg()[0], time.process_time(), time.perf_counter()
-    settings = plan.measure_cpu(config)
+    settings = measure.measure_cpu(config)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    result = plan.plan(config, None, settings, Path(config["results_dir"]) / ".plan_cache.json")
-    rows = plan.compare_benchmarks(result, Path(args.benchmarks))
+    result = report.plan(config, None, settings, Path(config["results_dir"]) / ".plan_cache.json")
+    rows = report.compare_benchmarks(result, Path(args.benchmarks))
     for row in rows:
         row.update({f"{k}_s": v for k, v in next(j["parts"] for j in result["jobs"]
                                                   if j["name"] == f"train/{row['run']}").items()})

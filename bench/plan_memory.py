@@ -8,7 +8,7 @@ step at batch ``small`` (allocating gradients, momentum and oneDNN's caches), th
 CPU tensors hold, like ``torch.cuda.max_memory_allocated`` on a GPU) is read after every op, forward and backward
 (a dispatch mode); the step's peak above its start is its activation memory. The growth of that peak from ``small``
 to ``large`` images is the measurement; the plan's estimate is its saved-for-backward bytes per image
-(``saccader.pipeline.plan.count_train`` on fake tensors) times ``large - small``. Peak RSS growth is reported beside it:
+(``saccader.pipeline.plan.counting.count_train`` on fake tensors) times ``large - small``. Peak RSS growth is reported beside it:
 it also holds what malloc keeps after frees (fragmentation), so it reads higher. Needs glibc >= 2.33.
 """
 
@@ -57,10 +57,11 @@ def step_peaks(config: dict, run: str, batches, bf16: bool) -> list[tuple[int, i
     import torch
 
     from saccader.pipeline import train as T
+    from saccader.pipeline.config import resolution, train_recipe
     from saccader.models import from_config
 
-    rec = {**T.recipe(config, run), "base_size": config["dataset"]["image_size"]}
-    res = T._resolution(config, rec)
+    rec = train_recipe(config, run)
+    res = resolution(config, rec)
     torch.manual_seed(0)
     model = from_config(rec["model"], config)
     cl = T.use_channels_last(rec, torch.device("cpu"))
@@ -73,7 +74,7 @@ def step_peaks(config: dict, run: str, batches, bf16: bool) -> list[tuple[int, i
         x = torch.randn(b, 3, res, res)
         x = x.contiguous(memory_format=torch.channels_last) if cl else x
         y = torch.randint(0, config["dataset"]["num_classes"], (b,))
-        T._train_mode(model)
+        T.train_mode(model)
         start = _in_use()
         with _peak_mode() as mode:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -89,16 +90,16 @@ def step_peaks(config: dict, run: str, batches, bf16: bool) -> list[tuple[int, i
 def measure(config_path: str, run: str, small: int = 8, large: int = 72) -> dict:
     import torch
 
-    from saccader.pipeline import plan
+    from saccader.pipeline.plan import counting
     from saccader.pipeline import train as T
-    from saccader.pipeline.config import load_experiment
+    from saccader.pipeline.config import load_experiment, recipe
 
     torch.set_num_threads(1)
     config = load_experiment(ROOT / config_path)
-    bf16 = T.use_bf16(T.recipe(config, run), torch.device("cpu"))
+    bf16 = T.use_bf16(recipe(config, run), torch.device("cpu"))
     (_, _), (p_small, rss_small), (p_large, rss_large) = step_peaks(config, run, (small, small, large), bf16)
     measured = p_large - p_small
-    estimate = plan.count_train(config, run, bf16=bf16)["act_bytes"] * (large - small)
+    estimate = counting.count_train(config, run, bf16=bf16)["act_bytes"] * (large - small)
     return {"run": run, "precision": "bf16" if bf16 else "fp32", "images": large - small,
             "estimate_mib": estimate / 2 ** 20, "measured_mib": measured / 2 ** 20,
             "estimate/measured": estimate / measured if measured > 0 else float("nan"),

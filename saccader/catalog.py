@@ -29,7 +29,7 @@ from saccader.errors import UserError
 
 __all__ = ["Stage", "Model", "Run", "Policy", "STAGES", "MODELS", "RUNS", "EVALUATIONS", "ATTACKS", "FULL_IMAGE",
            "objective", "objective_class", "policy", "policies", "engineered_policies", "policy_function", "traces",
-           "ablations", "label", "known", "required_runs", "glimpse_source", "test_evaluations"]
+           "ablations", "label", "known", "required_runs", "attacked_runs", "glimpse_source", "own_evaluations"]
 
 # ------------------------------------------------------------------------------------------------------- stages
 
@@ -267,7 +267,12 @@ def glimpse_source(run: str) -> str:
 OWN_POLICY = {"saccader": "saccader", "dram": "dram", "engineered": "ordered_logits"}
 
 
-def test_evaluations(run: str) -> list[tuple[str, str, str]]:
+def attacked_runs(model: str) -> list[str]:
+    """Training runs whose ``model.pt`` the attack on ``model`` loads (each attacked model is its own run)."""
+    return [known("attacked model", model, ATTACKS)]
+
+
+def own_evaluations(run: str) -> list[tuple[str, str, str]]:
     """(kind, evaluated name, policy) of the evaluation jobs whose rows are ``run``'s own test accuracy: its
     glimpses at every T, its full image, or (NASNet-77 / -113) the Saccader-NASNet it classifies for. Empty for a
     run that only initialises others (pre-training stages)."""

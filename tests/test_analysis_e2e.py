@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import analysis
+from saccader import catalog
 from test_evaluate import tiny_setup  # noqa: F401  (fixture: tiny dataset, config and checkpoints of every run)
 
 pytestmark = pytest.mark.slow
@@ -34,7 +35,7 @@ def test_every_target_from_real_job_outputs(tiny_setup, tmp_path):  # noqa: F811
         ckpts[run] = root / run
     res = tmp_path / "results"
     for seed in (0, 1):
-        for kind, names in evaluate.JOBS.items():
+        for kind, names in catalog.EVALUATIONS.items():
             for name in names:
                 evaluate.evaluate(config, kind, name, seed, ckpts, res / f"eval/{kind}/{name}/seed{seed}.parquet")
         for name in ("saccader", "dram", "resnet_v2_50", "bagnet77_lowd"):

@@ -7,6 +7,7 @@ from cleverhans.torch.attacks.spsa import spsa as upstream_spsa
 from torch import nn
 
 from baselines import attacks
+from saccader import catalog
 from saccader.pipeline import attack as job
 from saccader.pipeline import results
 from test_evaluate import tiny_setup  # noqa: F401  (fixture: tiny dataset and checkpoints)
@@ -124,7 +125,7 @@ def test_attack_job_writes_clean_pgd_spsa(tiny_setup):  # noqa: F811
         assert set(frame["metric"]) == {"clean_acc", "pgd_acc", "spsa_acc"}
         assert (frame["n_images"] == 6).all() and set(frame["experiment"]) == {"robustness"}
         assert set(frame["num_glimpses"]) == {2}
-    assert job.required_runs("bagnet77_lowd") == ["bagnet77_lowd"]
+    assert catalog.attacked_runs("bagnet77_lowd") == ["bagnet77_lowd"]
 
 
 def test_attack_job_resumes_after_the_finished_batches(tiny_setup, monkeypatch):  # noqa: F811

@@ -43,8 +43,7 @@ def test_p1_times_every_variant_and_ratios_agree():
     assert math.isclose(row["saccader/bagnet"], row["saccader_s"] / row["bagnet_s"])
 
 
-def test_p2_epoch_clock_matches_train_log(smoke):
-    # ours() asserts that its epoch clock agrees with train_log.parquet's images_per_s
+def test_p2_times_the_training_session_and_a_bare_loop(smoke):
     row = p2.measure("bagnet77_lowd", steps=2, repeats=1, config=smoke)
     assert row["ours_img_s"] > 0 and row["bare_img_s"] > 0 and row["ours/bare_cpu"] > 0
 
@@ -165,7 +164,8 @@ def test_malloc_times_both_allocator_settings_in_child_processes(capsys):
 
 
 def test_gpu_script_times_the_real_loop_and_writes_the_plan_contract(tiny_dataset, tmp_path, capsys):
-    """`--device cpu` on a tiny config: train()'s own loop (loader, waits, dev evaluation) beside the synthetic step,
+    """`--device cpu` on a tiny config: the training session's loop (loader, steps, dev evaluation) beside the
+    synthetic step,
     and gpu_train.json in the format `saccader plan` reads."""
     import json
 
@@ -193,7 +193,7 @@ def test_gpu_script_times_the_real_loop_and_writes_the_plan_contract(tiny_datase
     assert "wrote" in capsys.readouterr().out
 
 
-def test_gpu_loop_rate_runs_the_requested_steps_of_train(tiny_dataset, monkeypatch):
+def test_gpu_loop_rate_runs_the_requested_steps_of_the_session(tiny_dataset, monkeypatch):
     from saccader.pipeline import train as T
 
     steps = []
@@ -201,4 +201,3 @@ def test_gpu_loop_rate_runs_the_requested_steps_of_train(tiny_dataset, monkeypat
     monkeypatch.setattr(T, "step_loss", lambda *a, **k: (steps.append(1), real(*a, **k))[1])
     row = gpu_train.loop_rate(copy.deepcopy(tiny_dataset), "bagnet77_lowd", 4, torch.device("cpu"), steps=3, warmup=1)
     assert len(steps) == 3 and row["loop_img_s"] > 0
-    assert T.epoch_order(10, 0, 0).numel() == 10  # the cut epoch is gone after the call

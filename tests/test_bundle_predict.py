@@ -12,6 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
+from saccader import models
+from saccader.models import bundle as models_bundle
 from saccader.pipeline import bundle
 from saccader.pipeline.cli import main
 from saccader.errors import UserError
@@ -51,10 +53,10 @@ def runs(tmp_path_factory):
 
 def test_training_writes_a_card(runs):
     card = json.loads((runs["dirs"]["saccader"] / "card.json").read_text())
-    assert card["format"] == bundle.FORMAT and card["model"] == "saccader" and card["run"] == "saccader"
+    assert card["format"] == models_bundle.FORMAT and card["model"] == "saccader" and card["run"] == "saccader"
     assert card["class_names"] == ["0", "1", "2", "3"] and card["num_classes"] == 4 and card["label_offset"] == 0
     assert card["input"]["image_size"] == 16 and card["input"]["mean"] == [0.2] * 3
-    from saccader.pipeline.train import fingerprint
+    from saccader.pipeline.config import fingerprint
 
     assert card["fingerprint"] == fingerprint(runs["config"], "saccader")
     assert 0.0 <= card["dev_top1"] <= 1.0
@@ -144,16 +146,16 @@ def _rewrite_card(folder: Path, tmp: Path, **changes) -> Path:
 def test_bad_bundles_are_one_line_errors(runs, tmp_path):
     folder = runs["dirs"]["saccader"]
     with pytest.raises(UserError, match=r"bundle of saccader 0\.0\.1.*fix: load it with that version"):
-        bundle.load(_rewrite_card(folder, tmp_path, saccader_version="0.0.1"))
+        models.load(_rewrite_card(folder, tmp_path, saccader_version="0.0.1"))
     with pytest.raises(UserError, match=r"is missing 'class_names'.*fix: rewrite it with `saccader card"):
-        bundle.load(_rewrite_card(folder, tmp_path, class_names=None))
+        models.load(_rewrite_card(folder, tmp_path, class_names=None))
     bare = tmp_path / "bare"
     bare.mkdir()
     (bare / "model.pt").write_bytes((folder / "model.pt").read_bytes())
     with pytest.raises(UserError, match="has no card.json.*saccader card"):
-        bundle.load(bare)
+        models.load(bare)
     with pytest.raises(UserError, match="does not fit the model its card describes"):
-        bundle.load(_rewrite_card(folder, tmp_path, num_classes=7))
+        models.load(_rewrite_card(folder, tmp_path, num_classes=7))
 
 
 def test_card_command_writes_a_card_for_an_old_run(runs, tmp_path, capsys):
@@ -215,7 +217,7 @@ def test_predict_any_image_mode_and_an_unreadable_file(runs, tmp_path, capsys):
 def test_boxes_map_to_the_original_pixels(runs):
     """A box in model pixels maps back onto the pixels the crop + resize took it from: on an image that is an
     exact 3x upscale of a 16 px input (no crop padding), box coordinates scale by 3."""
-    from saccader.pipeline.bundle import load
+    from saccader.models import load
     from saccader.pipeline.predict import predict_image
 
     model = load(runs["dirs"]["saccader"], "cpu")
@@ -272,9 +274,9 @@ def test_full_image_model_refuses_glimpses(runs, tmp_path, capsys):
 
 def test_imagenet_wnids_get_names():
     card = {"label_offset": 1, "class_names": ["n01443537", "my_class"]}
-    assert bundle.class_label(card, 1) == "goldfish"
-    assert bundle.class_label(card, 2) == "my_class"
-    assert bundle.class_label(card, 0) == "background"
+    assert models_bundle.class_label(card, 1) == "goldfish"
+    assert models_bundle.class_label(card, 2) == "my_class"
+    assert models_bundle.class_label(card, 0) == "background"
 
 
 @pytest.mark.parametrize("stage,t", [("dram", 3), ("nasnet_finetune", 2), ("nasnet_finetune_high", 2)])

@@ -100,7 +100,7 @@ def test_zero_image_maps_to_minus_mean_over_std(tiny_dataset):
 def test_transform_is_bitwise_torchvisions_compose(tiny_dataset, train, hflip, size):
     """AppendixC (functional kernels) = the v2.Compose it stands for, same random draws, PIL or tensor input."""
     from saccader.pipeline.data import build_transform
-    from saccader.pipeline.data.folder import _load_rgb
+    from saccader.pipeline.data.folder import load_rgb
 
     ds = tiny_dataset["dataset"]
     config = {**tiny_dataset, "dataset": {**ds, "hflip": hflip, "crop_padding_fraction": 0.1}}
@@ -112,7 +112,7 @@ def test_transform_is_bitwise_torchvisions_compose(tiny_dataset, train, hflip, s
         torch.manual_seed(7)
         expected = reference(pil)
         torch.manual_seed(7)
-        assert torch.equal(transform(_load_rgb(path)), expected)
+        assert torch.equal(transform(load_rgb(path)), expected)
         torch.manual_seed(7)
         assert torch.equal(transform(pil), expected)
 

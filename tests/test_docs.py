@@ -6,7 +6,7 @@ What a backticked span is taken for, first rule that matches (anything else, e.g
 - ``name(...)``: the callable before the parenthesis, by the rules below;
 - a command (``make run``, ``saccader predict ...``, ``snakemake --profile slurm all``, ``python bench/x.py``,
   ``python -m analysis fig3``, ``pytest tests/...``; also every line of a code block): Make targets and variables
-  are in the Makefile, a ``saccader`` subcommand is in ``saccader.cli.COMMANDS``, Snakemake targets are rules of
+  are in the Makefile, a ``saccader`` subcommand is in ``saccader.pipeline.cli.COMMANDS``, Snakemake targets are rules of
   ``workflow/`` or ``analysis.TARGETS``, scripts and modules exist. Other programs (git, kill, ...) and flags are not
   this repository's names and are skipped;
 - ``key: value``: the key, as below;
@@ -14,7 +14,7 @@ What a backticked span is taken for, first rule that matches (anything else, e.g
   a relative one matches the end of a tracked path; a ``.py``/``.smk`` name that matches nothing is reported, other
   names (``results/...``, ``checkpoint.pt``: files a run writes) are skipped;
 - a dotted name: a Python name that imports and resolves (``saccader.models.load``), a name in a bench script
-  (``gpu_train._setup``), or else a config key path (``dataset.root``) of config.yaml, its overlays or the schema;
+  (``gpu_train.synthetic_session``), or else a config key path (``dataset.root``) of config.yaml, its overlays or the schema;
 - a bare name (``UserError``, ``fig3``, ``micro_batch``, ``set-resources``): defined in the code (``def``, ``class``,
   an assignment), a string literal of the code, a key or value of a shipped YAML file (configs, profiles, schema),
   a Snakemake target, a Make target or a ``saccader`` subcommand.

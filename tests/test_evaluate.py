@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from saccader import geometry, models
+from saccader import catalog, geometry, models
 
 from saccader.pipeline import evaluate, results
 from saccader.pipeline.config import load, load_experiment
@@ -41,12 +41,12 @@ def test_occlusion_sets_exactly_the_box_pixels():
 
 
 def test_required_runs_and_jobs():
-    assert evaluate.required_runs("glimpses", "saccader_no_pretrain") == ["saccader_no_pretrain"]
-    assert set(evaluate.required_runs("occlusion", "resnet_v2_50")) == {"resnet_v2_50", "bagnet77_lowd", "saccader",
+    assert catalog.required_runs("glimpses", "saccader_no_pretrain") == ["saccader_no_pretrain"]
+    assert set(catalog.required_runs("occlusion", "resnet_v2_50")) == {"resnet_v2_50", "bagnet77_lowd", "saccader",
                                                                         "dram"}
-    assert evaluate.required_runs("nasnet", "saccader_nasnet") == ["saccader", "nasnet_77", "nasnet_113"]
+    assert catalog.required_runs("nasnet", "saccader_nasnet") == ["saccader", "nasnet_77", "nasnet_113"]
     with pytest.raises(UserError, match="no evaluation job"):
-        evaluate.required_runs("glimpses", "resnet_v2_50")
+        catalog.required_runs("glimpses", "resnet_v2_50")
     with pytest.raises(UserError, match="RUN=DIR"):
         evaluate.parse_ckpts(["saccader"])
 
@@ -140,7 +140,7 @@ def test_a_run_trained_channels_last_is_evaluated_channels_last_with_the_same_lo
     assert not all(m.weight.is_contiguous(memory_format=torch.channels_last)
                    for m in plain.modules() if isinstance(m, torch.nn.Conv2d))
     with torch.no_grad():
-        torch.testing.assert_close(evaluate.image_logits(fast, x), evaluate.image_logits(plain, x))
+        torch.testing.assert_close(models.image_logits(fast, x), models.image_logits(plain, x))
 
 
 def test_missing_checkpoint_is_a_user_error(tiny_setup):

@@ -19,6 +19,7 @@ from torch.utils._pytree import tree_flatten
 from baselines import attacks
 from baselines import policies as engineered
 from saccader.pipeline import evaluate as E
+from saccader.pipeline import config as C
 from saccader.pipeline import train as T
 from saccader.pipeline.config import load_experiment
 from saccader.models import from_config
@@ -76,17 +77,17 @@ STAGE_RUNS = ["bagnet77_lowd", "saccader_pretrain", "saccader", "dram_pretrain_n
 
 
 def _meta_run(smoke, run: str):
-    rec = {**T.recipe(smoke, run), "base_size": smoke["dataset"]["image_size"]}
+    rec = C.train_recipe(smoke, run)
     model = from_config(rec["model"], smoke).to(META)
     optimizer = torch.optim.SGD(T.param_groups(model, rec), lr=0.1, momentum=T.MOMENTUM, nesterov=True)
-    res = T._resolution(smoke, rec)
+    res = C.resolution(smoke, rec)
     images = torch.randn(N, 3, res, res, device=META)
     labels = torch.randint(0, smoke["dataset"]["num_classes"], (N,), device=META)
     return rec, model, optimizer, images, labels
 
 
 def test_every_stage_is_covered(smoke):
-    assert {T.recipe(smoke, r)["stage"] for r in STAGE_RUNS} == set(T.STAGES)
+    assert {C.recipe(smoke, r)["stage"] for r in STAGE_RUNS} == set(T.STAGES)
 
 
 @pytest.mark.parametrize("run", STAGE_RUNS)
@@ -94,7 +95,7 @@ def test_training_step_has_no_host_wait_and_draws_on_the_device(smoke, run):
     """Forward, backward and optimizer step of every stage on ``meta`` (a host wait raises there), with every random
     draw checked to come from a generator of the data's device."""
     rec, model, optimizer, images, labels = _meta_run(smoke, run)
-    T._train_mode(model)
+    T.train_mode(model)
     if rec.get("drop_path_epochs"):
         T.set_drop_path_progress(model, 0.5)
     gen, guard = meta_generator()
@@ -117,7 +118,7 @@ def test_predict_has_no_host_wait(smoke, run):
 
 
 def _meta_models(smoke, *runs):
-    return {r: from_config(T.recipe(smoke, r)["model"], smoke).to(META).eval() for r in runs}
+    return {r: from_config(C.recipe(smoke, r)["model"], smoke).to(META).eval() for r in runs}
 
 
 def test_evaluation_batches_have_no_host_wait(smoke):
@@ -224,11 +225,9 @@ def test_eq5_targets_rank_float32_logits_of_the_representation(smoke):
 @pytest.mark.parametrize("run", ["saccader", "dram", "saccader_pretrain"])
 def test_micro_batched_step_has_no_host_wait_and_draws_on_the_device(smoke, run):
     """The micro-batched step (gradient accumulation, with the sampling stages' global baseline pre-pass)."""
-    if not hasattr(T, "accumulate_gradients"):
-        pytest.skip("this saccader.pipeline.train has no micro-batching")
     rec, model, optimizer, images, labels = _meta_run(smoke, run)
     images, labels = torch.cat([images] * 2), torch.cat([labels] * 2)
-    T._train_mode(model)
+    T.train_mode(model)
     gen, guard = meta_generator()
     with guard:
         optimizer.zero_grad(set_to_none=True)

@@ -136,6 +136,6 @@ def test_two_nodes_of_two_ranks_resume_after_a_requeue_and_evaluate_sharded(tmp_
     rec = config["train"]["saccader"]
     loader = torch.utils.data.DataLoader(build_dataset(config, "dev", uint8=True, resolution=16), batch_size=16)
     std = Standardize(config["dataset"]["mean"], config["dataset"]["std"])
-    top1, top5 = T.evaluate(model, rec, loader, torch.device("cpu"), T._autocast(False, None), std)
+    top1, top5 = T.evaluate(model, rec, loader, torch.device("cpu"), T.autocast_factory(False, None), std)
     log = pd.read_parquet(tmp_path / "whole" / "train_log.parquet").iloc[-1]
     assert (log["dev_top1"], log["dev_top5"]) == (top1, top5)  # 4 shards of 4 images == one process

@@ -30,7 +30,7 @@ def test_overlay_equals_the_old_full_file(name, results):
     """config.yaml + the overlay, validated, is the old full file, validated, except where results go: so the
     experiment's arithmetic (every digest but the paths) is unchanged by the move to overlays."""
     old, new = old_full_file(name), cfg.load_experiment(REPO / name)
-    old["evaluate"]["policies"].append("center")  # since then: the centre policy (issue 29), in every experiment
+    old["evaluate"]["policies"].append("center")  # added since: the centre policy, in every experiment
     assert new["results_dir"] == results and new["dataset"]["root"] == f"{results}/dataset"
     for config in (old, new):
         config.pop("results_dir")

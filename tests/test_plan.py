@@ -1,65 +1,24 @@
-"""``saccader plan``: FLOP counts against published figures, the memory estimate against a measurement, the
-micro-batch, time-limit and data checks, and the comparison with a run's benchmark files."""
+"""``saccader plan``: the micro-batch, time-limit and data checks, the targets' jobs, the CPU measurement and the
+comparison with a run's benchmark files (the counting on fake tensors: tests/test_plan_counting.py)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from saccader.pipeline import plan
+from saccader.pipeline.plan import fit, jobs, measure, report
 from saccader.pipeline.config import load
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _fake_forward_macs(model_fn, size: int) -> float:
-    with plan._fake_mode():
-        model = model_fn().eval()
-        with torch.no_grad(), plan.Counter() as c:
-            model(torch.zeros(1, 3, size, size))
-    return c.total() / 2
-
-
-def test_resnet50_flops_match_the_published_4_1_g_multiply_adds():
-    from torchvision.models import resnet50
-
-    assert _fake_forward_macs(resnet50, 224) == pytest.approx(4.1e9, rel=0.05)
-
-
-def test_grouped_conv_weight_gradient_counts_each_group_once():
-    conv = torch.nn.Conv2d(8, 8, 3, groups=8, bias=False)  # depthwise: 9 weights per channel
-    x = torch.zeros(2, 8, 10, 10, requires_grad=True)
-    with plan.Counter() as c:
-        conv(x).sum().backward()
-    per_pass = 2 * 2 * 8 * 8 * 8 * 9  # 2 FLOPs x batch x channels x 8x8 outputs x 9 taps
-    assert c.total() == 3 * per_pass  # forward, input gradient, weight gradient
-
-
-@pytest.mark.slow
-def test_nasnet_a_large_at_331_matches_zoph_et_al_table_2():
-    counts = plan.count_train(load(ROOT / "config.yaml"), "nasnet_331")
-    assert counts["fwd_flops"] / 2 == pytest.approx(23.8e9, rel=0.05)
-    assert counts["step_flops"] == pytest.approx(3 * counts["fwd_flops"], rel=0.05)  # backward = 2 forwards
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("run", ["bagnet77_lowd", "resnet_v2_50", "saccader"])
-def test_activation_estimate_within_25_percent_of_measured_live_memory(run):
-    sys.path.insert(0, str(ROOT / "bench"))
-    import plan_memory
-
-    row = plan_memory.measure("config/embedded.yaml", run, small=8, large=72)
-    assert row["estimate/measured"] == pytest.approx(1.0, abs=0.25)
-
-
-def _job(**kw) -> plan.Job:
+def _job(**kw) -> jobs.Job:
     base = dict(rule="train", name="train/x", runs=[], outputs=["runs/x/seed{seed}/model.pt"], resolution=224,
                 precision="bf16", flops=3e18, images=1e6, fwd_flops_per_image=1e9, step_flops_per_image=3e9,
                 act_bytes_per_image=200 * 2 ** 20, static_bytes=2 * 2 ** 30, params=10 ** 7, batch=1024)
-    return plan.Job(**{**base, **kw})
+    return jobs.Job(**{**base, **kw})
 
 
 CONFIG = {"dataset": {"name": "imagenet", "num_workers": 8}, "executor": {"max_requeues": 1}, "train": {"x": {}}}
@@ -68,7 +27,7 @@ CONFIG = {"dataset": {"name": "imagenet", "num_workers": 8}, "executor": {"max_r
 def test_micro_batch_fits_the_gpu_and_divides_the_per_gpu_batch():
     job = _job()
     profile = {"train": {"gpu": 4, "cpus_per_task": 8, "runtime": 60 * 48, "mem_mb": 10 ** 6}}
-    plan.plan_job(job, CONFIG, profile, plan.Settings(gpu="A100-40GB"), {})
+    fit.plan_job(job, CONFIG, profile, fit.Settings(gpu="A100-40GB"), {})
     usable = (40 * 0.9 - 1) * 2 ** 30 - job.static_bytes
     assert job.micro_fit == int(usable // (200 * 2 ** 20))
     assert 256 % job.micro_batch == 0 and job.micro_batch <= job.micro_fit
@@ -79,7 +38,7 @@ def test_micro_batch_fits_the_gpu_and_divides_the_per_gpu_batch():
 def test_time_limit_counts_requeues_and_names_the_fix():
     profile = {"train": {"gpu": 1, "cpus_per_task": 64, "runtime": 60, "mem_mb": 10 ** 6}}
     job = _job(flops=1e19, images=1)
-    plan.plan_job(job, CONFIG, profile, plan.Settings(mfu=0.5), {})
+    fit.plan_job(job, CONFIG, profile, fit.Settings(mfu=0.5), {})
     hours = 1e19 / (0.5 * 989.5e12) / 3600  # 5.6 h against 1 h x (1 + 1 requeue)
     assert job.hours == pytest.approx(hours)
     assert any("max_requeues >= 5" in p for p in job.problems)
@@ -89,11 +48,11 @@ def test_attacks_resume_across_requeues_evaluations_must_fit_one_allocation():
     for rule, ok in (("attack", True), ("evaluate", False)):  # 1.5 h against 1 h x (1 + 1 requeue)
         job = _job()
         job.hours = 1.5
-        plan._check_time(job, CONFIG, rule, 60)
+        fit._check_time(job, CONFIG, rule, 60)
         assert (job.problems == []) == ok, (rule, job.problems)
     job = _job()
     job.hours = 5.5
-    plan._check_time(job, CONFIG, "attack", 60)
+    fit._check_time(job, CONFIG, "attack", 60)
     assert job.problems and "max_requeues >= 5" in job.problems[0] and "subset_size" in job.problems[0]
 
 
@@ -101,7 +60,7 @@ def test_measured_images_per_s_replace_the_mfu_model():
     profile = {"train": {"gpu": 1, "cpus_per_task": 64, "runtime": 10 ** 6, "mem_mb": 10 ** 6}}
     job = _job(flops=3e9 * 1e6, images=1e6)
     measured = {("x", "bf16", 224): {"images_per_s": 1000.0, "micro_batch": 64, "device": "H100"}}
-    plan.plan_job(job, CONFIG, profile, plan.Settings(), measured)
+    fit.plan_job(job, CONFIG, profile, fit.Settings(), measured)
     assert job.hours == pytest.approx(1e6 / 1000 / 3600)
     assert "measured" in job.rate_source
 
@@ -109,13 +68,13 @@ def test_measured_images_per_s_replace_the_mfu_model():
 def test_data_bound_job_is_flagged_with_the_workers_it_needs():
     profile = {"train": {"gpu": 1, "cpus_per_task": 2, "runtime": 10 ** 6, "mem_mb": 10 ** 6}}
     job = _job(step_flops_per_image=1e6)  # a cheap model eats images faster than 2 workers decode them
-    plan.plan_job(job, CONFIG, profile, plan.Settings(transform_rates={(224, True): 100.0}), {})
+    fit.plan_job(job, CONFIG, profile, fit.Settings(transform_rates={(224, True): 100.0}), {})
     assert job.data_wait > 1 and any("waits on data" in p for p in job.problems)
 
 
 def test_no_gpu_in_the_profile_is_a_problem():
     job = _job()
-    plan.plan_job(job, CONFIG, {"train": {"gpu": 0}}, plan.Settings(), {})
+    fit.plan_job(job, CONFIG, {"train": {"gpu": 0}}, fit.Settings(), {})
     assert any("no GPU" in p for p in job.problems)
 
 
@@ -124,7 +83,7 @@ def test_compare_benchmarks_reads_snakemake_benchmark_files(tmp_path):
     folder.mkdir(parents=True)
     (folder / "seed0.tsv").write_text("s\th:m:s\tmax_rss\tcpu_time\n20.0\t0:00:20\t1\t18.0\n")
     result = {"jobs": [{"rule": "train", "name": "train/x", "precision": "fp32", "hours": 30 / 3600}]}
-    rows = plan.compare_benchmarks(result, tmp_path)
+    rows = report.compare_benchmarks(result, tmp_path)
     assert rows[0]["projected/wall"] == pytest.approx(1.5)
 
 
@@ -132,14 +91,14 @@ def test_targets_include_the_training_runs_upstream():
     jobs = [_job(name="train/a", outputs=["runs/a/seed{seed}/model.pt"]),
             _job(name="train/b", runs=["a"], outputs=["runs/b/seed{seed}/model.pt"]),
             _job(rule="attack", name="attack/b", runs=["b"], outputs=["attack/b/seed{seed}.parquet"])]
-    targets = plan.target_jobs(jobs)
+    targets = report.target_jobs(jobs)
     assert targets["table_supp6"] == {"attack/b", "train/b", "train/a"}
     assert targets["index"] >= targets["table_supp6"]
 
 
 def test_transform_rate_times_the_appendix_c_transform_on_generated_jpegs():
     config = load(ROOT / "config.yaml")
-    assert plan.transform_rate(config, 224, train=True, images=2, rounds=1) > 0
+    assert measure.transform_rate(config, 224, train=True, images=2, rounds=1) > 0
 
 
 def test_gpu_train_json_and_jpeg_bench_files_are_read(tmp_path):
@@ -150,8 +109,8 @@ def test_gpu_train_json_and_jpeg_bench_files_are_read(tmp_path):
         '"images_per_s": 900.0, "resolution": 224}]}')
     (bench / "jpeg_transform.json").write_text(
         '{"rows": [{"resolution": 224, "transform": "train", "images_per_s_core": 150.0}]}')
-    assert plan.load_measured(tmp_path)[("x", "bf16", 224)]["images_per_s"] == 900.0
-    assert plan.load_transform_rates(tmp_path) == {(224, True): 150.0}
+    assert fit.load_measured(tmp_path)[("x", "bf16", 224)]["images_per_s"] == 900.0
+    assert measure.load_transform_rates(tmp_path) == {(224, True): 150.0}
 
 
 @pytest.mark.slow
@@ -170,29 +129,17 @@ def test_cli_writes_plan_md_and_json_and_the_index_links_them(tmp_path):
 def test_micro_batched_sampling_stage_pays_the_baseline_pre_pass():
     profile = {"train": {"gpu": 4, "cpus_per_task": 64, "runtime": 10 ** 6, "mem_mb": 10 ** 6, "micro_batch": 32}}
     plain, sampled = _job(train_images=1e6), _job(train_images=1e6)
-    plan.plan_job(plain, CONFIG, profile, plan.Settings(), {})
-    plan.plan_job(sampled, {**CONFIG, "train": {"x": {"stage": "reinforce"}}}, profile, plan.Settings(), {})
+    fit.plan_job(plain, CONFIG, profile, fit.Settings(), {})
+    fit.plan_job(sampled, {**CONFIG, "train": {"x": {"stage": "reinforce"}}}, profile, fit.Settings(), {})
     assert plain.accumulation == 8
     assert sampled.flops - plain.flops == pytest.approx(1e6 * 1e9)
-
-
-def test_counter_tells_batch_sized_storages_from_fixed_ones():
-    x, w = torch.zeros(97, 8), torch.zeros(16, 8)
-    with plan.Counter(97, (2, 4)) as c:
-        y = torch.nn.functional.linear(x, w)  # 97 x 16 floats: grows with the batch
-        w2 = w * 2  # 16 x 8 floats: does not
-    assert c.fixed == 16 * 8 * 4 and c.grows == 97 * 16 * 4
-    assert c.slope() == 16 * 4  # bytes per image
-    assert c.peaks[2] == 16 * 8 * 4 + 2 * 16 * 4
-    assert c.total() == 2 * 97 * 16 * 8
-    del y, w2
 
 
 def test_cpu_plan_of_a_training_job_adds_its_measured_parts():
     job = _job(precision="fp32", steps=10, dev_images=100, checkpoints=2)
     parts = {"setup_s": 0.5, "step_s": 0.2, "checkpoint_s": 0.05, "dev_s_per_image": 0.001, "flops_per_s": 1e9}
-    settings = plan.Settings(cpu_rates={"fp32": 1e9, "bf16": 1e9}, cpu_runs={"x": parts}, cpu_start_s=1.0)
-    plan.plan_job(job, CONFIG, {}, settings, {})
+    settings = fit.Settings(cpu_rates={"fp32": 1e9, "bf16": 1e9}, cpu_runs={"x": parts}, cpu_start_s=1.0)
+    fit.plan_job(job, CONFIG, {}, settings, {})
     assert job.hours * 3600 == pytest.approx(1.0 + 0.5 + 10 * 0.2 + 2 * 0.05 + 100 * 0.001)
     assert job.gpu == "cpu" and job.gpu_hours == 0.0
 
@@ -200,8 +147,8 @@ def test_cpu_plan_of_a_training_job_adds_its_measured_parts():
 @pytest.mark.slow
 def test_measure_cpu_run_times_each_part_of_a_training_job(tmp_path):
     config = load([ROOT / "config.yaml", ROOT / "config" / "embedded.yaml"])
-    samples = plan._canvases(tmp_path, 64, config["dataset"]["high_res_size"])
-    parts = plan.measure_cpu_run(config, "saccader_pretrain", samples, steps=1)  # cache_features: every part
+    samples = measure._canvases(tmp_path, 64, config["dataset"]["high_res_size"])
+    parts = measure.measure_cpu_run(config, "saccader_pretrain", samples, steps=1)  # cache_features: every part
     assert parts["batch"] == 64 and parts["precision"] in ("fp32", "bf16")
     for key in ("step_s", "dev_s_per_image", "checkpoint_s", "cache_s_per_image"):
         assert parts[key] > 0, key

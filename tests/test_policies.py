@@ -1,4 +1,4 @@
-"""Each engineered policy's choice on hand-made inputs (issue 6, "Must show")."""
+"""Each engineered policy's choice on hand-made inputs."""
 
 import pytest
 import torch

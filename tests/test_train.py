@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from saccader.pipeline import config as C
 from saccader.pipeline import train as T
 from saccader.pipeline.config import validate
 from saccader.errors import UserError
@@ -116,11 +117,11 @@ def test_saccader_stages_run_and_start_from_their_init(data, bagnet_run, tmp_pat
 
 def test_init_runs_and_missing_init(data):
     config = tiny_config(data, a=recipe(), b=recipe(init_from=["a"]))
-    assert T.init_runs("b", config) == ["a"] and T.init_runs("a", config) == []
+    assert C.init_runs("b", config) == ["a"] and C.init_runs("a", config) == []
     with pytest.raises(UserError, match="--init a=DIR"):
         T.train(config, "b", 0, "/nonexistent")
     with pytest.raises(UserError, match="unknown training run 'c'"):
-        T.init_runs("c", config)
+        C.init_runs("c", config)
 
 
 def test_nan_loss_stops_with_user_error_and_keeps_checkpoint(data, tmp_path):

@@ -1,5 +1,6 @@
 """The training loop's host side: no wait for the device per step, uint8 batches standardised bitwise as the
-transform does, one loader (persistent workers) per run."""
+transform does, one loader (persistent workers) per run; ``train()`` is the loop of the public ``Session`` that the
+plan and the benchmarks time."""
 
 from __future__ import annotations
 
@@ -58,3 +59,25 @@ def test_one_loader_per_run_with_persistent_workers(data, tmp_path, monkeypatch)
     monkeypatch.setattr(T, "_loader", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
     T.train(config, "bagnet77_lowd", 0, tmp_path)
     assert len(made) == 1 and made[0].persistent_workers
+
+
+@pytest.mark.parametrize("run", ["bagnet77_lowd", "saccader_pretrain"])
+def test_the_measured_session_steps_are_the_training_loop_bitwise(data, tmp_path, run):
+    """What ``saccader plan --cpu`` and the benchmarks time (a Session and its steps) trains the weights ``train()``
+    writes, bitwise: the loop they measure is the real one."""
+    recipes = {"bagnet77_lowd": recipe(epochs=1), "saccader_pretrain": recipe(
+        model="saccader", stage="location_pretrain", init_from=["bagnet77_lowd"], num_glimpses=6, eval_glimpses=3,
+        lr=0.5, weight_decay=0.0, nu=0.0, epochs=1, cache_features=True)}
+    config = tiny_config(data, **recipes)
+    init = {}
+    if run != "bagnet77_lowd":
+        init["bagnet77_lowd"] = str(tmp_path / "init")
+        T.train(config, "bagnet77_lowd", 0, tmp_path / "init")
+    T.train(config, run, 0, tmp_path / "real", init)
+    session = T.Session(config, run, 0, init=init, device="cpu")
+    for _ in session.steps(0):
+        pass
+    session.evaluate()
+    real = torch.load(tmp_path / "real" / "model.pt", weights_only=True)
+    assert real.keys() == session.final.state_dict().keys()
+    assert all(torch.equal(real[k], v) for k, v in session.final.state_dict().items())

@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 
+from saccader import catalog
 from saccader.pipeline import config as cfg
 
 pytestmark = pytest.mark.slow
@@ -81,16 +82,13 @@ def test_every_run_is_paper_size_and_took_a_real_step(wet):
 
 
 def test_every_evaluation_and_attack_saw_real_images(wet):
-    from saccader.pipeline import attack as attacks
-    from saccader.pipeline import evaluate
-
     config, results, _ = wet
-    for kind, models in evaluate.JOBS.items():
+    for kind, models in catalog.EVALUATIONS.items():
         for model in models:
             frame = pd.read_parquet(results / "eval" / kind / model / "seed0.parquet")
             assert len(frame) > 0 and (frame["n_images"] >= 1).all(), (kind, model)
             assert set(frame["dataset"]) == {"imagenet"} and set(frame["split"]) == {"val"}
-    for model in attacks.MODELS:
+    for model in catalog.ATTACKS:
         frame = pd.read_parquet(results / "attack" / model / "seed0.parquet")
         assert {"clean_acc", "pgd_acc", "spsa_acc"} <= set(frame["metric"]) and (frame["n_images"] >= 1).all(), model
 
@@ -107,12 +105,9 @@ def test_figures_report_and_the_meaningless_banner(wet):
 
 
 def test_each_heavy_job_recorded_its_time_and_peak_memory(wet):
-    from saccader.pipeline import attack as attacks
-    from saccader.pipeline import evaluate
-
     config, results, table = wet
     jobs = pd.read_parquet(results / "benchmarks" / "jobs.parquet")
-    expected = 1 + len(config["train"]) + sum(len(m) for m in evaluate.JOBS.values()) + len(attacks.MODELS)
+    expected = 1 + len(config["train"]) + sum(len(m) for m in catalog.EVALUATIONS.values()) + len(catalog.ATTACKS)
     assert len(jobs) == expected and jobs["job"].is_unique
     assert (jobs["cpu_s"] > 0).all() and (jobs["peak_rss_mib"] > 0).all() and (jobs["wall_s"] > 0).all()
     train = jobs[jobs["rule"] == "train"].set_index("job")["peak_rss_mib"]

@@ -52,10 +52,10 @@ def expected_counts(config: dict) -> dict[str, int]:
 
     seeds = len(config["seeds"])
     counts = {"check_data": 1, "param_counts": 1, "all": 1, "train": len(config["train"]) * seeds,
-              "attack": len(attacks.MODELS) * seeds, "evaluate_glimpses": len(evaluate.JOBS["glimpses"]) * seeds,
-              "evaluate": sum(len(m) for k, m in evaluate.JOBS.items() if k != "glimpses") * seeds}
+              "attack": len(catalog.ATTACKS) * seeds, "evaluate_glimpses": len(catalog.EVALUATIONS["glimpses"]) * seeds,
+              "evaluate": sum(len(m) for k, m in catalog.EVALUATIONS.items() if k != "glimpses") * seeds}
     counts.update({name: 1 for name in analysis.TARGETS})
-    counts["export_model"] = sum(1 for run in config["train"] if catalog.test_evaluations(run)) * seeds
+    counts["export_model"] = sum(1 for run in config["train"] if catalog.own_evaluations(run)) * seeds
     return counts
 
 

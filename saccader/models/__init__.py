@@ -86,11 +86,37 @@ def image_logits(model, images, num_glimpses: int | None = None):
 
 
 def load(path, device=None):
-    """A trained model from its bundle alone (a run folder, its model.pt or card.json), in eval mode, no config
-    needed; ``model.card`` describes it (saccader.models.bundle)."""
-    from saccader.models.bundle import load as load_bundle
+    """The bundle's model, weights loaded, in eval mode and the memory format it trained in; ``model.card`` is its
+    card. Needs nothing but the bundle (a run folder, its model.pt or card.json: ``saccader.models.bundle``) and
+    this package."""
+    import torch
 
-    return load_bundle(path, device)
+    from saccader.models.bundle import CARD, bundle_paths, read_card, read_weights
+
+    card = read_card(path)
+    card_path, weights = bundle_paths(path)
+    if not weights.is_file():
+        raise UserError(f"{weights} is missing: the bundle has a card but no weights",
+                        "pass the folder of a finished training run")
+    try:
+        model = create(card["model"], card["num_classes"], **card["overrides"])
+    except (TypeError, ValueError) as exc:  # an override the constructor does not take, or of the wrong kind
+        raise UserError(f"{card_path}: overrides {repr(card['overrides'])[:120]} do not build model "
+                        f"{card['model']} ({' '.join(str(exc).split())[:200]})",
+                        f"rewrite {CARD} with `saccader card` under the config the run was trained with") from None
+    state = read_weights(weights)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise UserError(f"{weights} does not fit the model its card describes ({str(exc).splitlines()[0][:200]})",
+                        f"rewrite {CARD} with `saccader card` under the config the run was trained with") from None
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = model.to(dev).eval()
+    channels_last = card.get("channels_last")  # the recipe's memory format; unset means CUDA only, as in training
+    if channels_last or (channels_last is None and dev.type == "cuda"):
+        model = model.to(memory_format=torch.channels_last)
+    model.card = card
+    return model
 
 
 def count_parameters(model) -> int:

@@ -1,4 +1,5 @@
-"""Reading a model bundle (``card.json`` beside ``model.pt``) into a ready model, with no config at hand.
+"""Reading a model bundle (``card.json`` beside ``model.pt``): what a card must hold, where its files are, its
+classes; ``saccader.models.load`` rebuilds the model from it, with no config at hand.
 
 The method's side of bundles: what a card must hold and how a model is rebuilt from it. Writing cards, which needs
 the experiment config, is the pipeline's (``saccader.pipeline.bundle``).
@@ -13,8 +14,8 @@ from pathlib import Path
 
 from saccader.errors import UserError
 
-__all__ = ["FORMAT", "CARD", "SCHEMA_PATH", "REQUIRED", "INPUT_KEYS", "MAX_IMAGE_SIZE", "read_card", "load",
-           "class_label"]
+__all__ = ["FORMAT", "CARD", "SCHEMA_PATH", "REQUIRED", "INPUT_KEYS", "MAX_IMAGE_SIZE", "bundle_paths",
+           "read_card", "read_weights", "class_label"]
 
 FORMAT = "saccader-bundle/1"  # a change of the card's meaning gets a new value
 CARD = "card.json"
@@ -33,7 +34,7 @@ INPUT_KEYS = tuple(card_schema()["properties"]["input"]["required"])
 MAX_IMAGE_SIZE = card_schema()["properties"]["input"]["properties"]["image_size"]["maximum"]
 
 
-def _paths(path) -> tuple[Path, Path]:
+def bundle_paths(path) -> tuple[Path, Path]:
     """(card.json, model.pt) of a bundle given as its folder, its model.pt or its card.json."""
     path = Path(path)
     folder = path if path.is_dir() else path.parent
@@ -52,7 +53,7 @@ def read_card(path) -> dict:
     ``card.schema.yaml`` (types and ranges: a std of 0 would divide by zero) and the class count."""
     from saccader import __version__
 
-    card_path, _ = _paths(path)
+    card_path, _ = bundle_paths(path)
     if not card_path.is_file():
         raise UserError(f"{card_path.parent} has no {CARD}, so the model cannot be rebuilt without its config",
                         f"write one with `saccader card {card_path.parent} --config CONFIG --run RUN --seed SEED`")
@@ -78,7 +79,7 @@ def read_card(path) -> dict:
     return card
 
 
-def _read_weights(weights: Path) -> dict:
+def read_weights(weights: Path) -> dict:
     """The state dict in ``weights``, loaded without running pickled code; a file that is empty, cut short or not
     a PyTorch file is one line saying so (not "does not fit the card")."""
     import pickle
@@ -109,39 +110,6 @@ def _read_weights(weights: Path) -> dict:
         raise UserError(f"{weights} holds a {type(state).__name__}, not a state dict of weights",
                         "use a model.pt written by `saccader train` or `saccader export`")
     return state
-
-
-def load(path, device=None):
-    """The bundle's model, weights loaded, in eval mode and the memory format it trained in; ``model.card`` is its
-    card. Needs nothing but the bundle (and this package)."""
-    import torch
-
-    from saccader.models import create
-
-    card = read_card(path)
-    _, weights = _paths(path)
-    if not weights.is_file():
-        raise UserError(f"{weights} is missing: the bundle has a card but no weights",
-                        "pass the folder of a finished training run")
-    try:
-        model = create(card["model"], card["num_classes"], **card["overrides"])
-    except (TypeError, ValueError) as exc:  # an override the constructor does not take, or of the wrong kind
-        raise UserError(f"{_paths(path)[0]}: overrides {repr(card['overrides'])[:120]} do not build model "
-                        f"{card['model']} ({' '.join(str(exc).split())[:200]})",
-                        f"rewrite {CARD} with `saccader card` under the config the run was trained with") from None
-    state = _read_weights(weights)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise UserError(f"{weights} does not fit the model its card describes ({str(exc).splitlines()[0][:200]})",
-                        f"rewrite {CARD} with `saccader card` under the config the run was trained with") from None
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = model.to(dev).eval()
-    channels_last = card.get("channels_last")  # the recipe's memory format; unset means CUDA only, as in training
-    if channels_last or (channels_last is None and dev.type == "cuda"):
-        model = model.to(memory_format=torch.channels_last)
-    model.card = card
-    return model
 
 
 _WNID = re.compile(r"^n\d{8}$")

@@ -23,19 +23,12 @@ from saccader.pipeline.config import add_config_argument
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MODELS", "required_runs", "partial_dir", "attack", "register"]
+__all__ = ["partial_dir", "attack", "register"]
 
-# Attacked models (Table Supp.6, ``saccader.catalog.ATTACKS``); each is its own training run.
-MODELS = tuple(catalog.ATTACKS)
 _GLIMPSE_MODELS = tuple(m for m, glimpses in catalog.ATTACKS.items() if glimpses)
 
 
-def required_runs(model: str) -> list[str]:
-    """Training runs whose ``model.pt`` the attack on ``model`` loads."""
-    return [catalog.known("attacked model", model, MODELS)]
-
-
-def _subset(config: dict):
+def attack_subset(config: dict):
     """The fixed random subset of the reporting split, in [0, 1] pixels (same for every model and seed)."""
     from saccader.pipeline.data.folder import build_dataset
 
@@ -103,7 +96,7 @@ def attack(config: dict, model: str, seed: int, ckpts: dict[str, Path], out: Pat
     from saccader.pipeline.io import ensure_writable, torch_save
     from saccader.pipeline.train import use_bf16
 
-    runs = required_runs(model)
+    runs = catalog.attacked_runs(model)
     out = Path(out)
     ensure_writable(out.parent)  # fail now, not after the attacks
     dev = device()
@@ -120,7 +113,7 @@ def attack(config: dict, model: str, seed: int, ckpts: dict[str, Path], out: Pat
     # One stream over the batches, of the device the queries live on; its state after each batch is saved with the
     # batch, so a resumed job draws what an uninterrupted one draws.
     generator = torch.Generator(device=dev).manual_seed(seed)
-    subset = _subset(config)
+    subset = attack_subset(config)
     batch = at["batch_size"]
     partial, key = partial_dir(out), _job_key(config, model, seed, ckpt_file(ckpts, runs[0]), dev)
     partial.mkdir(exist_ok=True)
@@ -181,7 +174,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("attack", help="robustness job: clean, PGD and SPSA accuracy (Table Supp.6)",
                               description=__doc__.splitlines()[0])
     add_config_argument(p)
-    p.add_argument("--model", required=True, choices=MODELS)
+    p.add_argument("--model", required=True, choices=tuple(catalog.ATTACKS))
     p.add_argument("--seed", required=True, type=integer(0))
     p.add_argument("--ckpt", action="append", default=[], metavar="RUN=DIR",
                    help="training run directory holding model.pt")

@@ -10,7 +10,7 @@ recipe, dev accuracy, package and code version). Every training run writes its c
 accuracy comes later, from the evaluation jobs: ``saccader export`` (the workflow's ``export_model`` rule) writes the
 run's bundle again under ``results/models/RUN/seedS`` with its test top-1 / top-5 in the card, rather than having a
 later job rewrite a training output. Reading a bundle needs no config and lives with the models
-(``saccader.models.bundle``: ``read_card``, ``load``, ``class_label``, re-exported here).
+(``saccader.models.load``; ``saccader.models.bundle``: ``read_card``, ``class_label``).
 """
 
 from __future__ import annotations
@@ -23,30 +23,30 @@ from pathlib import Path
 
 from saccader import catalog
 from saccader.errors import UserError
-from saccader.models.bundle import CARD, FORMAT, _paths, class_label, load, read_card  # noqa: F401
+from saccader.models import load
+from saccader.models.bundle import CARD, FORMAT, bundle_paths, read_card
+from saccader.pipeline.config import fingerprint, recipe, resolution
 
 log = logging.getLogger("saccader.pipeline.bundle")
-__all__ = ["FORMAT", "CARD", "make_card", "write_card", "read_card", "load", "test_rows", "export", "class_label",
-           "register"]
+__all__ = ["make_card", "write_card", "own_test_rows", "export", "register"]
 
 
 def make_card(config: dict, run: str, seed: int, dev_top1: float | None, dev_top5: float | None) -> dict:
     """The card of training run ``run`` / ``seed`` under ``config`` (its dataset must be readable: class names)."""
     from saccader import __version__
     from saccader.pipeline import results
-    from saccader.pipeline.data.folder import _check_layout
+    from saccader.pipeline.data.folder import class_folders
     from saccader.models import config_overrides
-    from saccader.pipeline.train import _resolution, fingerprint, recipe
 
     rec, ds = recipe(config, run), config["dataset"]
-    classes = _check_layout(Path(ds["root"]))
+    classes = class_folders(Path(ds["root"]))
     return {
         "format": FORMAT, "saccader_version": __version__, "code_version": results.code_version(),
         "run": run, "seed": seed, "stage": rec["stage"], "model": rec["model"],
         "overrides": config_overrides(rec["model"], config),
         "num_classes": ds["num_classes"], "label_offset": ds["label_offset"], "class_names": classes,
         "dataset": ds["name"],
-        "input": {"image_size": ds["image_size"], "resolution": _resolution(config, rec),
+        "input": {"image_size": ds["image_size"], "resolution": resolution(config, rec),
                   "high_res_size": ds["high_res_size"], "crop_padding_fraction": ds["crop_padding_fraction"],
                   "mean": list(ds["mean"]), "std": list(ds["std"])},
         "glimpses": rec.get("eval_glimpses", rec.get("num_glimpses")),
@@ -70,12 +70,12 @@ def write_card(config: dict, run: str, seed: int, out, dev_top1: float | None = 
     return path
 
 
-def test_rows(card: dict, parquets) -> list[dict]:
+def own_test_rows(card: dict, parquets) -> list[dict]:
     """The rows of the evaluation parquets that are the card's run's own test accuracy
-    (``saccader.catalog.test_evaluations``), at its input resolution: one dict per (evaluation, T)."""
+    (``saccader.catalog.own_evaluations``), at its input resolution: one dict per (evaluation, T)."""
     import pandas as pd
 
-    wanted = {(name, policy): f"{kind}/{name}" for kind, name, policy in catalog.test_evaluations(card["run"])}
+    wanted = {(name, policy): f"{kind}/{name}" for kind, name, policy in catalog.own_evaluations(card["run"])}
     rows = []
     for path in parquets:
         if not Path(path).is_file():
@@ -105,14 +105,14 @@ def export(run_dir, out, parquets) -> Path:
         raise UserError(f"--out {out} is the run folder; export never writes over the run's card.json",
                         "pass another --out, e.g. results/models/<run>/seed<k>")
     card = read_card(run_dir)
-    weights = _paths(run_dir)[1]
+    weights = bundle_paths(run_dir)[1]
     if not weights.is_file():
         raise UserError(f"{weights} is missing: {run_dir} is not a finished training run",
                         "pass the folder of a finished training run")
-    rows = test_rows(card, parquets)
+    rows = own_test_rows(card, parquets)
     if not rows:
         raise UserError(f"no test results of run {card['run']} in {', '.join(map(str, parquets)) or 'no parquet'}",
-                        "pass the parquet(s) of its evaluation jobs (saccader.catalog.test_evaluations)")
+                        "pass the parquet(s) of its evaluation jobs (saccader.catalog.own_evaluations)")
     # at the card's T, or the largest T evaluated below it (evaluate.max_glimpses may be smaller); a classifier's at
     # its full image (T = 0)
     t = card.get("glimpses") or 0

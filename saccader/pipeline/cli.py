@@ -12,7 +12,6 @@ import logging
 import os
 import shlex
 import sys
-from pathlib import Path
 
 from saccader.errors import UserError
 from saccader.pipeline.runtime import keep_freed_memory
@@ -37,18 +36,6 @@ COMMANDS = {
 COMMAND_MODULES = tuple(dict.fromkeys(COMMANDS.values()))
 
 
-def parse_run_dirs(items: list[str] | None, flag: str) -> dict[str, Path]:
-    """``RUN=DIR`` arguments (``--init`` of train, ``--ckpt`` of evaluate/attack) -> {run: DIR}."""
-    out = {}
-    for item in items or []:
-        run, sep, path = item.partition("=")
-        if not sep or not run or not path:
-            raise UserError(f"{flag} {item!r} is not RUN=DIR",
-                            f"write e.g. {flag} bagnet77_lowd=results/runs/bagnet77_lowd/seed0")
-        out[run] = Path(path)
-    return out
-
-
 DEBUG_ENV = "SACCADER_DEBUG"  # set (to anything but 0 or empty) to see the traceback of an unexpected error
 
 
@@ -68,13 +55,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                         help=f"show the traceback of an unexpected error (or set {DEBUG_ENV}=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in [COMMANDS[command]] if command in COMMANDS else COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:  # a real import error inside an existing module
-                raise
-            continue  # that capability is not part of this checkout yet
-        module.register(sub)
+        importlib.import_module(name).register(sub)  # a module listed here and missing is an error
     return parser
 
 

@@ -250,6 +250,18 @@ def check_results_dir(results_dir: str | Path, entries: Iterable[str] | None = N
     return folder
 
 
+def parse_run_dirs(items: list[str] | None, flag: str) -> dict[str, Path]:
+    """``RUN=DIR`` arguments (``--init`` of train, ``--ckpt`` of evaluate/attack) -> {run: DIR}."""
+    out = {}
+    for item in items or []:
+        run, sep, path = item.partition("=")
+        if not sep or not run or not path:
+            raise UserError(f"{flag} {item!r} is not RUN=DIR",
+                            f"write e.g. {flag} bagnet77_lowd=results/runs/bagnet77_lowd/seed0")
+        out[run] = Path(path)
+    return out
+
+
 def add_config_argument(parser) -> None:
     parser.add_argument("--config", required=True, action="append", metavar="YAML",
                         help="experiment config; repeat to merge overlays in order, as Snakemake's --configfile: "
@@ -260,7 +272,7 @@ def add_config_argument(parser) -> None:
 # Which keys of a config say how something executes, never what it computes, decided here for every hash of a config:
 # the dataset's LOADING_KEYS say how images are loaded, never which; RUN_EXECUTION_KEYS (with them and the dataset's
 # root) never change the weights a run ends with, so a checkpoint stays resumable when one changes
-# (saccader.pipeline.train.fingerprint). The workflow's job digests (workflow/rules/common.smk) leave out the
+# (fingerprint). The workflow's job digests (workflow/rules/common.smk) leave out the
 # LOADING_KEYS only: a new dataset folder or a new recipe value reruns the job. results.config_hash keeps the whole
 # config: it
 # records where a result came from.
@@ -288,6 +300,26 @@ def recipe(config: dict, run: str) -> dict:
     if run not in runs:
         raise UserError(f"unknown training run {run!r}", f"use one of {', '.join(sorted(runs)) or '(none configured)'}")
     return runs[run]
+
+
+def train_recipe(config: dict, run: str) -> dict:
+    """The recipe ``run`` trains with: ``train.<run>`` plus ``base_size``, the "224" resolution its objective
+    resizes to (the Saccader's patches, eq 7)."""
+    return {**recipe(config, run), "base_size": config["dataset"]["image_size"]}
+
+
+def resolution(config: dict, rec: dict) -> int:
+    """The input resolution of a recipe: ``high_res_size`` ("331") for ``resolution: high_res``, else ``image_size``."""
+    return config["dataset"]["high_res_size" if rec.get("resolution") == "high_res" else "image_size"]
+
+
+def fingerprint(config: dict, run: str) -> str:
+    """Hash of what decides the weights of ``run``: its recipe, the ``models`` and ``dataset`` sections (execution
+    settings left out: ``RUN_EXECUTION_KEYS``). Stored in the checkpoint and the card, so that a resume never mixes
+    two configs."""
+    part = {"run": run, "recipe": recipe(config, run), "models": config.get("models") or {},
+            "dataset": config["dataset"]}
+    return digest(part, RUN_EXECUTION_KEYS)
 
 
 def init_runs(run: str, config: dict) -> list[str]:

@@ -3,7 +3,7 @@
     saccader evaluate --config C --kind glimpses --model saccader --seed 0 \\
         --ckpt saccader=results/runs/saccader/seed0 --out results/eval/glimpses/saccader/seed0.parquet
 
-Kinds (``JOBS``, from ``saccader.catalog.EVALUATIONS``):
+Kinds (``saccader.catalog.EVALUATIONS``):
 - ``glimpses``   top-1, top-5 and area covered for T = 1..max_glimpses (Fig 3, 5a, Supp.2a, Supp.3), for the Saccader
   and its ablations (policy ``saccader``), BagNet-77-lowD under the engineered policies (``evaluate.policies``), and
   DRAM.
@@ -31,20 +31,12 @@ from saccader.pipeline import results
 from saccader.pipeline.config import add_config_argument
 from saccader.errors import UserError
 from saccader.pipeline.io import atomic_path, ensure_writable, torch_load
-from saccader.models import image_logits  # noqa: F401 (saccader.pipeline.evaluate.image_logits, as before)
+from saccader.models import image_logits
 
 log = logging.getLogger(__name__)
 
-__all__ = ["JOBS", "required_runs", "examples_path", "load_run", "ckpt_file", "image_logits", "policy_outputs",
+__all__ = ["examples_path", "load_run", "ckpt_file", "policy_outputs",
            "occlude", "glimpses_batch", "full_image_batch", "occlusion_batch", "nasnet_batch", "evaluate", "register"]
-
-JOBS: dict[str, list[str]] = {kind: list(names) for kind, names in catalog.EVALUATIONS.items()}
-
-
-def required_runs(kind: str, model: str) -> list[str]:
-    """Training runs whose ``model.pt`` the (kind, model) evaluation job loads (``saccader.catalog``)."""
-    return catalog.required_runs(kind, model)
-
 
 def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -52,7 +44,7 @@ def device() -> torch.device:
 
 def parse_ckpts(items: list[str]) -> dict[str, Path]:
     """``--ckpt RUN=DIR`` pairs from the command line -> {run: DIR}."""
-    from saccader.pipeline.cli import parse_run_dirs
+    from saccader.pipeline.config import parse_run_dirs
 
     return parse_run_dirs(items, "--ckpt")
 
@@ -255,7 +247,7 @@ def _occlusion(config, model_name, ckpts, dev, generator, tally):
     ev, ds = config["evaluate"], config["dataset"]
     size = ds["image_size"]
     classifier = load_run(config, "resnet_v2_50", ckpts, dev)
-    sources = {run: load_run(config, run, ckpts, dev) for run in required_runs("occlusion", "resnet_v2_50")[1:]}
+    sources = {run: load_run(config, run, ckpts, dev) for run in catalog.required_runs("occlusion", "resnet_v2_50")[1:]}
     mean, std = torch.tensor(ds["mean"]), torch.tensor(ds["std"])
     # standardised: 0 in the model's input space (the official patches_masks x input); pixel: black in [0, 1].
     fill = torch.zeros(3) if ev["occlusion_space"] == "standardized" else -mean / std
@@ -366,7 +358,7 @@ def save_examples(config: dict, models: dict, generator: torch.Generator, path: 
 
 def evaluate(config: dict, kind: str, model: str, seed: int, ckpts: dict[str, Path], out: Path):
     """Run one evaluation job and write its parquet (and, for ``glimpses``, its examples npz)."""
-    runs = required_runs(kind, model)
+    runs = catalog.required_runs(kind, model)
     missing = [r for r in runs if r not in ckpts]
     if missing:
         raise UserError(f"job {kind}/{model} needs checkpoints of runs {missing}",
@@ -410,8 +402,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("evaluate", help="evaluation job: policies x glimpses, full image, occlusion, NASNet",
                               description=__doc__.splitlines()[0])
     add_config_argument(p)
-    p.add_argument("--kind", required=True, choices=sorted(JOBS))
-    p.add_argument("--model", required=True, help="model to evaluate (see saccader.pipeline.evaluate.JOBS)")
+    p.add_argument("--kind", required=True, choices=sorted(catalog.EVALUATIONS))
+    p.add_argument("--model", required=True, help="model to evaluate (see saccader.pipeline.catalog.EVALUATIONS)")
     p.add_argument("--seed", required=True, type=integer(0))
     p.add_argument("--ckpt", action="append", default=[], metavar="RUN=DIR",
                    help="training run directory holding model.pt; repeat for every run the job needs")

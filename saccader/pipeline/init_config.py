@@ -265,9 +265,9 @@ def make_config(info: dict, minutes: float = 30.0, image_size: int | None = None
         config["train"][run] = rec
     config["models"]["dram"] = {**config["models"]["dram"], "glimpse_size": q}
     why["models.dram.glimpse_size"] = "DRAM's glimpse = the BagNet's q, as the paper's 77 px"
-    from saccader.pipeline.evaluate import JOBS
+    from saccader.catalog import EVALUATIONS
 
-    jobs = (len(config["train"]) + sum(len(m) for m in JOBS.values()) + 4) * seeds + 15
+    jobs = (len(config["train"]) + sum(len(m) for m in EVALUATIONS.values()) + 4) * seeds + 15
     config["estimated_minutes"] = round(REFERENCE["minutes"] * cost * scale + jobs * JOB_SECONDS / 60, 1)
     return config, why
 

@@ -153,7 +153,7 @@ def _crop_frame(card: dict, width: int, height: int, resolution: int) -> tuple[f
 
 def predict_image(model, card: dict, image, glimpses: int | None, policy: str = DEFAULT_POLICY) -> dict:
     """The JSON record of one PIL image: top-5, and per glimpse its box in original pixels and own top class."""
-    from saccader.pipeline.bundle import class_label
+    from saccader.models.bundle import class_label
 
     dev = next(model.parameters()).device
     low, high = preprocess(card, image)
@@ -262,7 +262,7 @@ def predict(model_path, items, glimpses: int | None = None, out="predictions", p
     from tqdm import tqdm
 
     from baselines.policies import POLICIES
-    from saccader.pipeline.bundle import load
+    from saccader.models import load
     from saccader.pipeline.io import ensure_writable
 
     model = load(model_path, device)

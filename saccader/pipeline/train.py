@@ -46,14 +46,13 @@ from tqdm import tqdm
 from saccader import catalog
 
 from saccader.pipeline import checkpoint, distributed, io
-from saccader.pipeline.cli import parse_run_dirs
-# recipe, init_runs, split_problem, check_layout: torch-free, so the workflow reads them while it parses
-from saccader.pipeline.config import (RUN_EXECUTION_KEYS, add_config_argument, check_layout, digest,  # noqa: F401
-                                      init_runs, load, recipe, split_problem)
+from saccader.pipeline.bundle import write_card
+from saccader.pipeline.config import (add_config_argument, fingerprint, load, parse_run_dirs, resolution,
+                                      split_problem, train_recipe)
 from saccader.errors import UserError
 from saccader.schedule import build_scheduler
 
-__all__ = ["STAGES", "recipe", "init_runs", "step_loss", "accumulate_gradients", "predict", "train", "register"]
+__all__ = ["STAGES", "Session", "step_loss", "accumulate_gradients", "predict", "train", "register"]
 
 log = logging.getLogger("saccader.pipeline.train")
 STAGES = tuple(catalog.STAGES)
@@ -63,12 +62,6 @@ MOMENTUM = 0.9  # Nesterov momentum of every run (Section 3.2, Appendix C)
 SYNC_EVERY = 100
 # objectives whose baseline b depends on the sampled trajectories
 SAMPLING_STAGES = tuple(s for s in STAGES if catalog.objective_class(s).samples)
-
-
-# --------------------------------------------------------------------------------------------------- recipes
-
-def _resolution(config: dict, rec: dict) -> int:
-    return config["dataset"]["high_res_size" if rec.get("resolution") == "high_res" else "image_size"]
 
 
 # --------------------------------------------------------------------------------------------------- model set-up
@@ -140,7 +133,7 @@ def set_drop_path_progress(model: nn.Module, progress: float) -> None:
             m.drop_path_progress = progress
 
 
-def _train_mode(model: nn.Module) -> None:
+def train_mode(model: nn.Module) -> None:
     """Training mode, except batch norms whose weights are frozen (they keep their running statistics)."""
     model.train()
     for m in model.modules():
@@ -245,7 +238,7 @@ def evaluate(model: nn.Module, rec: dict, loader, device, autocast, standardize=
     counts = torch.zeros(3, dtype=torch.int64, device=device)  # top-1, top-5, images
     channels_last = use_channels_last(rec, device)
     for images, labels in loader:
-        images, labels = _to(images, device, channels_last, standardize), labels.to(device, non_blocking=True)
+        images, labels = to_device(images, device, channels_last, standardize), labels.to(device, non_blocking=True)
         with autocast():
             logits = predict(model, rec, images).float()
         k = min(5, logits.shape[1])
@@ -272,7 +265,7 @@ class _CachedFeatures(torch.utils.data.Dataset):
         parts, labels = {"features": [], "what": [], "logits2d": []}, []
         with torch.no_grad():
             for images, y in torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers):
-                out = model.representation.forward_features(_to(images, device))
+                out = model.representation.forward_features(to_device(images, device))
                 for key in parts:
                     parts[key].append(out[key].float().cpu())
                 labels.append(y)
@@ -338,7 +331,7 @@ def _loader(dataset, sampler, batch_size, workers, pin_memory=False):
                                        generator=torch.Generator())
 
 
-def _to(images, device: torch.device, channels_last: bool = False, standardize=None):
+def to_device(images, device: torch.device, channels_last: bool = False, standardize=None):
     """Images to ``device``; uint8 images (what the loaders send: a quarter of the bytes) are standardised there."""
     if isinstance(images, dict):
         return {k: v.to(device, non_blocking=True) for k, v in images.items()}
@@ -374,7 +367,7 @@ def use_bf16(rec: dict, device: torch.device) -> bool:
     return True
 
 
-def _autocast(enabled: bool, device: torch.device):
+def autocast_factory(enabled: bool, device: torch.device):
     """A factory of bf16 autocast contexts for ``device`` (no-op contexts when disabled)."""
     if not enabled:
         return contextlib.nullcontext
@@ -410,15 +403,6 @@ class _Health:
         return (step, float(self.value)) if step else None
 
 
-def fingerprint(config: dict, run: str) -> str:
-    """Hash of what decides the weights of ``run``: its recipe, the ``models`` and ``dataset`` sections (execution
-    settings left out: ``saccader.pipeline.config.RUN_EXECUTION_KEYS``). Stored in the checkpoint so that a resume never
-    mixes two configs."""
-    part = {"run": run, "recipe": recipe(config, run), "models": config.get("models") or {},
-            "dataset": config["dataset"]}
-    return digest(part, RUN_EXECUTION_KEYS)
-
-
 STALE_CHOICES = ("error", "restart")
 
 
@@ -445,6 +429,163 @@ def _set_aside(path: Path, fingerprint: str) -> Path:
     return kept
 
 
+def _check_init(run: str, rec: dict, init: dict) -> None:
+    missing = [r for r in rec.get("init_from", []) if r not in init]
+    if missing:
+        raise UserError(f"run {run} starts from {', '.join(missing)} but no --init was given for it",
+                        f"pass --init {missing[0]}=DIR with the output folder of that run")
+
+
+class Session:
+    """One training run set up: the model (with its ``init_from`` weights), optimizer, schedule, EMA, precision,
+    memory format, data sets and loaders of ``run`` with ``seed``. :func:`train` is its loop; ``saccader plan --cpu``
+    and the benchmarks time the same :meth:`steps`.
+
+    ``datasets(split, train, uint8)`` gives a split's dataset (default: the config's, ``data.folder.build_dataset``
+    at the recipe's resolution); ``init`` maps each run of the recipe's ``init_from`` to its output folder.
+    """
+
+    def __init__(self, config: dict, run: str, seed: int, datasets=None, init: dict[str, str] | None = None,
+                 device: str | None = None, micro_batch: int = 0):
+        from saccader.models import from_config
+        from saccader.pipeline.data.folder import Standardize, build_dataset
+
+        self.config, self.run, self.seed, self.micro_batch = config, run, seed, micro_batch
+        self.rec = rec = train_recipe(config, run)
+        init = dict(init or {})
+        _check_init(run, rec, init)
+        self.device = dev = distributed.init(device)
+        self.world, self.rank = world, rank = distributed.world_size(), distributed.rank()
+        _check_recipe(run, rec, world, micro_batch)
+
+        torch.manual_seed(seed)
+        model = from_config(rec["model"], config)
+        for name in rec.get("init_from", []):
+            n = load_init(model, io.torch_load(Path(init[name]) / "model.pt"), f"run {name}")
+            log.info("%s: %d tensors initialised from %s (%s)", run, n, name, init[name])
+        model.to(dev)
+        self.channels_last = use_channels_last(rec, dev)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        distributed.broadcast_module(model)
+        self.model = model
+        groups = param_groups(model, rec)
+        self.params = [p for g in groups for p in g["params"]]
+        self.optimizer = torch.optim.SGD(groups, lr=rec["lr"], momentum=MOMENTUM, nesterov=True)
+
+        res = resolution(config, rec)
+        if datasets is None:
+            datasets = lambda split, train, uint8: build_dataset(  # noqa: E731
+                config, split, train=train, resolution=res, uint8=uint8)
+        self.standardize = Standardize(config["dataset"]["mean"], config["dataset"]["std"])
+        self.cache_cpu_s = 0.0
+        workers = config["dataset"].get("num_workers", 0)
+        if rec.get("cache_features") and rec["stage"] == "location_pretrain":
+            tick, cpu = time.perf_counter(), time.process_time()
+            self.train_set = _CachedFeatures(model, datasets("train", False, False),
+                                             rec.get("eval_batch_size", rec["batch_size"]), workers, dev)
+            self.cache_cpu_s = time.process_time() - cpu
+            log.info("%s: cached the frozen representation of %d images in %.1f s", run, len(self.train_set),
+                     time.perf_counter() - tick)
+        else:
+            self.train_set = _SeededItems(datasets("train", True, True), seed)
+        dev_set = datasets("dev", False, True)
+        self.batch = batch = rec["batch_size"]
+        self.share = share = batch // world
+        steps_per_epoch = len(self.train_set) // batch
+        if steps_per_epoch == 0:
+            raise UserError(f"train.{run}.batch_size = {batch} exceeds the {len(self.train_set)} training images",
+                            "use a smaller batch_size")
+        self.steps_per_epoch = min(steps_per_epoch, rec.get("steps_per_epoch") or steps_per_epoch)  # a budget
+        self.scheduler = build_scheduler(self.optimizer, rec, self.steps_per_epoch)
+        self.ema = None
+        if rec.get("ema_decay"):
+            from timm.utils import ModelEmaV3
+
+            self.ema = ModelEmaV3(model, decay=rec["ema_decay"])
+        self.generator = torch.Generator(device=dev).manual_seed(seed + 1_000_003 * (1 + rank))
+        self.autocast = autocast_factory(use_bf16(rec, dev), dev)
+        pin = dev.type == "cuda"
+        # Reused every epoch (bench/data_path). Its own generator: a DataLoader draws a base seed from the global RNG
+        # at every pass, which dropout and drop path also use, so without it eval_every would change the trained
+        # weights. Each rank evaluates its shard of the dev split, eval_batch_size images at a time (default: a
+        # training forward's).
+        self.dev_loader = torch.utils.data.DataLoader(
+            torch.utils.data.Subset(dev_set, range(rank, len(dev_set), world)),
+            batch_size=rec.get("eval_batch_size", micro_batch or share), num_workers=workers, pin_memory=pin,
+            persistent_workers=workers > 0, generator=torch.Generator())
+        self.sampler = _EpochSampler()
+        self.loader = _loader(self.train_set, self.sampler, share, workers, pin_memory=pin)
+
+    @property
+    def final(self) -> nn.Module:
+        """The weights the run ends with: the EMA's where the recipe keeps one (NASNet), else the model's."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def steps(self, epoch: int, start: int = 0):
+        """Run the steps ``start`` .. ``steps_per_epoch`` of ``epoch`` (its order a function of (seed, epoch)),
+        yielding each step's mean loss over the ranks and this rank's per-image correctness (both on the device)."""
+        order = epoch_order(len(self.train_set), self.seed, epoch)
+        shards = [distributed.shard(order[s * self.batch:(s + 1) * self.batch])
+                  for s in range(start, self.steps_per_epoch)]
+        self.sampler.set_epoch(self.train_set, epoch, torch.cat(shards).tolist() if shards else [])
+        for step, (images, labels) in enumerate(self.loader, start):
+            yield self.step(images, labels, epoch + step / self.steps_per_epoch)
+
+    def step(self, images, labels: torch.Tensor, progress: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on a batch of the loader, ``progress`` epochs into the run (NASNet's drop path)."""
+        model, rec = self.model, self.rec
+        train_mode(model)
+        if rec.get("drop_path_epochs"):  # NASNet's scheduled drop path: a function of the step, so resumable
+            set_drop_path_progress(model, progress / rec["drop_path_epochs"])
+        images = to_device(images, self.device, self.channels_last, self.standardize)
+        labels = labels.to(self.device, non_blocking=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, right = accumulate_gradients(model, rec, images, labels, self.generator, self.micro_batch,
+                                           self.autocast)
+        mean_loss = distributed.all_reduce_mean(loss)
+        distributed.average_gradients(self.params)
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(model)
+        return mean_loss, right
+
+    def evaluate(self) -> tuple[float, float]:
+        """Top-1 and top-5 dev accuracy of :attr:`final`; every rank evaluates its shard."""
+        distributed.broadcast_buffers(self.final)  # of the model rank 0 saves (BN statistics are per replica)
+        return evaluate(self.final, self.rec, self.dev_loader, self.device, self.autocast, self.standardize)
+
+    def weights_finite(self) -> bool:
+        return all(torch.isfinite(p).all() for p in self.params)
+
+    def state(self) -> dict:
+        """The state a checkpoint holds of the session (its RNG apart: ``checkpoint.rng_state``)."""
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "ema": self.ema.state_dict() if self.ema is not None else {}}
+
+    def load_state(self, state: dict, path: Path) -> None:
+        """Resume from the checkpoint ``state`` read from ``path``: weights, optimizer, schedule, EMA and this
+        rank's random stream."""
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            if self.ema is not None:
+                self.ema.load_state_dict(state["ema"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise UserError(f"checkpoint {path} does not fit run {self.run} (model {self.rec['model']}): "
+                            f"{str(exc).splitlines()[0][:200]}",
+                            f"restore the config it was trained with, or delete {path} to restart") from None
+        rng = checkpoint.rank_rng_state(state, self.rank, self.world)
+        if rng is not None:
+            checkpoint.set_rng_state(rng, self.generator)
+        else:
+            log.warning("%s seed %d: %s was written by another number of processes; rank %d starts a fresh random "
+                        "stream", self.run, self.seed, path, self.rank)
+
+
 def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, str] | None = None,
           device: str | None = None, stale: str = "error", micro_batch: int = 0) -> Path:
     """Train run ``run`` with ``seed`` into ``out`` (resuming from ``out/checkpoint.pt``); returns ``out/model.pt``.
@@ -462,73 +603,13 @@ def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, st
             gradients of ``batch_size / (world * micro_batch)`` micro-batches are accumulated into one step. An
             execution fact: it never enters the fingerprint, and a run may resume with another value.
     """
-    rec = {**recipe(config, run), "base_size": config["dataset"]["image_size"]}
-    init = dict(init or {})
-    missing = [r for r in rec.get("init_from", []) if r not in init]
-    if missing:
-        raise UserError(f"run {run} starts from {', '.join(missing)} but no --init was given for it",
-                        f"pass --init {missing[0]}=DIR with the output folder of that run")
+    _check_init(run, train_recipe(config, run), dict(init or {}))
     out = io.ensure_writable(out)
-    dev = distributed.init(device)
-    world, rank, main = distributed.world_size(), distributed.rank(), distributed.is_main()
-    _check_recipe(run, rec, world, micro_batch)
     started = time.perf_counter()
-
-    torch.manual_seed(seed)
-    from saccader.models import from_config
-
-    model = from_config(rec["model"], config)
-    for name in rec.get("init_from", []):
-        n = load_init(model, io.torch_load(Path(init[name]) / "model.pt"), f"run {name}")
-        log.info("%s: %d tensors initialised from %s (%s)", run, n, name, init[name])
-    model.to(dev)
-    channels_last = use_channels_last(rec, dev)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    distributed.broadcast_module(model)
-    groups = param_groups(model, rec)
-    params = [p for g in groups for p in g["params"]]
-    optimizer = torch.optim.SGD(groups, lr=rec["lr"], momentum=MOMENTUM, nesterov=True)
-
-    from saccader.pipeline.data.folder import Standardize, build_dataset
-
-    res = _resolution(config, rec)
-    standardize = Standardize(config["dataset"]["mean"], config["dataset"]["std"])
-    if rec.get("cache_features") and rec["stage"] == "location_pretrain":
-        tick = time.perf_counter()
-        train_set = _CachedFeatures(model, build_dataset(config, "train", train=False, resolution=res),
-                                    rec.get("eval_batch_size", rec["batch_size"]), config["dataset"]["num_workers"], dev)
-        log.info("%s: cached the frozen representation of %d images in %.1f s", run, len(train_set),
-                 time.perf_counter() - tick)
-    else:
-        train_set = _SeededItems(build_dataset(config, "train", train=True, resolution=res, uint8=True), seed)
-    dev_set = build_dataset(config, "dev", train=False, resolution=res, uint8=True)
-    batch = rec["batch_size"]
-    share = batch // world
-    steps_per_epoch = len(train_set) // batch
-    if steps_per_epoch == 0:
-        raise UserError(f"train.{run}.batch_size = {batch} exceeds the {len(train_set)} training images",
-                        "use a smaller batch_size")
-    steps_per_epoch = min(steps_per_epoch, rec.get("steps_per_epoch") or steps_per_epoch)  # a budget (wet run)
-    scheduler = build_scheduler(optimizer, rec, steps_per_epoch)
-    ema = None
-    if rec.get("ema_decay"):
-        from timm.utils import ModelEmaV3
-
-        ema = ModelEmaV3(model, decay=rec["ema_decay"])
-    generator = torch.Generator(device=dev).manual_seed(seed + 1_000_003 * (1 + rank))
-    autocast = _autocast(use_bf16(rec, dev), dev)
-    workers = config["dataset"].get("num_workers", 0)
-    pin = dev.type == "cuda"
-    # Reused every epoch (bench/data_path). Its own generator: a DataLoader draws a base seed from the global RNG at
-    # every pass, which dropout and drop path also use, so without it eval_every would change the trained weights.
-    # Each rank evaluates its shard of the dev split, eval_batch_size images at a time (default: a training forward's).
-    dev_loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(dev_set, range(rank, len(dev_set), world)),
-        batch_size=rec.get("eval_batch_size", micro_batch or share), num_workers=workers, pin_memory=pin,
-        persistent_workers=workers > 0, generator=torch.Generator())
-    sampler = _EpochSampler()
-    loader = _loader(train_set, sampler, share, workers, pin_memory=pin)
+    session = Session(config, run, seed, init=init, device=device, micro_batch=micro_batch)
+    rec, dev, batch, share = session.rec, session.device, session.batch, session.share
+    world, main = session.world, distributed.is_main()
+    steps_per_epoch = session.steps_per_epoch
 
     ckpt_path = out / "checkpoint.pt"
     every = rec.get("checkpoint_every", 0) or steps_per_epoch
@@ -546,22 +627,7 @@ def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, st
                         run, seed, ckpt_path, kept.name)
         state = None
     if state is not None:
-        try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            if ema is not None:
-                ema.load_state_dict(state["ema"])
-        except (RuntimeError, KeyError, ValueError) as exc:
-            raise UserError(f"checkpoint {ckpt_path} does not fit run {run} (model {rec['model']}): "
-                            f"{str(exc).splitlines()[0][:200]}",
-                            f"restore the config it was trained with, or delete {ckpt_path} to restart") from None
-        rng = checkpoint.rank_rng_state(state, rank, world)
-        if rng is not None:
-            checkpoint.set_rng_state(rng, generator)
-        else:
-            log.warning("%s seed %d: %s was written by another number of processes; rank %d starts a fresh random "
-                        "stream", run, seed, ckpt_path, rank)
+        session.load_state(state, ckpt_path)
         epoch, step, rows, sums = state["epoch"], state["step"], state["log"], state["sums"]
         log.info("%s seed %d: resuming from %s at epoch %d step %d", run, seed, ckpt_path, epoch, step)
     else:
@@ -586,73 +652,53 @@ def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, st
     def save_checkpoint():
         check_finite()
         # A finite loss can still step into non-finite weights; never let those replace the last good checkpoint.
-        if not all(torch.isfinite(p).all() for p in params):
+        if not session.weights_finite():
             raise UserError(f"run {run} seed {seed}: weights became non-finite by epoch {epoch + 1} step {step}; the "
                             f"last good checkpoint {ckpt_path} is kept",
                             f"lower train.{run}.lr or check the data and the init_from weights")
-        rng = checkpoint.rng_state(generator)
+        rng = checkpoint.rng_state(session.generator)
         ranks = distributed.all_gather_object(rng) if world > 1 else None  # each rank resumes its own stream
         if main:
-            checkpoint.save(ckpt_path, run=run, model_name=rec["model"], fingerprint=fp,
-                            model=model.state_dict(), optimizer=optimizer.state_dict(),
-                            scheduler=scheduler.state_dict(), ema=ema.state_dict() if ema is not None else {},
+            checkpoint.save(ckpt_path, run=run, model_name=rec["model"], fingerprint=fp, **session.state(),
                             rng=rng, epoch=epoch, step=step, log=rows, sums=host_sums(),
                             **({"rng_ranks": ranks} if ranks else {}))
         distributed.barrier()
 
     while epoch < rec["epochs"]:
-        order = epoch_order(len(train_set), seed, epoch)
-        shards = [distributed.shard(order[s * batch:(s + 1) * batch]) for s in range(step, steps_per_epoch)]
-        sampler.set_epoch(train_set, epoch, torch.cat(shards).tolist() if shards else [])
         bar = tqdm(total=steps_per_epoch, initial=step, desc=f"{run} seed{seed} epoch {epoch + 1}/{rec['epochs']}",
                    disable=not main, leave=False, dynamic_ncols=True,
                    mininterval=1.0 if sys.stderr.isatty() else 30.0)  # keep job logs short
         tick = time.perf_counter()
-        for images, labels in loader:
-            _train_mode(model)
-            if rec.get("drop_path_epochs"):  # NASNet's scheduled drop path: a function of the step, so resumable
-                set_drop_path_progress(model, (epoch + step / steps_per_epoch) / rec["drop_path_epochs"])
-            images = _to(images, dev, channels_last, standardize)
-            labels = labels.to(dev, non_blocking=True)
-            optimizer.zero_grad(set_to_none=True)
-            try:
-                loss, right = accumulate_gradients(model, rec, images, labels, generator, micro_batch, autocast)
-            except RuntimeError:  # e.g. sampling from the NaN probabilities of weights a NaN loss already broke
-                check_finite()
-                raise
-            mean_loss = distributed.all_reduce_mean(loss)
-            health.update(mean_loss, step + 1)
-            distributed.average_gradients(params)
-            optimizer.step()
-            scheduler.step()
-            if ema is not None:
-                ema.update(model)
-            step += 1
-            # Kept on the device in float64: the same sums as Python floats of the per-step values, without a wait.
-            sums["loss"] += mean_loss.double() * batch
-            sums["correct"] += distributed.all_reduce_sum(right.sum().float()).double()
-            sums["images"] += batch
-            bar.update(1)
-            if step % SYNC_EVERY == 0:
-                check_finite()
-            if step < steps_per_epoch and step % every == 0:
-                sums["seconds"] += time.perf_counter() - tick
-                tick = time.perf_counter()
-                save_checkpoint()
+        try:
+            for mean_loss, right in session.steps(epoch, step):
+                health.update(mean_loss, step + 1)
+                step += 1
+                # Kept on the device in float64: the same sums as Python floats of the per-step values, no wait.
+                sums["loss"] += mean_loss.double() * batch
+                sums["correct"] += distributed.all_reduce_sum(right.sum().float()).double()
+                sums["images"] += batch
+                bar.update(1)
+                if step % SYNC_EVERY == 0:
+                    check_finite()
+                if step < steps_per_epoch and step % every == 0:
+                    sums["seconds"] += time.perf_counter() - tick
+                    tick = time.perf_counter()
+                    save_checkpoint()
+        except RuntimeError:  # e.g. sampling from the NaN probabilities of weights a NaN loss already broke
+            check_finite()
+            raise
         bar.close()
         check_finite()
         sums = host_sums()
         sums["seconds"] += time.perf_counter() - tick
-        final = ema.module if ema is not None else model
         last = epoch + 1 == rec["epochs"]
         top1 = top5 = float("nan")
         if last or (epoch + 1) % rec.get("eval_every", 1) == 0:  # every rank evaluates its shard
-            distributed.broadcast_buffers(final)  # of the model rank 0 saves (BN statistics are per replica)
-            top1, top5 = evaluate(final, rec, dev_loader, dev, autocast, standardize)
+            top1, top5 = session.evaluate()
         rows.append({"run": run, "seed": seed, "epoch": epoch + 1, "loss": sums["loss"] / max(sums["images"], 1),
                      "train_top1": sums["correct"] / max(sums["images"], 1), "dev_top1": top1, "dev_top5": top5,
-                     "lr": optimizer.param_groups[0]["lr"], "images_per_s": sums["images"] / max(sums["seconds"], 1e-9),
-                     "seconds": sums["seconds"]})
+                     "lr": session.optimizer.param_groups[0]["lr"],
+                     "images_per_s": sums["images"] / max(sums["seconds"], 1e-9), "seconds": sums["seconds"]})
         if main:
             log.info("%s seed %d epoch %d: loss %.4f train %.3f dev top-1 %.3f top-5 %.3f (%.0f img/s)", run, seed,
                      epoch + 1, rows[-1]["loss"], rows[-1]["train_top1"], top1, top5, rows[-1]["images_per_s"])
@@ -660,20 +706,15 @@ def train(config: dict, run: str, seed: int, out: str | Path, init: dict[str, st
         health = _Health(dev)
         save_checkpoint()
 
-    final = ema.module if ema is not None else model
     if main:
         with io.atomic_path(out / "train_log.parquet") as tmp:
             pd.DataFrame(rows).to_parquet(tmp, index=False)
-        from saccader.pipeline.bundle import write_card  # card.json first: a model.pt always has its card
-                                                         # (saccader.pipeline.bundle)
-
-        write_card(config, run, seed, out, rows[-1]["dev_top1"] if rows else None,
+        write_card(config, run, seed, out, rows[-1]["dev_top1"] if rows else None,  # a model.pt always has its card
                    rows[-1]["dev_top5"] if rows else None)
-        io.torch_save(final.state_dict(), out / "model.pt")
+        io.torch_save(session.final.state_dict(), out / "model.pt")
         log.info("%s seed %d: done in %.1f s; wrote %s", run, seed, time.perf_counter() - started, out / "model.pt")
     distributed.barrier()
     return out / "model.pt"
-
 
 
 # --------------------------------------------------------------------------------------------------- CLI

@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from saccader.pipeline import config as C
 from saccader.pipeline import train as T
 from saccader.pipeline.cli import main
 from saccader.pipeline.data import check_data
@@ -64,7 +65,7 @@ def test_stale_checkpoint_restart(finished, tmp_path, caplog):
     """--stale-checkpoint restart (the workflow's choice when Snakemake reruns a job whose recipe changed) trains
     from scratch, bitwise as in an empty folder, and keeps the old checkpoint under its fingerprint."""
     config, run, out = finished
-    old = T.fingerprint(config, run)
+    old = C.fingerprint(config, run)
     old_ckpt = (out / "checkpoint.pt").read_bytes()
     config["train"][run]["lr"] = 0.2
     (out / ".checkpoint.pt.killed.tmp").write_bytes(b"")  # a kill's leftover, cleaned up on the way
@@ -75,7 +76,7 @@ def test_stale_checkpoint_restart(finished, tmp_path, caplog):
     fresh = T.train(config, run, 0, tmp_path / "fresh")
     got, want = torch.load(out / "model.pt", weights_only=True), torch.load(fresh, weights_only=True)
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
-    assert (out / "checkpoint.pt").exists() and T.fingerprint(config, run) != old
+    assert (out / "checkpoint.pt").exists() and C.fingerprint(config, run) != old
 
 
 @pytest.mark.parametrize("key, value, message", [

@@ -172,9 +172,9 @@ def all_outputs():
 
 
 def exported_runs():
-    """Runs that evaluation jobs report on (saccader.catalog.test_evaluations): each gets a bundle with its test
+    """Runs that evaluation jobs report on (saccader.catalog.own_evaluations): each gets a bundle with its test
     accuracy under R/models/."""
-    return [run for run in RUNS if catalog.test_evaluations(run)]
+    return [run for run in RUNS if catalog.own_evaluations(run)]
 
 
 def bundle_dir(run, seed):
@@ -183,7 +183,7 @@ def bundle_dir(run, seed):
 
 def export_inputs(wildcards):
     return [f"{R}/{eval_parquet(kind, name, wildcards.seed)}"
-            for kind, name, _ in catalog.test_evaluations(wildcards.run)]
+            for kind, name, _ in catalog.own_evaluations(wildcards.run)]
 
 
 # Launcher flags from the rule's resources (set per rule in the profiles; the rules hold local defaults). They are

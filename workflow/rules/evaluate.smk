@@ -1,4 +1,4 @@
-# Evaluations (saccader.pipeline.evaluate.JOBS): every policy x number of glimpses, full-image models, occlusion and
+# Evaluations (saccader.pipeline.catalog.EVALUATIONS): every policy x number of glimpses, full-image models, occlusion and
 # Saccader-NASNet, for every seed. The glimpses jobs also keep example glimpses for Figs 4 and Supp.1.
 
 

@@ -38,7 +38,8 @@ def split_train_dev(relpaths, dev_size: int, salt: str = "saccader-dev") -> tupl
     return [p for p in relpaths if p not in dev], [p for p in relpaths if p in dev]
 
 
-def _check_layout(root: Path, num_classes: int | None = None) -> list[str]:
+def class_folders(root: Path, num_classes: int | None = None) -> list[str]:
+    """The class names of an ImageFolder root: the folders of train/, the same as val/'s; else a UserError."""
     if not root.is_dir():
         raise UserError(f"dataset root {root} does not exist",
                         "set dataset.root in the config to your ImageNet folder (with train/ and val/), or run "
@@ -69,7 +70,7 @@ def list_split(config: dict, split: str) -> tuple[list[tuple[str, int]], list[st
         raise UserError(f"unknown split {split!r}", "use train, dev or test")
     ds = config["dataset"]
     root = Path(ds["root"])
-    classes = _check_layout(root, ds["num_classes"] - ds["label_offset"])
+    classes = class_folders(root, ds["num_classes"] - ds["label_offset"])
     folder = SPLIT_FOLDERS[split]
     rel = []
     for label, name in enumerate(classes):
@@ -218,7 +219,7 @@ class _CenterFraction:
         return F.center_crop(img, [side, side])
 
 
-def _load_rgb(path: str):
+def load_rgb(path: str):
     """(3, H, W) uint8 RGB tensor of the image file (PIL decodes: it reads every extension listed above)."""
     from PIL import Image
     from torchvision.transforms.v2.functional import pil_to_tensor
@@ -259,7 +260,7 @@ class FolderDataset:
     def _read(self, index: int):
         path = self.samples[index][0]
         try:
-            return _load_rgb(path)
+            return load_rgb(path)
         except OSError as exc:
             raise UserError(f"cannot read image {path} ({exc})",
                             "run `saccader check-data` and remove or replace the file") from None
@@ -306,7 +307,7 @@ class FolderDataset:
         return self.get(index)
 
 
-PACK_FORMAT = "rgb-uint8-chw/1"  # what the pack holds (``_load_rgb``'s output); a new decoder gets a new value
+PACK_FORMAT = "rgb-uint8-chw/1"  # what the pack holds (``load_rgb``'s output); a new decoder gets a new value
 
 
 def _files_digest(paths) -> str:
@@ -364,7 +365,7 @@ def check_data(config: dict, root: str | None = None, workers: int = 1) -> dict:
         ds["root"] = root
     conf = {**config, "dataset": ds}
     root_path = Path(ds["root"])
-    classes = _check_layout(root_path, ds["num_classes"] - ds["label_offset"])
+    classes = class_folders(root_path, ds["num_classes"] - ds["label_offset"])
     counts = {}
     paths = []
     for split in ("train", "dev", "test"):
