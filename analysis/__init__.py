@@ -12,6 +12,8 @@ from __future__ import annotations
 import importlib
 from typing import Callable, NamedTuple
 
+from saccader.pipeline.results import images_path
+
 
 class Target(NamedTuple):
     function: str                   # "analysis.<module>:<function>", called as f(results_dir, out_dir, **options)
@@ -30,6 +32,8 @@ NASNET = "eval/nasnet/*/seed*.parquet"
 EXAMPLES = "eval/glimpses/*/seed*.parquet.examples.npz"
 ATTACK = "attack/*/seed*.parquet"
 PARAMS = "params.parquet"
+# Per-image outcomes beside each seed's results (saccader.pipeline.results.images_path): the claims' intervals.
+IMAGES = tuple(images_path(p) for p in (GLIMPSES, NASNET, ATTACK))
 
 
 def _figure(name: str) -> tuple[str, ...]:
@@ -52,7 +56,7 @@ TARGETS: dict[str, Target] = {
     "table_supp6": Target("analysis.tables:table_supp6", (ATTACK,), _table("table_supp6")),
     "table_summary": Target("analysis.tables:table_summary", (GLIMPSES, NASNET, FULL_IMAGE),
                             _table("table_summary")),
-    "claims": Target("analysis.claims:claims", (GLIMPSES, OCCLUSION, ATTACK, NASNET),
+    "claims": Target("analysis.claims:claims", (GLIMPSES, OCCLUSION, ATTACK, NASNET, *IMAGES),
                      _table("claims", folder="")),
 }
 # The index page shows every other target's outputs; it is listed last so `all` builds it last. It also lists the

@@ -10,8 +10,8 @@ to decide it at that effect with 80 % power.
 
 Intervals. The test images are the same for every seed, so a mean over seeds and images has two sources of
 variance, crossed: seeds (training) and images (test-set sampling). Where the evaluation stored per-image outcomes
-(``eval/<kind>/<model>/images_seed<S>.parquet``), the interval is the two-way random-effects (seeds x images)
-variance of the grand mean, ``(MS_seed + MS_image - MS_residual) / (k n)``, with Satterthwaite's degrees of freedom:
+(``images_seed<S>.parquet`` beside each seed's results: ``saccader.pipeline.results.images_path``), the interval is
+the two-way random-effects (seeds x images) variance of the grand mean, ``(MS_seed + MS_image - MS_residual) / (k n)``, with Satterthwaite's degrees of freedom:
 the variance a two-level bootstrap (seeds, then images) estimates, in closed form. A bootstrap over 5 seeds cannot
 be used: its percentile interval never reaches past the extreme seeds and under-covers (tests/test_claims_coverage.py
 measures both). Without per-image outcomes the interval is Student's t over seeds, which leaves test sampling out.
@@ -19,6 +19,7 @@ measures both). Without per-image outcomes the interval is Student's t over seed
 
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import numpy as np
@@ -29,6 +30,7 @@ from analysis import common
 from analysis.area import OCCLUSION
 from analysis.glimpses import GLIMPSES, NASNET
 from analysis.tables import ATTACK
+from saccader.pipeline.results import images_path
 
 HOLDS, REFUTED, UNDECIDED, UNTESTED = "holds", "refuted", "undecided", "not tested"
 VERDICTS = (HOLDS, REFUTED, UNDECIDED, UNTESTED)
@@ -40,7 +42,6 @@ MAX_SEEDS = 1000  # beyond this, "seeds needed" reads "more than 1000"
 # generous bar. A model near chance on clean images has nothing to lose, so the ratio alone would call it robust;
 # accuracy at or below guessing under attack is not robustness ("meaningfully robust", Appendix D).
 ROBUST_FRACTION = 0.5
-PER_IMAGE = "images_seed*.parquet"  # beside each evaluation's and attack's seed<S>.parquet
 
 
 class Interval(NamedTuple):
@@ -431,13 +432,11 @@ def _attack_margins(images, model, seeds, fraction, chance, ratio_binds) -> np.n
     return -(pgd - fraction * clean) if ratio_binds else -(pgd - chance)
 
 
-def load_images(results_dir, patterns) -> pd.DataFrame:
-    """The per-image outcomes beside the results matching ``patterns`` (empty where none were stored)."""
-    import os
-
-    files = sorted({os.path.join(os.path.dirname(p), PER_IMAGE.replace("*", os.path.basename(p)[4:-8]))
-                    for p in common.paths(results_dir, patterns)})
-    frames = [pd.read_parquet(f) for f in files if os.path.exists(f)]
+def load_images(results_dir, patterns, metrics) -> pd.DataFrame:
+    """The per-image outcomes (``metrics`` only) beside the results matching ``patterns``; empty where none were
+    stored (results of a run before they were)."""
+    files = [f for f in map(images_path, common.paths(results_dir, patterns)) if os.path.exists(f)]
+    frames = [pd.read_parquet(f, filters=[("metric", "in", list(metrics))]) for f in files]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -449,10 +448,10 @@ def claims(results_dir, out_dir, train_glimpses: int | None = None, robust_fract
     dataset = common.one_dataset(pd.concat(frames.values()), "claims")
     for frame in frames.values():
         common.summarise(frame)  # refuses a measurement repeated within a seed
-    images = Images(load_images(results_dir, [*GLIMPSES, *NASNET]))
+    images = Images(load_images(results_dir, [*GLIMPSES, *NASNET], ["top1"]))
     table = evaluate(frames["glimpses"], frames["occlusion"], frames["attack"],
                      common.train_glimpses(results_dir, train_glimpses), robust_fraction,
                      common.attack_eps(results_dir), frames["nasnet"], 1.0 / common.num_classes(results_dir),
-                     images, load_images(results_dir, ATTACK))
+                     images, load_images(results_dir, ATTACK, ["clean_acc", "pgd_acc"]))
     table = table.rename(columns={"evidence": f"evidence ({dataset}, paired by seed, 95% interval)"})
     return common.save_table(table, out_dir, "claims", title=f"The paper's claims tested on {dataset}")

@@ -18,6 +18,7 @@ from saccader.pipeline import io as sio
 from saccader.errors import UserError
 from saccader.pipeline.config import (check_cluster_tools, check_dataset_root, check_profile_resources,
                                       init_runs as _init_runs, job_digest, validate)
+from saccader.pipeline.results import images_path
 from saccader.pipeline.snakelock import OWNER, owner_value, release_stale_locks
 
 # A Snakemake killed with SIGKILL leaves its locks: release them when no other invocation runs, so that rerunning
@@ -144,6 +145,7 @@ def data_outputs():
     files = [eval_parquet(k, m, s) for k, ms in eval_jobs().items() for m in ms for s in SEEDS]
     files += [f"{eval_parquet('glimpses', m, s)}.examples.npz" for m in eval_jobs()["glimpses"] for s in SEEDS]
     files += [f"attack/{m}/seed{s}.parquet" for m in attack_models() for s in SEEDS]
+    files += [images_path(f) for f in list(files) if f.endswith(".parquet")]
     files += [f"runs/{r}/seed{s}/train_log.parquet" for r in RUNS for s in SEEDS]
     return files + ["params.parquet"]
 
