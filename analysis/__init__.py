@@ -32,6 +32,7 @@ NASNET = "eval/nasnet/*/seed*.parquet"
 EXAMPLES = "eval/glimpses/*/seed*.parquet.examples.npz"
 ATTACK = "attack/*/seed*.parquet"
 PARAMS = "params.parquet"
+TRAIN_LOGS = "runs/*/seed*/train_log.parquet"
 # Per-image outcomes beside each seed's results (saccader.pipeline.results.images_path): the claims' intervals.
 IMAGES = tuple(images_path(p) for p in (GLIMPSES, NASNET, ATTACK))
 
@@ -52,10 +53,12 @@ TARGETS: dict[str, Target] = {
     "fig_supp1": Target("analysis.pictures:fig_supp1", (EXAMPLES,), _figure("fig_supp1")),
     "fig_supp2": Target("analysis.area:fig_supp2", (GLIMPSES, OCCLUSION, FULL_IMAGE), _figure("fig_supp2")),
     "fig_supp3": Target("analysis.glimpses:fig_supp3", (GLIMPSES,), _figure("fig_supp3")),
+    "fig_learning": Target("analysis.learning:fig_learning", (TRAIN_LOGS,), _figure("fig_learning")),
     "table_supp1": Target("analysis.tables:table_supp1", (PARAMS,), _table("table_supp1")),
     "table_supp6": Target("analysis.tables:table_supp6", (ATTACK,), _table("table_supp6")),
     "table_summary": Target("analysis.tables:table_summary", (GLIMPSES, NASNET, FULL_IMAGE),
                             _table("table_summary")),
+    "table_plateau": Target("analysis.learning:table_plateau", (TRAIN_LOGS,), _table("table_plateau")),
     "claims": Target("analysis.claims:claims", (GLIMPSES, OCCLUSION, ATTACK, NASNET, *IMAGES),
                      _table("claims", folder="")),
 }

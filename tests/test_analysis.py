@@ -101,7 +101,18 @@ def make_results(root: Path, flip: bool = False, dataset: str = "digits") -> Pat
     pd.DataFrame({"model": ["bagnet77_lowd", "saccader"], "paper": [20628393, 35583913],
                   "reproduced": [20628393, 35583912], "difference": [0, -1],
                   "note": ["", "one bias fewer (test)"]}).to_parquet(root / "params.parquet")
+    write_train_logs(root)
     return root
+
+
+def write_train_logs(root: Path, runs=("saccader", "bagnet77_lowd")) -> None:
+    """Per-epoch training logs of ``runs`` for every seed (the learning curves and the plateau table)."""
+    for run in runs:
+        for seed in SEEDS:
+            folder = root / f"runs/{run}/seed{seed}"
+            folder.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame({"epoch": [1, 2, 3], "loss": [2.0, 1.5, 1.4], "train_top1": [0.3, 0.5, 0.55],
+                          "dev_top1": [0.3, 0.52, 0.525 + 0.01 * seed]}).to_parquet(folder / "train_log.parquet")
 
 
 def _examples(root: Path, seed: int, n: int = 3):
@@ -142,8 +153,8 @@ def _bars(ax):
 
 def test_targets_are_one_importable_list():
     names = set(analysis.TARGETS)
-    assert {"fig3", "fig4", "fig5", "fig6", "fig_supp1", "fig_supp2", "fig_supp3", "table_supp1", "table_supp6",
-            "table_summary", "claims", "index"} == names
+    assert {"fig3", "fig4", "fig5", "fig6", "fig_supp1", "fig_supp2", "fig_supp3", "fig_learning", "table_supp1",
+            "table_supp6", "table_summary", "table_plateau", "claims", "index"} == names
     for name, target in analysis.TARGETS.items():
         assert callable(target.load()) and target.outputs and target.inputs, name
     # Importing the target list must not pull plotting libraries or torch (the Snakefile imports it).
@@ -400,3 +411,34 @@ def test_figure_captions_render_as_text():
 
     html = caption_html("fig3")
     assert "<strong>Figure 3:" in html and "**" not in html
+
+
+def test_plateau_is_the_last_epochs_gain_on_dev_else_train():
+    from analysis import learning
+
+    def log(train, dev):
+        return pd.DataFrame({"epoch": range(1, len(train) + 1), "train_top1": train, "dev_top1": dev})
+
+    nan = float("nan")
+    flat = learning.plateau_status(log([0.5, 0.7, 0.9], [0.60, 0.700, 0.705]))
+    assert flat["status"] == learning.PLATEAU and flat["judged on"] == "dev top-1"
+    assert flat["last gain (pts)"] == pytest.approx(0.5)
+    rising = learning.plateau_status(log([0.5, 0.7, 0.71], [nan, 0.6, 0.65]))
+    assert rising["status"] == learning.LEARNING and rising["last gain (pts)"] == pytest.approx(5.0)
+    train_only = learning.plateau_status(log([0.5, 0.7, 0.9], [nan, nan, 0.8]))  # dev measured once
+    assert train_only["judged on"] == "train top-1" and train_only["status"] == learning.LEARNING
+    assert learning.plateau_status(log([0.5], [0.6]))["status"] == learning.UNKNOWN
+
+
+def test_learning_curves_and_plateau_table_from_the_training_logs(tmp_path):
+    for run, seed, dev in (("saccader", 0, [0.5, 0.6]), ("saccader", 1, [0.5, 0.505]), ("dram", 0, [0.2, 0.3])):
+        folder = tmp_path / f"runs/{run}/seed{seed}"
+        folder.mkdir(parents=True)
+        pd.DataFrame({"epoch": [1, 2], "loss": [2.0, 1.0], "train_top1": [0.4, 0.5], "dev_top1": dev}).to_parquet(
+            folder / "train_log.parquet")
+    analysis.run("fig_learning", tmp_path, tmp_path)
+    analysis.run("table_plateau", tmp_path, tmp_path)
+    assert (tmp_path / "figures/fig_learning.png").stat().st_size > 0
+    table = pd.read_csv(tmp_path / "tables/table_plateau.csv")
+    assert list(table["status"]) == ["still learning", "still learning", "plateau"]
+    assert "(1 of 3 runs x seeds)" in (tmp_path / "tables/table_plateau.md").read_text()
