@@ -62,6 +62,9 @@ TARGETS: dict[str, Target] = {
     "claims": Target("analysis.claims:claims", (GLIMPSES, OCCLUSION, ATTACK, NASNET, *IMAGES),
                      _table("claims", folder="")),
 }
+TARGETS["results_md"] = Target("analysis.results_doc:results_md",
+                               ("tables/table_summary.md", "claims.csv", "tables/table_plateau.csv",
+                                "eval/glimpses/*/seed*.parquet"), ("results.md", "run.json"))
 # The index page shows every other target's outputs; it is listed last so `all` builds it last. It also lists the
 # files under logs/ and each runs/*/seed*/train_log.parquet present when it is built (not inputs: logs change with
 # every job, including this one).

@@ -2,7 +2,7 @@
 ``runs/<run>/seed<S>/train_log.parquet``, that every training job writes).
 
 A run has reached its plateau when its last epoch gained less than ``PLATEAU_POINTS`` points of dev top-1 over the
-epoch before. Logs where dev top-1 is measured at fewer than two epochs are judged on train top-1 (labelled so); a
+epoch before (a run measuring dev every few epochs: the gain between its last two measurements, per epoch). Logs where dev top-1 is measured at fewer than two epochs are judged on train top-1 (labelled so); a
 run of one epoch cannot be judged ("one epoch").
 """
 
@@ -35,13 +35,13 @@ def load_logs(results_dir) -> pd.DataFrame:
 def plateau_status(log: pd.DataFrame, points: float = PLATEAU_POINTS) -> dict:
     """One run and seed: the metric judged (dev top-1 where measured at 2+ epochs, else train top-1), its last
     value, the last epoch's gain in points and the status."""
-    log = log.sort_values("epoch")
+    log = log.sort_values("epoch").set_index("epoch")
     dev = log["dev_top1"].dropna() if "dev_top1" in log else pd.Series(dtype=float)
     metric, values = ("dev top-1", dev) if len(dev) >= 2 else ("train top-1", log.get("train_top1", dev).dropna())
-    row = {"epochs": int(log["epoch"].max()), "judged on": metric,
+    row = {"epochs": int(log.index.max()), "judged on": metric,
            "last": float(values.iloc[-1]) if len(values) else np.nan, "last gain (pts)": np.nan, "status": UNKNOWN}
     if len(values) >= 2:
-        gain = 100 * (values.iloc[-1] - values.iloc[-2])
+        gain = 100 * (values.iloc[-1] - values.iloc[-2]) / (values.index[-1] - values.index[-2])
         row.update({"last gain (pts)": gain, "status": PLATEAU if gain < points else LEARNING})
     return row
 

@@ -154,7 +154,7 @@ def _bars(ax):
 def test_targets_are_one_importable_list():
     names = set(analysis.TARGETS)
     assert {"fig3", "fig4", "fig5", "fig6", "fig_supp1", "fig_supp2", "fig_supp3", "fig_learning", "table_supp1",
-            "table_supp6", "table_summary", "table_plateau", "claims", "index"} == names
+            "table_supp6", "table_summary", "table_plateau", "claims", "results_md", "index"} == names
     for name, target in analysis.TARGETS.items():
         assert callable(target.load()) and target.outputs and target.inputs, name
     # Importing the target list must not pull plotting libraries or torch (the Snakefile imports it).
@@ -428,6 +428,8 @@ def test_plateau_is_the_last_epochs_gain_on_dev_else_train():
     train_only = learning.plateau_status(log([0.5, 0.7, 0.9], [nan, nan, 0.8]))  # dev measured once
     assert train_only["judged on"] == "train top-1" and train_only["status"] == learning.LEARNING
     assert learning.plateau_status(log([0.5], [0.6]))["status"] == learning.UNKNOWN
+    every_5 = learning.plateau_status(log([0.1] * 10, [nan] * 4 + [0.5] + [nan] * 4 + [0.6]))  # dev every 5 epochs
+    assert every_5["last gain (pts)"] == pytest.approx(2.0) and every_5["status"] == learning.LEARNING
 
 
 def test_learning_curves_and_plateau_table_from_the_training_logs(tmp_path):
