@@ -136,23 +136,24 @@ def per_seed(frame: pd.DataFrame, name: str, metric: str, column: str = "trace")
 
 
 class Images:
-    """Per-image outcomes (``images_seed<S>.parquet``), looked up as a seeds x images table per (trace, metric, T,
-    resolution); ``None`` where they were not stored."""
+    """Per-image outcomes (``images_seed<S>.parquet``), looked up as a seeds x images table per (experiment, trace,
+    metric, T, resolution); ``None`` where they were not stored."""
 
     def __init__(self, frame: pd.DataFrame | None = None):
         self.tables = {}
         if frame is not None and len(frame):
-            keys = ["trace", "metric", "num_glimpses", "resolution"]
+            keys = ["experiment", "trace", "metric", "num_glimpses", "resolution"]
             for key, g in _traced(frame).groupby(keys):
                 self.tables[key] = g.pivot_table(index="seed", columns="image", values="value", aggfunc="first")
 
-    def get(self, name, metric, t, resolution=None):
-        hits = [v for (n, m, tt, r), v in self.tables.items()
-                if n == name and m == metric and tt == t and resolution in (None, r)]
+    def get(self, experiment, name, metric, t, resolution=None):
+        hits = [v for (e, n, m, tt, r), v in self.tables.items()
+                if (e, n, m, tt) == (experiment, name, metric, t) and resolution in (None, r)]
         return hits[0] if len(hits) == 1 else None
 
-    def side(self, name, metric="top1", resolution=None):
-        return lambda t: self.get(name, metric, t, resolution)
+    def side(self, name, metric="top1", resolution=None, experiment="glimpses"):
+        """T -> seeds x images of one trace (or None)."""
+        return lambda t: self.get(experiment, name, metric, t, resolution)
 
 
 def _matrix(a_img, b_img, seeds, t, sign):
@@ -366,10 +367,9 @@ def _nasnet_claims(saccader: pd.DataFrame, nasnet: pd.DataFrame, images: Images)
     low, top = (min(curves), max(curves)) if curves else (None, None)
     base = curves[low] if curves else empty
     high = curves[top] if len(curves) > 1 else empty
-    nas = lambda r: (lambda t: images.tables.get(("saccader", "top1", t, r)))  # noqa: E731
-    sacc_img = images.side("saccader")
+    nas = lambda r: images.side("saccader", resolution=r, experiment="nasnet")  # noqa: E731
     p1 = _beats(base, saccader, sorted(base.columns), "Saccader-NASNet", "Saccader", a_img=nas(low),
-                b_img=sacc_img)
+                b_img=images.side("saccader"))
     p2 = _beats(high, base, sorted(high.columns), "Saccader-NASNet, high resolution",
                 "Saccader-NASNet, base resolution", a_img=nas(top), b_img=nas(low))
     return [_row("A NASNet classifying the Saccader's patches is more accurate than the Saccader",

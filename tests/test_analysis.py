@@ -6,6 +6,7 @@ The fixture writes three seeds whose values are ``base + (-d, 0, +d)``, so the S
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -444,3 +445,32 @@ def test_learning_curves_and_plateau_table_from_the_training_logs(tmp_path):
     table = pd.read_csv(tmp_path / "tables/table_plateau.csv")
     assert list(table["status"]) == ["still learning", "still learning", "plateau"]
     assert "(1 of 3 runs x seeds)" in (tmp_path / "tables/table_plateau.md").read_text()
+
+
+def test_claims_use_per_image_outcomes_where_the_jobs_stored_them(tmp_path):
+    """With per-image hits beside the glimpses results, the ablation claims' intervals cover seeds x images: wider
+    than seeds alone (test-set sampling added), and named so in the evidence."""
+    res = make_results(tmp_path / "results")
+    analysis.run("claims", res, tmp_path / "seeds", train_glimpses=TRAIN_T)
+    rng = np.random.default_rng(0)
+    for model in ("saccader", "saccader_no_pretrain"):
+        for seed in SEEDS:
+            frame = results.load(res / f"eval/glimpses/{model}/seed{seed}.parquet")
+            per_image = {}
+            for r in frame[frame["metric"] == "top1"].itertuples():
+                k = round(100 * r.value)
+                hits = rng.permutation([1.0] * k + [0.0] * (100 - k))
+                per_image[(r.policy, r.resolution, r.num_glimpses, "top1")] = hits
+            results.save_images({"experiment": "glimpses", "model": model, "seed": seed}, per_image,
+                                results.images_path(res / f"eval/glimpses/{model}/seed{seed}.parquet"))
+    analysis.run("claims", res, tmp_path / "images", train_glimpses=TRAIN_T)
+    seeds_only, both = (pd.read_csv(tmp_path / f"{d}/claims.csv").set_index("claim") for d in ("seeds", "images"))
+    claim = "Location pre-training helps"
+    evidence = [c for c in both.columns if c.startswith("evidence")][0]
+    assert "(seeds x images)" in both.loc[claim, evidence] and "(seeds)" in seeds_only.loc[claim, evidence]
+
+    def width(text):
+        lo, hi = re.search(r"95% CI \[([-+\d.]+), ([-+\d.]+)\]", text).groups()
+        return float(hi) - float(lo)
+
+    assert width(both.loc[claim, evidence]) > 2 * width(seeds_only.loc[claim, evidence])
