@@ -227,8 +227,7 @@ def _lower_at_equal_area(a_acc: pd.DataFrame, a_area: pd.DataFrame, b_acc: pd.Da
         return Part(UNTESTED, f"one seed of {a_name} and {b_name}: no interval", {})
     part = _compare(margins, {}, f"{b_name} minus {a_name}", len(seeds))
     t = min(part.ivs, key=lambda k: part.ivs[k].lo)
-    return part._replace(evidence=f"at area {_pct(areas[t])}: " + part.evidence.replace("T=", "T of "
-                                                                                          f"{a_name}=", 1))
+    return part._replace(evidence=f"at area {_pct(areas[t])} (T of {a_name}): {part.evidence}")
 
 
 def _row(claim, source, test, parts: list[Part] | Part, note: str = "") -> dict:

@@ -137,7 +137,7 @@ def _verdict(out: Path) -> str:
     return f'<section id="verdict">{"".join(parts)}</section>'
 
 
-def _code_versions(results_dir: Path) -> list[str]:
+def code_versions(results_dir: Path) -> list[str]:
     import pyarrow.parquet as pq
 
     versions = set()
@@ -164,7 +164,7 @@ def _wall_time(results_dir: Path) -> str:
             f"{sum(r[2] for r in rows) / 60:.1f} job-minutes")
 
 
-def _machine() -> str:
+def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -187,9 +187,9 @@ def _facts(results_dir: Path, out: Path) -> str:
                                  f"classes, {setting('dataset', 'image_size')} px), root "
                                  f"{setting('dataset', 'root')}")
                    if config.exists() else '<span class="missing">config.yaml (not written)</span>'),
-        "code version": html.escape(", ".join(_code_versions(results_dir)) or "no evaluation results"),
-        "seeds": html.escape(_seeds(results_dir)),
-        "machine": html.escape(_machine()) + " (where this page was built)",
+        "code version": html.escape(", ".join(code_versions(results_dir)) or "no evaluation results"),
+        "seeds": html.escape(seeds(results_dir)),
+        "machine": html.escape(machine()) + " (where this page was built)",
         "wall time": html.escape(_wall_time(results_dir)),
         "results": html.escape(str(results_dir)),
     }
@@ -197,7 +197,7 @@ def _facts(results_dir: Path, out: Path) -> str:
         + "</dl>"
 
 
-def _seeds(results_dir: Path) -> str:
+def seeds(results_dir: Path) -> str:
     path = results_dir / "config.yaml"
     if not path.exists():
         return "unknown (no config.yaml)"

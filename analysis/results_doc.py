@@ -3,7 +3,7 @@ run's copy, with the files it was rendered from in ``docs/results/``; ``make doc
 ``tests/test_docs.py`` renders the copy again from them, so no number in it is typed).
 
 Rendered only from other targets' outputs (``tables/table_summary.md``, ``claims.csv``, ``tables/table_plateau.csv``)
-and ``run.json``, the run's facts that this target writes first (code version, seeds, machine).
+and ``run.json``, the run's facts that this target writes first (code version, seeds, machine, native bf16).
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ SOURCES = ("tables/table_summary.md", "claims.csv", "tables/table_plateau.csv", 
 
 
 def facts(results_dir) -> dict:
-    """The run's code version(s), seeds, config and the machine that ran the analysis."""
-    from analysis.index import _code_versions, _machine, _seeds, _wall_time
+    """The run's code version(s), seeds and the machine that ran the analysis. Not its wall time: the page must be
+    the same for the same results (the chaos test compares it byte for byte); the front page has the time."""
+    from analysis.index import code_versions, machine, seeds
 
     results_dir = Path(results_dir)
-    return {"code version": ", ".join(_code_versions(results_dir)), "seeds": _seeds(results_dir),
-            "machine (of the analysis)": _machine().split(": ", 1)[-1], "native bf16": _native_bf16(),
-            "python": platform.python_version(), "wall time": _wall_time(results_dir)}
+    return {"code version": ", ".join(code_versions(results_dir)), "seeds": seeds(results_dir),
+            "machine (of the analysis)": machine().split(": ", 1)[-1], "native bf16": _native_bf16(),
+            "python": platform.python_version()}
 
 
 def _native_bf16() -> str:
