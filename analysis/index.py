@@ -191,10 +191,22 @@ def _facts(results_dir: Path, out: Path) -> str:
         "seeds": html.escape(seeds(results_dir)),
         "machine": html.escape(machine()) + " (where this page was built)",
         "wall time": html.escape(_wall_time(results_dir)),
+        "training plateau": _plateau(out),
         "results": html.escape(str(results_dir)),
     }
     return "<h2>This run</h2><dl class='facts'>" + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts.items()) \
         + "</dl>"
+
+
+def _plateau(out: Path) -> str:
+    """How many runs x seeds reached a training plateau (``tables/table_plateau.csv``), linked to the table."""
+    path = out / "tables" / "table_plateau.csv"
+    if not path.exists():
+        return '<span class="missing">table_plateau (not built)</span>'
+    from analysis.learning import PLATEAU
+
+    status = pd.read_csv(path)["status"]
+    return f"<a href='#table_plateau'>{int((status == PLATEAU).sum())} of {len(status)} runs x seeds</a>"
 
 
 def seeds(results_dir: Path) -> str:
