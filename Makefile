@@ -11,7 +11,7 @@ RESULTS   ?= results/$(EXPERIMENT)
 CORES     ?= 2
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup run report wet-run test test-all lint dry-run-paper clean-results
+.PHONY: setup run report docs-results wet-run test test-all lint dry-run-paper clean-results
 
 setup:
 	@bash scripts/setup.sh
@@ -23,6 +23,15 @@ run: setup
 
 report: setup
 	snakemake --configfile $(CONFIG) --cores $(CORES) --report $(RESULTS)/report.html
+
+# docs/results.md, the README's results: a run's results.md with the files it is rendered from (docs/results/),
+# which tests/test_docs.py renders again. After `make run`.
+docs-results:
+	python -m analysis results_md --results $(RESULTS)
+	mkdir -p docs/results/tables
+	cp $(RESULTS)/claims.csv $(RESULTS)/run.json docs/results/
+	cp $(RESULTS)/tables/table_summary.md $(RESULTS)/tables/table_plateau.csv docs/results/tables/
+	cp $(RESULTS)/results.md docs/results.md
 
 # The paper path for real, on 2 CPU cores: every paper-size model, every job of the DAG for one seed, on a generated
 # miniature ImageNet (config/mini-imagenet.yaml; its numbers are meaningless). Per-job time and peak RSS:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import importlib
 from typing import Callable, NamedTuple
 
+from saccader.pipeline.results import images_path
+
 
 class Target(NamedTuple):
     function: str                   # "analysis.<module>:<function>", called as f(results_dir, out_dir, **options)
@@ -30,6 +32,9 @@ NASNET = "eval/nasnet/*/seed*.parquet"
 EXAMPLES = "eval/glimpses/*/seed*.parquet.examples.npz"
 ATTACK = "attack/*/seed*.parquet"
 PARAMS = "params.parquet"
+TRAIN_LOGS = "runs/*/seed*/train_log.parquet"
+# Per-image outcomes beside each seed's results (saccader.pipeline.results.images_path): the claims' intervals.
+IMAGES = tuple(images_path(p) for p in (GLIMPSES, NASNET, ATTACK))
 
 
 def _figure(name: str) -> tuple[str, ...]:
@@ -48,13 +53,18 @@ TARGETS: dict[str, Target] = {
     "fig_supp1": Target("analysis.pictures:fig_supp1", (EXAMPLES,), _figure("fig_supp1")),
     "fig_supp2": Target("analysis.area:fig_supp2", (GLIMPSES, OCCLUSION, FULL_IMAGE), _figure("fig_supp2")),
     "fig_supp3": Target("analysis.glimpses:fig_supp3", (GLIMPSES,), _figure("fig_supp3")),
+    "fig_learning": Target("analysis.learning:fig_learning", (TRAIN_LOGS,), _figure("fig_learning")),
     "table_supp1": Target("analysis.tables:table_supp1", (PARAMS,), _table("table_supp1")),
     "table_supp6": Target("analysis.tables:table_supp6", (ATTACK,), _table("table_supp6")),
     "table_summary": Target("analysis.tables:table_summary", (GLIMPSES, NASNET, FULL_IMAGE),
                             _table("table_summary")),
-    "claims": Target("analysis.claims:claims", (GLIMPSES, OCCLUSION, ATTACK, NASNET),
+    "table_plateau": Target("analysis.learning:table_plateau", (TRAIN_LOGS,), _table("table_plateau")),
+    "claims": Target("analysis.claims:claims", (GLIMPSES, OCCLUSION, ATTACK, NASNET, *IMAGES),
                      _table("claims", folder="")),
 }
+TARGETS["results_md"] = Target("analysis.results_doc:results_md",
+                               ("tables/table_summary.md", "claims.csv", "tables/table_plateau.csv",
+                                "eval/glimpses/*/seed*.parquet"), ("results.md", "run.json"))
 # The index page shows every other target's outputs; it is listed last so `all` builds it last. It also lists the
 # files under logs/ and each runs/*/seed*/train_log.parquet present when it is built (not inputs: logs change with
 # every job, including this one).

@@ -28,7 +28,7 @@ img{max-width:100%;border:1px solid #ddd}table{border-collapse:collapse;font-siz
 td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}th{background:#f3f3f3}
 .missing{color:#a00}nav a{margin-right:1em}.caption{color:#444}.caption p{margin:.3em 0}
 #verdict{border:2px solid #888;border-radius:6px;padding:.5em 1em;margin:.5em 0;background:#fafafa}
-#verdict h2{margin:.2em 0}.holds{color:#060}.fails{color:#a00}.untested{color:#666}
+#verdict h2{margin:.2em 0}.holds{color:#060}.fails{color:#a00}.undecided{color:#a60}.untested{color:#666}
 dl.facts{display:grid;grid-template-columns:max-content auto;gap:2px 1em;margin:.5em 0}dl.facts dt{font-weight:bold}
 dl.facts dd{margin:0}.notice{background:#fee;border:2px solid #a00;padding:.5em;font-weight:bold}"""
 
@@ -109,29 +109,35 @@ def _plan_link(out: Path) -> str:
 
 
 def _verdict(out: Path) -> str:
-    """The claims verdict: how many hold, which do not, which were not tested (from ``claims.csv``)."""
+    """The claims verdict: how many hold, are refuted, are undecided (with the observed effect and the seeds that
+    would decide it) or were not tested (from ``claims.csv``)."""
     path = out / "claims.csv"
     if not path.exists():
         return '<section id="verdict"><h2>Claims</h2><p class="missing">claims.csv (not built)</p></section>'
-    table = pd.read_csv(path)
-    from analysis.claims import FAILS, HOLDS, UNTESTED
+    table = pd.read_csv(path, keep_default_na=False)
+    from analysis.claims import HOLDS, REFUTED, UNDECIDED, UNTESTED
 
     def items(verdict):
-        return "".join(f"<li>{html.escape(c)}</li>" for c in table.loc[table["verdict"] == verdict, "claim"])
+        rows = table[table["verdict"] == verdict]
+        extra = lambda r: (f": observed {r['observed effect']}; seeds for 80% power: {r['seeds for 80% power']}"  # noqa: E731
+                           if verdict == UNDECIDED else "")
+        return "".join(f"<li>{html.escape(r['claim'] + extra(r))}</li>" for _, r in rows.iterrows())
 
-    n = {v: int((table["verdict"] == v).sum()) for v in (HOLDS, FAILS, UNTESTED)}
-    colour = "holds" if n[HOLDS] == len(table) else "fails"
-    parts = [f'<h2><span class="{colour}">{n[HOLDS]} of {len(table)}</span> claims of the paper hold on this run</h2>',
-             "<p>A claim holds where the 95% interval of its paired per-seed difference lies on the claimed side "
-             "at every glimpse count it names (<a href='#claims'>the numbers</a>).</p>"]
-    if n[FAILS]:
-        parts.append(f'<p class="fails">Do not hold ({n[FAILS]}):</p><ul class="fails">{items(FAILS)}</ul>')
-    if n[UNTESTED]:
-        parts.append(f'<p class="untested">Not tested ({n[UNTESTED]}):</p><ul class="untested">{items(UNTESTED)}</ul>')
+    n = {v: int((table["verdict"] == v).sum()) for v in (HOLDS, REFUTED, UNDECIDED, UNTESTED)}
+    css = {HOLDS: "holds", REFUTED: "fails", UNDECIDED: "undecided", UNTESTED: "untested"}
+    counts = ", ".join(f'<span class="{css[v]}">{n[v]} {v}</span>' for v in (HOLDS, REFUTED, UNDECIDED, UNTESTED)
+                       if n[v] or v != UNTESTED)
+    parts = [f"<h2>The paper's {len(table)} claims on this run: {counts}</h2>",
+             "<p>A claim holds where the 95% interval of its paired difference lies on the claimed side at every "
+             "glimpse count it names, is refuted where it lies on the other side at one of them, and is undecided "
+             "otherwise (<a href='#claims'>the numbers</a>, with the weaker test pooled over T).</p>"]
+    for v, title in ((REFUTED, "Refuted"), (UNDECIDED, "Undecided"), (UNTESTED, "Not tested")):
+        if n[v]:
+            parts.append(f'<p class="{css[v]}">{title} ({n[v]}):</p><ul class="{css[v]}">{items(v)}</ul>')
     return f'<section id="verdict">{"".join(parts)}</section>'
 
 
-def _code_versions(results_dir: Path) -> list[str]:
+def code_versions(results_dir: Path) -> list[str]:
     import pyarrow.parquet as pq
 
     versions = set()
@@ -158,7 +164,7 @@ def _wall_time(results_dir: Path) -> str:
             f"{sum(r[2] for r in rows) / 60:.1f} job-minutes")
 
 
-def _machine() -> str:
+def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -181,17 +187,29 @@ def _facts(results_dir: Path, out: Path) -> str:
                                  f"classes, {setting('dataset', 'image_size')} px), root "
                                  f"{setting('dataset', 'root')}")
                    if config.exists() else '<span class="missing">config.yaml (not written)</span>'),
-        "code version": html.escape(", ".join(_code_versions(results_dir)) or "no evaluation results"),
-        "seeds": html.escape(_seeds(results_dir)),
-        "machine": html.escape(_machine()) + " (where this page was built)",
+        "code version": html.escape(", ".join(code_versions(results_dir)) or "no evaluation results"),
+        "seeds": html.escape(seeds(results_dir)),
+        "machine": html.escape(machine()) + " (where this page was built)",
         "wall time": html.escape(_wall_time(results_dir)),
+        "training plateau": _plateau(out),
         "results": html.escape(str(results_dir)),
     }
     return "<h2>This run</h2><dl class='facts'>" + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts.items()) \
         + "</dl>"
 
 
-def _seeds(results_dir: Path) -> str:
+def _plateau(out: Path) -> str:
+    """How many runs x seeds reached a training plateau (``tables/table_plateau.csv``), linked to the table."""
+    path = out / "tables" / "table_plateau.csv"
+    if not path.exists():
+        return '<span class="missing">table_plateau (not built)</span>'
+    from analysis.learning import PLATEAU
+
+    status = pd.read_csv(path)["status"]
+    return f"<a href='#table_plateau'>{int((status == PLATEAU).sum())} of {len(status)} runs x seeds</a>"
+
+
+def seeds(results_dir: Path) -> str:
     path = results_dir / "config.yaml"
     if not path.exists():
         return "unknown (no config.yaml)"

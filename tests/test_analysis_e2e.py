@@ -12,6 +12,7 @@ import torch
 
 import analysis
 from saccader import catalog
+from test_analysis import write_train_logs
 from test_evaluate import tiny_setup  # noqa: F401  (fixture: tiny dataset, config and checkpoints of every run)
 
 pytestmark = pytest.mark.slow
@@ -42,10 +43,11 @@ def test_every_target_from_real_job_outputs(tiny_setup, tmp_path):  # noqa: F811
             attack(config, name, seed, ckpts, res / f"attack/{name}/seed{seed}.parquet")
     pd.DataFrame({"model": ["saccader"], "paper": [35583913], "reproduced": [35583913], "difference": [0],
                   "note": [""]}).to_parquet(res / "params.parquet")
+    write_train_logs(res)
     written = analysis.run("all", res, res, train_glimpses=config["evaluate"]["train_glimpses"])
     expected = {res / o for t in analysis.TARGETS.values() for o in t.outputs}
     assert expected <= set(written) and all(p.stat().st_size > 0 for p in expected)
     claims = pd.read_csv(res / "claims.csv")
-    assert len(claims) == 9 and set(claims["verdict"]) <= {"holds", "does not hold"}
+    assert len(claims) == 9 and set(claims["verdict"]) <= {"holds", "refuted", "undecided"}
     page = (res / "index.html").read_text()
     assert "(not built)" not in page

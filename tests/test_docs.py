@@ -395,3 +395,14 @@ def test_a_made_up_name_is_reported(span):
 ])
 def test_real_names_and_prose_pass(span):
     assert check_span(span) is None
+
+
+def test_the_results_page_is_what_the_analysis_renders_from_its_run():
+    """docs/results.md (the README's results) is a run's results.md: rendered again from the run's outputs copied
+    beside it (docs/results/, `make docs-results`), it is the same text, so no number in it is typed."""
+    from analysis import results_doc
+
+    assert (ROOT / "docs/results.md").read_text() == results_doc.render(ROOT / "docs/results")
+    readme = (ROOT / "README.md").read_text()
+    # the README links the results table, never types one
+    assert "docs/results.md" in readme and not any(line.startswith("|") and "±" in line for line in readme.splitlines())

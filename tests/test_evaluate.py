@@ -3,6 +3,7 @@
 import copy
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -95,6 +96,11 @@ def test_glimpses_job_writes_every_policy_and_t(tiny_setup):
     assert (top5["value"] == 1.0).all()  # 3 classes: the label is always among the top 5
     area = frame[frame.metric == "area"].pivot(index="num_glimpses", columns="policy", values="value")
     assert (area.diff().dropna() >= 0).all().all() and area.loc[1].eq(81 / 256).all()
+    per_image = pd.read_parquet(results.images_path(out))  # every measurement, image by image
+    assert len(per_image) == len(frame) * 15 and set(per_image["image"]) == set(range(15))
+    means = per_image.groupby(["policy", "num_glimpses", "metric"])["value"].mean()
+    assert np.allclose(frame.set_index(["policy", "num_glimpses", "metric"])["value"].sort_index(),
+                       means.sort_index(), atol=1e-6)
     ex = np.load(evaluate.examples_path(out))
     assert ex["images"].shape == (3, 16, 16, 3) and ex["images"].dtype == np.uint8
     assert ex["boxes_ordered_logits"].shape == (3, 2, 4) and ex["pred_random"].shape == (3,)

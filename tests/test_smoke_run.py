@@ -41,7 +41,7 @@ def test_figures_tables_claims_and_report_exist(smoke_run):
         for out in target.outputs:
             assert (results / out).stat().st_size > 0, out
     claims = pd.read_csv(results / "claims.csv")
-    assert len(claims) >= 7 and set(claims["verdict"]) <= {"holds", "does not hold", "not tested"}
+    assert len(claims) >= 7 and set(claims["verdict"]) <= {"holds", "refuted", "undecided", "not tested"}
     report = (results / "report.html").read_text(errors="replace")
     assert "fig3" in report
     assert not re.search(r"<(script|link|img)[^>]*(src|href)=\"https?://", report)  # self-contained

@@ -153,6 +153,9 @@ def attack(config: dict, model: str, seed: int, ckpts: dict[str, Path], out: Pat
             "config_hash": results.config_hash(config), "code_version": results.code_version()}
     frame = results.rows(base, rows)
     results.save(frame, out)
+    results.save_images({k: base[k] for k in ("experiment", "model", "seed")},
+                        {(base["policy"], size, base["num_glimpses"], m): v.float().numpy() for m, v in hits.items()},
+                        results.images_path(out))
     import shutil
 
     shutil.rmtree(partial, ignore_errors=True)  # the parquet holds everything now

@@ -156,10 +156,11 @@ class _Tally:
     """
 
     def __init__(self):
-        self.sums, self.counts = {}, {}
+        self.sums, self.counts, self.values = {}, {}, {}
 
     def add(self, key, values: torch.Tensor):
         self.sums.setdefault(key, []).append(values.sum())
+        self.values.setdefault(key, []).append(values.detach())
         self.counts[key] = self.counts.get(key, 0) + int(values.numel())
 
     def rows(self) -> list[dict]:
@@ -172,6 +173,10 @@ class _Tally:
             rows.append({"policy": p, "resolution": r, "num_glimpses": t, "metric": m, "value": total / n,
                          "n_images": n})
         return rows
+
+    def per_image(self) -> dict:
+        """Key -> one value per image, in the evaluated split's order."""
+        return {key: torch.cat(v).float().cpu().numpy() for key, v in self.values.items()}
 
 
 def _loader(config: dict, resolution: int | None = None, normalize: bool = True, dev=None):
@@ -376,6 +381,8 @@ def evaluate(config: dict, kind: str, model: str, seed: int, ckpts: dict[str, Pa
             "code_version": results.code_version()}
     frame = results.rows(base, tally.rows())
     results.save(frame, out)
+    results.save_images({k: base[k] for k in ("experiment", "model", "seed")}, tally.per_image(),
+                        results.images_path(out))
     if kind == "glimpses":
         examples_generator = torch.Generator(device=dev).manual_seed(config["evaluate"]["random_seed"] + seed)
         save_examples(config, models, examples_generator, examples_path(out), dev)

@@ -30,6 +30,11 @@ COLUMNS: dict[str, str] = {
     "config_hash": "str",
     "code_version": "str",
 }
+# Per-image outcomes of an evaluation or attack job (its 0/1 hits and areas, image by image, in the order of the
+# evaluated split or attack subset): what the claims' intervals need to include test-set sampling.
+IMAGE_COLUMNS: dict[str, str] = {
+    "experiment": "str", "model": "str", "policy": "str", "seed": "int64", "resolution": "int64",
+    "num_glimpses": "int64", "metric": "str", "image": "int32", "value": "float32"}
 EXPERIMENTS = {*catalog.EVALUATIONS, "robustness"}  # the evaluation kinds and the attacks
 METRICS = {"top1", "top5", "area", "occluded_top1", "occluded_top5", "clean_acc", "pgd_acc", "spsa_acc"}
 
@@ -57,6 +62,23 @@ def save(df: pd.DataFrame, path: str | os.PathLike) -> None:
     df = validate(df, str(path))
     with atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False)
+
+
+def images_path(out: str | os.PathLike) -> str:
+    """The per-image outcomes beside a job's results ``.../seed<S>.parquet``: ``.../images_seed<S>.parquet`` (also
+    on glob patterns; a name the results' ``seed*.parquet`` patterns do not match)."""
+    head, name = os.path.split(os.fspath(out))
+    return os.path.join(head, f"images_{name}")
+
+
+def save_images(base: dict, per_image: dict, path: str | os.PathLike) -> None:
+    """Write per-image outcomes atomically: ``base`` holds the job's shared columns, ``per_image`` maps
+    (policy, resolution, T, metric) to one value per image."""
+    parts = [pd.DataFrame({"policy": p, "resolution": r, "num_glimpses": t, "metric": m,
+                           "image": range(len(v)), "value": v}) for (p, r, t, m), v in per_image.items()]
+    frame = pd.concat(parts, ignore_index=True).assign(**base)[list(IMAGE_COLUMNS)].astype(IMAGE_COLUMNS)
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
 
 
 def load(paths) -> pd.DataFrame:

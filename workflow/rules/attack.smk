@@ -6,6 +6,7 @@ rule attack:
         lambda wc: [model_pt(run, wc.seed) for run in attack_runs(wc.model)],
     output:
         f"{R}/attack/{{model}}/seed{{seed}}.parquet",
+        images_path(f"{R}/attack/{{model}}/seed{{seed}}.parquet"),
     conda:
         ENV
     log:

@@ -20,6 +20,7 @@ from saccader.errors import UserError
 from saccader.pipeline.config import (check_cluster_tools, check_dataset_root, check_profile_resources,
                                       check_results_dir, cluster_tools_problem, init_runs as _init_runs, job_digest,
                                       run_config, validate)
+from saccader.pipeline.results import images_path
 from saccader.pipeline.snakelock import (OWNER, RESULTS_LOCK, lock_results_dir, owner_value, register_invocation,
                                          release_stale_locks)
 
@@ -156,6 +157,7 @@ def data_outputs():
     files = [eval_parquet(k, m, s) for k, ms in eval_jobs().items() for m in ms for s in SEEDS]
     files += [f"{eval_parquet('glimpses', m, s)}.examples.npz" for m in eval_jobs()["glimpses"] for s in SEEDS]
     files += [f"attack/{m}/seed{s}.parquet" for m in attack_models() for s in SEEDS]
+    files += [images_path(f) for f in list(files) if f.endswith(".parquet")]
     files += [f"runs/{r}/seed{s}/train_log.parquet" for r in RUNS for s in SEEDS]
     return files + ["params.parquet"]
 

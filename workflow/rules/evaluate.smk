@@ -1,5 +1,6 @@
-# Evaluations (saccader.pipeline.catalog.EVALUATIONS): every policy x number of glimpses, full-image models, occlusion and
-# Saccader-NASNet, for every seed. The glimpses jobs also keep example glimpses for Figs 4 and Supp.1.
+# Evaluations (saccader.catalog.EVALUATIONS): every policy x number of glimpses, full-image models, occlusion and
+# Saccader-NASNet, for every seed, with their per-image outcomes (images_seed<S>.parquet, for the claims' intervals).
+# The glimpses jobs also keep example glimpses for Figs 4 and Supp.1.
 
 
 rule evaluate_glimpses:
@@ -7,6 +8,7 @@ rule evaluate_glimpses:
         eval_inputs,
     output:
         f"{R}/eval/{{kind}}/{{model}}/seed{{seed}}.parquet",
+        images_path(f"{R}/eval/{{kind}}/{{model}}/seed{{seed}}.parquet"),
         f"{R}/eval/{{kind}}/{{model}}/seed{{seed}}.parquet.examples.npz",
     conda:
         ENV
@@ -30,6 +32,7 @@ rule evaluate:
         eval_inputs,
     output:
         f"{R}/eval/{{kind}}/{{model}}/seed{{seed}}.parquet",
+        images_path(f"{R}/eval/{{kind}}/{{model}}/seed{{seed}}.parquet"),
     conda:
         ENV
     log:
