@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["partial_dir", "attack", "register"]
 
-_GLIMPSE_MODELS = tuple(m for m, glimpses in catalog.ATTACKS.items() if glimpses)
+GLIMPSE_MODELS = tuple(m for m, glimpses in catalog.ATTACKS.items() if glimpses)
 
 
 def attack_subset(config: dict):
@@ -106,7 +106,7 @@ def attack(config: dict, model: str, seed: int, ckpts: dict[str, Path], out: Pat
         net.glimpse_gradient = True  # DRAM: the official stop-gradient would leave PGD without an input gradient
     net.requires_grad_(False)
     bf16 = dev.type == "cuda" and use_bf16((config.get("train") or {}).get(runs[0]) or {}, dev)
-    fn = Standardized(net, ds["mean"], ds["std"], at["num_glimpses"] if model in _GLIMPSE_MODELS else None,
+    fn = Standardized(net, ds["mean"], ds["std"], at["num_glimpses"] if model in GLIMPSE_MODELS else None,
                       bf16).to(dev)
     eps, step = at["eps_255"] / 255, at["pgd_step_255"] / 255
     torch.manual_seed(seed)
@@ -148,8 +148,8 @@ def attack(config: dict, model: str, seed: int, ckpts: dict[str, Path], out: Pat
     hits = {m: torch.cat([d["hits"][m] for d in done]) for m in ("clean_acc", "pgd_acc", "spsa_acc")}
     rows = [{"metric": m, "value": v.float().mean().item(), "n_images": int(v.numel())} for m, v in hits.items()]
     base = {"experiment": "robustness", "dataset": ds["name"], "split": "test" if ds["name"] == "digits" else "val",
-            "model": model, "policy": model if model in _GLIMPSE_MODELS else "full_image", "seed": seed,
-            "resolution": size, "num_glimpses": at["num_glimpses"] if model in _GLIMPSE_MODELS else 0,
+            "model": model, "policy": model if model in GLIMPSE_MODELS else "full_image", "seed": seed,
+            "resolution": size, "num_glimpses": at["num_glimpses"] if model in GLIMPSE_MODELS else 0,
             "config_hash": results.config_hash(config), "code_version": results.code_version()}
     frame = results.rows(base, rows)
     results.save(frame, out)

@@ -421,7 +421,7 @@ def count_attack(config: dict, model_name: str) -> dict:
             net.glimpse_gradient = True
         net.requires_grad_(False)
         params = _param_counts(net)["params"]
-        fn = Standardized(net, ds["mean"], ds["std"], at["num_glimpses"] if model_name in A._GLIMPSE_MODELS
+        fn = Standardized(net, ds["mean"], ds["std"], at["num_glimpses"] if model_name in A.GLIMPSE_MODELS
                             else None, bf16)
 
         x, y = _images(BATCH, size)
