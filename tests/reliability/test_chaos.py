@@ -18,10 +18,13 @@ import torch
 from chaos import chaos, orphans
 from conftest import smoke_config
 
+from saccader.pipeline.snakelock import RESULTS_LOCK
+
 pytestmark = pytest.mark.slow
 WALL_CLOCK = {"seconds", "images_per_s"}  # the training log's speed: the only values that may differ between runs
 PROVENANCE = {"config_hash", "code_version"}  # of the resolved config (its paths differ) and of the git commit
-NOT_RESULTS = ("logs/", "benchmarks/", "configs/", "config.yaml", "report.html")  # records, the reference's --report
+# records (the results_dir lock names its last holder), the reference's --report
+NOT_RESULTS = ("logs/", "benchmarks/", "configs/", "config.yaml", "report.html", RESULTS_LOCK)
 # a checkpoint's global Python and NumPy generators: unseeded in a fresh job, and training draws nothing from them
 # (its weights are compared bitwise)
 UNSEEDED = {"python", "numpy"}
