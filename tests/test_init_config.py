@@ -84,7 +84,7 @@ def test_generated_config_runs_the_whole_workflow(tmp_path):
     tree = make_tree(tmp_path / "shapes")
     cfg = tmp_path / "shapes.yaml"
     assert main(["init-config", str(tree), "--out", str(cfg), "--image-size", "48", "--seeds", "1",
-                 "--minutes", "0"]) == 0  # one seed: the DAG's shape does not depend on their number
+                 "--minutes", "0.001"]) == 0  # one seed: the DAG's shape does not depend on their number
     config = yaml.safe_load(cfg.read_text())
     assert all(r["epochs"] == 1 for r in config["train"].values())
     config["results_dir"] = str(tmp_path / "results")
