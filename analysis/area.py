@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-import analysis
 from analysis import common
+from saccader import catalog
 from analysis.glimpses import FULL_IMAGE, GLIMPSES
 
-OCCLUSION = [analysis.OCCLUSION]
+OCCLUSION = [catalog.RESULTS["occlusion"]]
 
 
 def versus_area(summary: pd.DataFrame, metric: str) -> pd.DataFrame:

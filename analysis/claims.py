@@ -10,7 +10,7 @@ to decide it at that effect with 80 % power.
 
 Intervals. The test images are the same for every seed, so a mean over seeds and images has two sources of
 variance, crossed: seeds (training) and images (test-set sampling). Where the evaluation stored per-image outcomes
-(``images_seed<S>.parquet`` beside each seed's results: ``saccader.pipeline.results.images_path``), the interval is
+(``images_seed<S>.parquet`` beside each seed's results: ``saccader.catalog.images_path``), the interval is
 the two-way random-effects (seeds x images) variance of the grand mean, ``(MS_seed + MS_image - MS_residual) / (k n)``, with Satterthwaite's degrees of freedom:
 the variance a two-level bootstrap (seeds, then images) estimates, in closed form. A bootstrap over 5 seeds cannot
 be used: its percentile interval never reaches past the extreme seeds and under-covers (tests/test_claims_coverage.py
@@ -30,7 +30,7 @@ from analysis import common
 from analysis.area import OCCLUSION
 from analysis.glimpses import GLIMPSES, NASNET
 from analysis.tables import ATTACK
-from saccader.pipeline.results import images_path
+from saccader.catalog import images_path
 
 HOLDS, REFUTED, UNDECIDED, UNTESTED = "holds", "refuted", "undecided", "not tested"
 VERDICTS = (HOLDS, REFUTED, UNDECIDED, UNTESTED)

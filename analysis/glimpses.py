@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pandas as pd
 
-import analysis
 from analysis import common
+from saccader import catalog
 
-GLIMPSES = [analysis.GLIMPSES]
-FULL_IMAGE = [analysis.FULL_IMAGE]
-NASNET = [analysis.NASNET]
+GLIMPSES = [catalog.RESULTS["glimpses"]]
+FULL_IMAGE = [catalog.RESULTS["full_image"]]
+NASNET = [catalog.RESULTS["nasnet"]]
 
 
 def _glimpse_axis(ax, ts, train_t: int, extra_tick: bool = False):

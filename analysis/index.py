@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-import analysis
+from saccader import catalog
 from saccader.pipeline.io import write_text
 
 REPORT_DIR = Path(__file__).resolve().parents[1] / "workflow" / "report"
@@ -228,10 +228,10 @@ def _notice(results_dir: Path) -> str:
 def index(results_dir, out_dir, train_glimpses: int | None = None):
     """Write ``index.html`` into ``out_dir``: verdict, run facts, summary table, figures, tables, claims, logs."""
     results_dir, out = Path(results_dir), Path(out_dir)
-    figures = {n: t for n, t in analysis.TARGETS.items() if n.startswith("fig")}
-    tables = {n: t for n, t in analysis.TARGETS.items()
+    figures = {n: t for n, t in catalog.TARGETS.items() if n.startswith("fig")}
+    tables = {n: t for n, t in catalog.TARGETS.items()
               if (n.startswith("table") and n != "table_summary") or n == "claims"}
-    summary = analysis.TARGETS["table_summary"]
+    summary = catalog.TARGETS["table_summary"]
     nav = " ".join(f'<a href="#{n}">{n}</a>' for n in ["table_summary", *figures, *tables])
     body = ["<h1>Saccader reproduction: results</h1>", _notice(results_dir), _verdict(out), _facts(results_dir, out),
             "<p>Paper numbers are ImageNet; reproduced numbers are labelled with this run's dataset.</p>",

@@ -13,10 +13,10 @@ import re
 import numpy as np
 import pandas as pd
 
-import analysis
 from analysis import common
+from saccader import catalog
 
-LOGS = [analysis.TRAIN_LOGS]
+LOGS = [catalog.RESULTS["train_logs"]]
 PLATEAU_POINTS = 1.0  # "the last epochs gain < 1 point" of top-1
 PLATEAU, LEARNING, UNKNOWN = "plateau", "still learning", "one epoch"
 

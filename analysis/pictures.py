@@ -11,12 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-import analysis
 from analysis import common
 from saccader import catalog
 from saccader.errors import UserError
 
-EXAMPLES = [analysis.EXAMPLES]
+EXAMPLES = [catalog.RESULTS["examples"]]
 # Figure 4 rows (a)-(d): the paper's four policies, each from the examples of the run it steers.
 FIG4_POLICIES = ("saccader", "dram", "ordered_logits", "random")
 

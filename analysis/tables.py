@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import pandas as pd
 
-import analysis
 from analysis import common
+from saccader import catalog
 from analysis.glimpses import FULL_IMAGE, GLIMPSES, NASNET
 
-ATTACK = [analysis.ATTACK]
-PARAMS = [analysis.PARAMS]
+ATTACK = [catalog.RESULTS["attack"]]
+PARAMS = [catalog.RESULTS["params"]]
 PAPER = "ImageNet"
 # Table Supp.6 (eps = 2/255, 3906 ImageNet validation images): clean, SPSA, PGD accuracy.
 PAPER_SUPP6 = {"saccader": (0.701, 0.003, 0.002), "dram": (0.666, 0.052, 0.009),

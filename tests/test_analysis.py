@@ -6,6 +6,7 @@ The fixture writes three seeds whose values are ``base + (-d, 0, +d)``, so the S
 
 from __future__ import annotations
 
+import importlib
 import re
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from analysis import common
 from analysis.area import plot_fig5, plot_fig_supp2
 from analysis.glimpses import plot_fig3, plot_fig6, plot_fig_supp3
 from analysis.pictures import plot_fig4, plot_fig_supp1
+from saccader import catalog
 from saccader.pipeline import results
 from saccader.errors import UserError
 
@@ -153,11 +155,12 @@ def _bars(ax):
 
 
 def test_targets_are_one_importable_list():
-    names = set(analysis.TARGETS)
+    names = set(catalog.TARGETS)
     assert {"fig3", "fig4", "fig5", "fig6", "fig_supp1", "fig_supp2", "fig_supp3", "fig_learning", "table_supp1",
             "table_supp6", "table_summary", "table_plateau", "claims", "results_md", "index"} == names
-    for name, target in analysis.TARGETS.items():
-        assert callable(target.load()) and target.outputs and target.inputs, name
+    for name, target in catalog.TARGETS.items():
+        module, function = target.function.split(":")
+        assert callable(getattr(importlib.import_module(module), function)) and target.outputs and target.inputs, name
     # Importing the target list must not pull plotting libraries or torch (the Snakefile imports it).
     code = ("import sys, analysis; bad = [m for m in ('torch', 'matplotlib', 'seaborn') if m in sys.modules]; "
             "sys.exit(1 if bad else 0)")
@@ -167,7 +170,7 @@ def test_targets_are_one_importable_list():
 def test_captions_exist_for_every_figure_and_table():
     from analysis.index import caption
 
-    for name in analysis.TARGETS:
+    for name in catalog.TARGETS:
         if name != "index":
             assert len(caption(name)) > 20, name
 
@@ -462,7 +465,7 @@ def test_claims_use_per_image_outcomes_where_the_jobs_stored_them(tmp_path):
                 hits = rng.permutation([1.0] * k + [0.0] * (100 - k))
                 per_image[(r.policy, r.resolution, r.num_glimpses, "top1")] = hits
             results.save_images({"experiment": "glimpses", "model": model, "seed": seed}, per_image,
-                                results.images_path(res / f"eval/glimpses/{model}/seed{seed}.parquet"))
+                                catalog.images_path(res / f"eval/glimpses/{model}/seed{seed}.parquet"))
     analysis.run("claims", res, tmp_path / "images", train_glimpses=TRAIN_T)
     seeds_only, both = (pd.read_csv(tmp_path / f"{d}/claims.csv").set_index("claim") for d in ("seeds", "images"))
     claim = "Location pre-training helps"

@@ -45,7 +45,7 @@ def experiment(config_file: str) -> dict:
 
 def expected_counts(config: dict) -> dict[str, int]:
     """What `all` must run: every run and seed, every evaluation and attack job, every analysis target."""
-    import analysis
+    from saccader import catalog
     from saccader import catalog
     from saccader.pipeline import attack as attacks
     from saccader.pipeline import evaluate
@@ -54,7 +54,7 @@ def expected_counts(config: dict) -> dict[str, int]:
     counts = {"check_data": 1, "param_counts": 1, "all": 1, "train": len(config["train"]) * seeds,
               "attack": len(catalog.ATTACKS) * seeds, "evaluate_glimpses": len(catalog.EVALUATIONS["glimpses"]) * seeds,
               "evaluate": sum(len(m) for k, m in catalog.EVALUATIONS.items() if k != "glimpses") * seeds}
-    counts.update({name: 1 for name in analysis.TARGETS})
+    counts.update({name: 1 for name in catalog.TARGETS})
     counts["export_model"] = sum(1 for run in config["train"] if catalog.own_evaluations(run)) * seeds
     return counts
 
@@ -141,9 +141,9 @@ def test_embedded_config_replaces_paper_config_and_the_report_has_every_figure(t
         else:
             path.write_text("<p>result</p>" if path.suffix == ".html" else "")
     report = snakemake(*args, "--report", str(tmp_path / "report.html"))
-    import analysis
+    from saccader import catalog
 
-    for name, target in analysis.TARGETS.items():
+    for name, target in catalog.TARGETS.items():
         shown = [Path(o).name for o in target.outputs if o.endswith((".png", ".html"))]
         if name not in ("index", "results_md"):  # results.md is the docs' page, not a report item
             assert f"Adding {shown[0]} " in report, f"{name} is missing from the report"

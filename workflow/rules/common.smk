@@ -1,7 +1,7 @@
 # Config resolution and the path / argument helpers of every rule. The experiment's structure (runs, their
 # initialisations, evaluation jobs, attacked models, figures) comes from the package itself, so the DAG and the
 # code cannot disagree: saccader.pipeline.config.init_runs, saccader.catalog.EVALUATIONS / required_runs,
-# saccader.catalog.ATTACKS, analysis.TARGETS. Nothing imported here imports torch (tests/test_catalog.py).
+# saccader.catalog.ATTACKS and TARGETS. Nothing imported here imports torch (tests/test_catalog.py).
 # Parsing only declares: nothing is written, no environment changes (a dry run, --lint and --report write nothing).
 # What a run needs written or set happens in onstart:, under Snakemake's lock, once jobs will run. The one exception
 # is release_stale_locks below, which removes the lock files of a killed Snakemake (and writes nothing when there
@@ -20,7 +20,7 @@ from saccader.errors import UserError
 from saccader.pipeline.config import (check_cluster_tools, check_dataset_root, check_profile_resources,
                                       check_results_dir, cluster_tools_problem, init_runs as _init_runs, job_digest,
                                       run_config, validate)
-from saccader.pipeline.results import images_path
+from saccader.catalog import images_path
 from saccader.pipeline.snakelock import (OWNER, RESULTS_LOCK, lock_results_dir, owner_value, register_invocation,
                                          release_stale_locks)
 
@@ -141,12 +141,6 @@ def attack_runs(model):
     return [catalog.known("attacked model", model, catalog.ATTACKS)]
 
 
-def analysis_targets():
-    from analysis import TARGETS
-
-    return TARGETS
-
-
 def eval_parquet(kind, model, seed):
     """The results of evaluation job (kind, model) for one seed, relative to R (the evaluate rules' output)."""
     return f"eval/{kind}/{model}/seed{seed}.parquet"
@@ -167,7 +161,7 @@ def all_outputs():
     bundle of every evaluated run."""
     runs = [model_pt(run, seed) for run in RUNS for seed in SEEDS]
     bundles = [f"{bundle_dir(run, seed)}/card.json" for run in exported_runs() for seed in SEEDS]
-    return runs + bundles + [f"{R}/{o}" for t in analysis_targets().values() for o in t.outputs]
+    return runs + bundles + [f"{R}/{o}" for t in catalog.TARGETS.values() for o in t.outputs]
 
 
 # ------------------------------------------------------------------------------------------------- model bundles
@@ -261,7 +255,7 @@ CAPTIONS = Path(workflow.basedir) / "report"
 
 def target_inputs(target):
     """The DAG outputs matching the target's glob patterns (relative to R), as paths."""
-    data = data_outputs() + [o for t in analysis_targets().values() for o in t.outputs if o not in target.outputs]
+    data = data_outputs() + [o for t in catalog.TARGETS.values() for o in t.outputs if o not in target.outputs]
     return [f"{R}/{f}" for f in data if any(fnmatch.fnmatch(f, p) for p in target.inputs)]
 
 
