@@ -439,7 +439,8 @@ def load_images(results_dir, patterns, metrics) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def claims(results_dir, out_dir, train_glimpses: int | None = None, robust_fraction: float = ROBUST_FRACTION):
+def claims(results_dir, out_dir, train_glimpses: int | None = None, robust_fraction: float = ROBUST_FRACTION,
+           config=None):
     """Write ``claims.csv/.md/.html``: each claim, how it is tested, the numbers, and its verdict."""
     frames = {name: common.load(results_dir, pats, name, required=False)
               for name, pats in (("glimpses", GLIMPSES), ("occlusion", OCCLUSION), ("attack", ATTACK),
@@ -449,8 +450,9 @@ def claims(results_dir, out_dir, train_glimpses: int | None = None, robust_fract
         common.summarise(frame)  # refuses a measurement repeated within a seed
     images = Images(load_images(results_dir, [*GLIMPSES, *NASNET], ["top1"]))
     table = evaluate(frames["glimpses"], frames["occlusion"], frames["attack"],
-                     common.train_glimpses(results_dir, train_glimpses), robust_fraction,
-                     common.attack_eps(results_dir), frames["nasnet"], 1.0 / common.num_classes(results_dir),
+                     common.train_glimpses(results_dir, train_glimpses, config), robust_fraction,
+                     common.attack_eps(results_dir, config), frames["nasnet"],
+                     1.0 / common.num_classes(results_dir, config),
                      images, load_images(results_dir, ATTACK, ["clean_acc", "pgd_acc"]))
     table = table.rename(columns={"evidence": f"evidence ({dataset}, paired by seed, 95% interval)"})
     return common.save_table(table, out_dir, "claims", title=f"The paper's claims tested on {dataset}")

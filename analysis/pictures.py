@@ -52,12 +52,12 @@ def draw_glimpses(ax, image, boxes, colour, pred: int, label: int):
     ax.set_yticks([])
 
 
-def plot_fig4(results_dir, train_glimpses: int | None = None, n_images: int = 6):
+def plot_fig4(results_dir, train_glimpses: int | None = None, n_images: int = 6, config=None):
     """Figure 4: glimpses of (a) Saccader, (b) DRAM, (c) ordered logits and (d) random policy (BagNet-77-lowD) on
     the same images, at the training T (or the most glimpses saved, if fewer)."""
     from matplotlib.figure import Figure
 
-    train_t = common.train_glimpses(results_dir, train_glimpses)
+    train_t = common.train_glimpses(results_dir, train_glimpses, config)
     runs = {name: entry.run for name, entry in catalog.policies().items()}
     rows = [(runs[p], p, load_examples(results_dir, runs[p], p)) for p in FIG4_POLICIES]
     n = min(n_images, *(len(r[2]["labels"]) for r in rows))
@@ -72,11 +72,12 @@ def plot_fig4(results_dir, train_glimpses: int | None = None, n_images: int = 6)
     return fig
 
 
-def plot_fig_supp1(results_dir, train_glimpses: int | None = None, n_images: int = 24, ncols: int = 8):
+def plot_fig_supp1(results_dir, train_glimpses: int | None = None, n_images: int = 24, ncols: int = 8,
+                   config=None):
     """Figure Supp.1: more examples of the Saccader model's glimpses (at the training T)."""
     from matplotlib.figure import Figure
 
-    train_t = common.train_glimpses(results_dir, train_glimpses)
+    train_t = common.train_glimpses(results_dir, train_glimpses, config)
     ex = load_examples(results_dir, "saccader", "saccader")
     n = min(n_images, len(ex["labels"]))
     nrows = -(-n // ncols)

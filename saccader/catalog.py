@@ -15,8 +15,9 @@
 
 The config schema's checks (``saccader.pipeline.config``), the workflow's job lists (``workflow/rules``), the
 evaluation and attack jobs, the results vocabulary (``saccader.pipeline.results``) and the figures (``analysis``) all
-read these (the catalog imports neither the machinery nor ``analysis``); an unknown name is a ``UserError`` naming the known ones. A figure draws every trace present in the
-data, in ``traces()`` order, so a new policy appears in Figs 3 and 5 and the summary table without an edit there.
+read these (the catalog imports neither the machinery nor ``analysis``); an unknown name is a ``UserError`` naming
+the known ones. A figure draws every trace present in the data, in ``traces()`` order, so a new policy appears in
+Figs 3 and 5 and the summary table without an edit there.
 """
 
 from __future__ import annotations

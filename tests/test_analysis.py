@@ -396,6 +396,18 @@ def test_train_glimpses_from_flag_then_resolved_config_then_paper(tmp_path):
     assert common.train_glimpses(tmp_path) == 2 and common.train_glimpses(tmp_path, 4) == 4
 
 
+def test_the_run_config_is_an_option_of_each_run_not_a_state(res, tmp_path):
+    """``--config`` reaches the targets as an option: a later run without it reads the results' own config again."""
+    from analysis.__main__ import main
+
+    other = tmp_path / "other.yaml"
+    other.write_text("attack: {eps_255: 8}\n")
+    assert main(["table_supp6", "--results", str(res), "--out", str(tmp_path / "a"), "--config", str(other)]) == 0
+    assert "reproduced at eps = 8/255" in (tmp_path / "a/tables/table_supp6.md").read_text()
+    analysis.run("table_supp6", res, tmp_path / "b")                # no config.yaml in res: the paper's budget
+    assert "reproduced at eps = 2/255" in (tmp_path / "b/tables/table_supp6.md").read_text()
+
+
 def test_occlusion_claim_compares_policies_at_equal_area():
     """Fig 5b plots accuracy against area occluded: random glimpses that cover more area per glimpse must be compared
     at the Saccader's area, not at the same T (here random is lower at every T, yet higher at equal area)."""
