@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -45,7 +46,6 @@ def experiment(config_file: str) -> dict:
 
 def expected_counts(config: dict) -> dict[str, int]:
     """What `all` must run: every run and seed, every evaluation and attack job, every analysis target."""
-    from saccader import catalog
     from saccader import catalog
     from saccader.pipeline import attack as attacks
     from saccader.pipeline import evaluate
@@ -189,6 +189,21 @@ def test_slurm_profile_passes_resources_to_the_launcher(tmp_path):
     assert f"--cluster slurm --partition={profile['slurm_partition']}" in launch
     assert f"--gpus {profile['gpu']} --cpus {profile['cpus_per_task']} --mem-mb {profile['mem_mb']}" in launch
     assert f"--time-min {profile['runtime']}" in launch
+
+
+def test_the_train_command_adds_its_arguments_to_the_launcher_command(tmp_path):
+    """One function (common.smk ``launch``) builds every heavy rule's command; train adds its batch cut to it."""
+    out = snakemake("-n", "-p", "--config", f"results_dir={tmp_path}", "--set-resources", "train:nodes=2",
+                    "train:micro_batch=8", target=f"{tmp_path}/runs/bagnet77_lowd/seed0/model.pt")
+    line = next(line for line in out.splitlines() if "saccader.pipeline.launch" in line and " train " in line)
+    words = shlex.split(line.split("Shell command: ", 1)[-1])
+    launcher, job = words[:words.index("--")], words[words.index("--") + 1:]
+    assert launcher[:3] == ["python", "-m", "saccader.pipeline.launch"]
+    assert launcher[launcher.index("--nodes") + 1] == "2" and launcher.index("--nodes") + 2 == launcher.index("--gpus")
+    assert job[:7] == ["train", "--run", "bagnet77_lowd", "--seed", "0", "--out",
+                       f"{tmp_path}/runs/bagnet77_lowd/seed0"]
+    assert job[job.index("--micro-batch"):][:3] == ["--micro-batch", "8", "--config"]
+    assert job[-3:] == [">", f"{tmp_path}/logs/train/bagnet77_lowd/seed0.log", "2>&1"]
 
 
 def test_default_profile_leaves_the_slurm_profile_alone():

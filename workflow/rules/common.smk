@@ -182,15 +182,20 @@ def export_inputs(wildcards):
             for kind, name, _ in catalog.own_evaluations(wildcards.run)]
 
 
-# Launcher flags from the rule's resources (set per rule in the profiles; the rules hold local defaults). They are
-# resources, not params, so that moving a run between clusters never makes Snakemake rerun it.
-LAUNCH = (
-    "python -m saccader.pipeline.launch --folder {params.folder:q}"
-    " --cluster {resources.submitit_cluster:q} --partition={resources.slurm_partition:q}"
-    " --account={resources.slurm_account:q} --gpus {resources.gpu} --cpus {resources.cpus_per_task}"
-    " --mem-mb {resources.mem_mb} --time-min {resources.runtime}"
-    " -- {params.args:q} --config {resources.run_config:q} > {log:q} 2>&1"
-)
+def launch(launcher=(), job=()):
+    """The shell command of a heavy rule: saccader.pipeline.launch with the rule's resources as its flags (set per
+    rule in the profiles, the rules hold local defaults; resources, not params, so that moving a run between clusters
+    never makes Snakemake rerun it) and ``launcher`` before --gpus, then the job's ``params.args``, ``job`` and the
+    run's config. One argument per item; every value a Snakemake placeholder, quoted unless a profile's integer."""
+    command = ["python", "-m", "saccader.pipeline.launch", "--folder", "{params.folder:q}",
+               "--cluster", "{resources.submitit_cluster:q}", "--partition={resources.slurm_partition:q}",
+               "--account={resources.slurm_account:q}", *launcher, "--gpus", "{resources.gpu}",
+               "--cpus", "{resources.cpus_per_task}", "--mem-mb", "{resources.mem_mb}",
+               "--time-min", "{resources.runtime}",
+               "--", "{params.args:q}", *job, "--config", "{resources.run_config:q}"]
+    return " ".join(command) + " > {log:q} 2>&1"
+
+
 HEAVY_RESOURCES = dict(submitit_cluster="local", slurm_partition="", slurm_account="", gpu=0, cpus_per_task=1,
                        mem_mb=4000, runtime=24 * 60, run_config=RUN_CONFIG)
 
