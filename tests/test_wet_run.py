@@ -94,7 +94,6 @@ def test_every_evaluation_and_attack_saw_real_images(wet):
 
 
 def test_figures_report_and_the_meaningless_banner(wet):
-
     config, results, _ = wet
     for target in catalog.TARGETS.values():
         for out in target.outputs:
