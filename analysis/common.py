@@ -1,7 +1,7 @@
 """Shared helpers for ``analysis/``: read the tidy parquet, aggregate over seeds, one colour per policy, write outputs.
 
 Only pandas/numpy at import time; matplotlib and seaborn are imported inside the drawing helpers so that
-``import analysis`` (done by the Snakefile) stays cheap. Names, labels and the order of the traces come from the
+``import analysis`` (each analysis job) stays cheap. Names, labels and the order of the traces come from the
 experiment catalog (``saccader.catalog``, torch-free): a figure draws every trace of its data in that order.
 """
 

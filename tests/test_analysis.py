@@ -161,7 +161,7 @@ def test_targets_are_one_importable_list():
     for name, target in catalog.TARGETS.items():
         module, function = target.function.split(":")
         assert callable(getattr(importlib.import_module(module), function)) and target.outputs and target.inputs, name
-    # Importing the target list must not pull plotting libraries or torch (the Snakefile imports it).
+    # Importing the package must not pull plotting libraries or torch (every analysis job imports it).
     code = ("import sys, analysis; bad = [m for m in ('torch', 'matplotlib', 'seaborn') if m in sys.modules]; "
             "sys.exit(1 if bad else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
