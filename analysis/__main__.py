@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # never open a window, also when a DISPLAY is set (figures are drawn without pyplot anyway)
 
-from analysis import TARGETS, common, run  # noqa: E402
+from analysis import run  # noqa: E402
+from saccader.catalog import TARGETS  # noqa: E402
 from saccader.errors import UserError  # noqa: E402
 from saccader.pipeline.snakelock import exit_with_snakemake  # noqa: E402
 
@@ -30,9 +30,8 @@ def main(argv=None) -> int:
                              "copy its jobs read)")
     args = parser.parse_args(argv)
     exit_with_snakemake()  # a job of a Snakemake killed with SIGKILL must not run on beside its rerun's copy
-    common.CONFIG_FILE = Path(args.config) if args.config else None
     try:
-        for path in run(args.target, args.results, args.out, train_glimpses=args.train_glimpses):
+        for path in run(args.target, args.results, args.out, train_glimpses=args.train_glimpses, config=args.config):
             print(path)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

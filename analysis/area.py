@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-import analysis
 from analysis import common
+from saccader import catalog
 from analysis.glimpses import FULL_IMAGE, GLIMPSES
 
-OCCLUSION = [analysis.OCCLUSION]
+OCCLUSION = [catalog.RESULTS["occlusion"]]
 
 
 def versus_area(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -55,13 +55,13 @@ def _draw(results_dir, k: int):
         return fig
 
 
-def plot_fig5(results_dir, train_glimpses: int | None = None):
+def plot_fig5(results_dir, train_glimpses: int | None = None, config=None):
     """Figure 5: (a) top-1 accuracy vs area covered by glimpses; (b) ResNet-v2-50 top-1 with the glimpses of each
     policy occluded vs area occluded."""
     return _draw(results_dir, 1)
 
 
-def plot_fig_supp2(results_dir, train_glimpses: int | None = None):
+def plot_fig_supp2(results_dir, train_glimpses: int | None = None, config=None):
     """Figure Supp.2: as Figure 5 with top-5 accuracy."""
     return _draw(results_dir, 5)
 

@@ -10,7 +10,7 @@ to decide it at that effect with 80 % power.
 
 Intervals. The test images are the same for every seed, so a mean over seeds and images has two sources of
 variance, crossed: seeds (training) and images (test-set sampling). Where the evaluation stored per-image outcomes
-(``images_seed<S>.parquet`` beside each seed's results: ``saccader.pipeline.results.images_path``), the interval is
+(``images_seed<S>.parquet`` beside each seed's results: ``saccader.catalog.images_path``), the interval is
 the two-way random-effects (seeds x images) variance of the grand mean, ``(MS_seed + MS_image - MS_residual) / (k n)``, with Satterthwaite's degrees of freedom:
 the variance a two-level bootstrap (seeds, then images) estimates, in closed form. A bootstrap over 5 seeds cannot
 be used: its percentile interval never reaches past the extreme seeds and under-covers (tests/test_claims_coverage.py
@@ -30,7 +30,7 @@ from analysis import common
 from analysis.area import OCCLUSION
 from analysis.glimpses import GLIMPSES, NASNET
 from analysis.tables import ATTACK
-from saccader.pipeline.results import images_path
+from saccader.catalog import images_path
 
 HOLDS, REFUTED, UNDECIDED, UNTESTED = "holds", "refuted", "undecided", "not tested"
 VERDICTS = (HOLDS, REFUTED, UNDECIDED, UNTESTED)
@@ -439,7 +439,8 @@ def load_images(results_dir, patterns, metrics) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def claims(results_dir, out_dir, train_glimpses: int | None = None, robust_fraction: float = ROBUST_FRACTION):
+def claims(results_dir, out_dir, train_glimpses: int | None = None, robust_fraction: float = ROBUST_FRACTION,
+           config=None):
     """Write ``claims.csv/.md/.html``: each claim, how it is tested, the numbers, and its verdict."""
     frames = {name: common.load(results_dir, pats, name, required=False)
               for name, pats in (("glimpses", GLIMPSES), ("occlusion", OCCLUSION), ("attack", ATTACK),
@@ -449,8 +450,9 @@ def claims(results_dir, out_dir, train_glimpses: int | None = None, robust_fract
         common.summarise(frame)  # refuses a measurement repeated within a seed
     images = Images(load_images(results_dir, [*GLIMPSES, *NASNET], ["top1"]))
     table = evaluate(frames["glimpses"], frames["occlusion"], frames["attack"],
-                     common.train_glimpses(results_dir, train_glimpses), robust_fraction,
-                     common.attack_eps(results_dir), frames["nasnet"], 1.0 / common.num_classes(results_dir),
+                     common.train_glimpses(results_dir, train_glimpses, config), robust_fraction,
+                     common.attack_eps(results_dir, config), frames["nasnet"],
+                     1.0 / common.num_classes(results_dir, config),
                      images, load_images(results_dir, ATTACK, ["clean_acc", "pgd_acc"]))
     table = table.rename(columns={"evidence": f"evidence ({dataset}, paired by seed, 95% interval)"})
     return common.save_table(table, out_dir, "claims", title=f"The paper's claims tested on {dataset}")

@@ -1,7 +1,7 @@
 """Shared helpers for ``analysis/``: read the tidy parquet, aggregate over seeds, one colour per policy, write outputs.
 
 Only pandas/numpy at import time; matplotlib and seaborn are imported inside the drawing helpers so that
-``import analysis`` (done by the Snakefile) stays cheap. Names, labels and the order of the traces come from the
+``import analysis`` (each analysis job) stays cheap. Names, labels and the order of the traces come from the
 experiment catalog (``saccader.catalog``, torch-free): a figure draws every trace of its data in that order.
 """
 
@@ -97,13 +97,11 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-CONFIG_FILE: Path | None = None  # set by ``python -m analysis --config`` (the workflow's content-addressed copy)
-
-
-def run_setting(results_dir, section: str, key: str, default):
-    """A value of the run's resolved config (``--config``, else ``<results>/config.yaml`` that the workflow writes),
-    or ``default`` without it."""
-    path = CONFIG_FILE or Path(results_dir) / "config.yaml"
+def run_setting(results_dir, section: str, key: str, default, config=None):
+    """A value of the run's resolved config (the file ``config`` names: ``python -m analysis --config``, the
+    workflow's copy its jobs read; else ``<results>/config.yaml`` that the workflow writes), or ``default`` without
+    it."""
+    path = Path(config) if config else Path(results_dir) / "config.yaml"
     if path.exists():
         import yaml
 
@@ -113,26 +111,26 @@ def run_setting(results_dir, section: str, key: str, default):
     return default
 
 
-def train_glimpses(results_dir, override: int | None = None) -> int:
+def train_glimpses(results_dir, override: int | None = None, config=None) -> int:
     """The run's training T: ``override``, else ``evaluate.train_glimpses`` of the run's config, else the paper's
     T = 6."""
     if override is not None:
         return int(override)
-    return int(run_setting(results_dir, "evaluate", "train_glimpses", PAPER_TRAIN_GLIMPSES))
+    return int(run_setting(results_dir, "evaluate", "train_glimpses", PAPER_TRAIN_GLIMPSES, config))
 
 
-def num_classes(results_dir) -> int:
+def num_classes(results_dir, config=None) -> int:
     """The run's number of real classes: ``dataset.num_classes`` (classifier outputs) less ``label_offset`` (the
     background output of the ImageNet config, 1001 - 1); ImageNet's 1,000 without a config."""
-    outputs = run_setting(results_dir, "dataset", "num_classes", None)
+    outputs = run_setting(results_dir, "dataset", "num_classes", None, config)
     if outputs is None:
         return 1000
-    return int(outputs) - int(run_setting(results_dir, "dataset", "label_offset", 0))
+    return int(outputs) - int(run_setting(results_dir, "dataset", "label_offset", 0, config))
 
 
-def attack_eps(results_dir) -> str:
+def attack_eps(results_dir, config=None) -> str:
     """The run's l-inf budget as text (``attack.eps_255`` of its config; the paper's 2/255 without one)."""
-    return f"{run_setting(results_dir, 'attack', 'eps_255', PAPER_EPS_255):g}/255"
+    return f"{run_setting(results_dir, 'attack', 'eps_255', PAPER_EPS_255, config):g}/255"
 
 
 def new_figure(ncols: int, width: float = 4.0, height: float = 3.2):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pandas as pd
 
-import analysis
 from analysis import common
+from saccader import catalog
 
-GLIMPSES = [analysis.GLIMPSES]
-FULL_IMAGE = [analysis.FULL_IMAGE]
-NASNET = [analysis.NASNET]
+GLIMPSES = [catalog.RESULTS["glimpses"]]
+FULL_IMAGE = [catalog.RESULTS["full_image"]]
+NASNET = [catalog.RESULTS["nasnet"]]
 
 
 def _glimpse_axis(ax, ts, train_t: int, extra_tick: bool = False):
@@ -49,14 +49,14 @@ def _full_image_markers(ax, full: pd.DataFrame, metric: str, x: float):
                     label=f"{common.label(model)} (full image)")
 
 
-def plot_fig3(results_dir, train_glimpses: int | None = None):
+def plot_fig3(results_dir, train_glimpses: int | None = None, config=None):
     """Figure 3: (a) top-1 and top-5 accuracy vs number of glimpses for every policy, dotted line at the training
     T, dashed line at chance, black markers for the full-image models; (b) fraction of the image area covered vs glimpses."""
     glimpses = common.load(results_dir, GLIMPSES, "Fig 3")
     full = common.load(results_dir, FULL_IMAGE, "Fig 3 full-image references", required=False)
     dataset = common.one_dataset(pd.concat([glimpses, full]), "Fig 3")
-    train_t = common.train_glimpses(results_dir, train_glimpses)
-    n_classes = common.num_classes(results_dir)
+    train_t = common.train_glimpses(results_dir, train_glimpses, config)
+    n_classes = common.num_classes(results_dir, config)
     summary = common.summarise(glimpses[~glimpses["model"].isin(common.ABLATIONS)])
     full_summary = common.summarise(full) if len(full) else full
     traces = common.traces(summary, exclude=common.ABLATIONS)
@@ -82,7 +82,7 @@ def plot_fig3(results_dir, train_glimpses: int | None = None):
         return fig
 
 
-def plot_fig_supp3(results_dir, train_glimpses: int | None = None):
+def plot_fig_supp3(results_dir, train_glimpses: int | None = None, config=None):
     """Figure Supp.3: Saccader vs Saccader without location pretraining vs without attention network (top-1, top-5
     vs glimpses)."""
     glimpses = common.load(results_dir, GLIMPSES, "Fig Supp.3")
@@ -92,7 +92,7 @@ def plot_fig_supp3(results_dir, train_glimpses: int | None = None):
         raise UserError("Fig Supp.3: no rows for saccader / saccader_no_pretrain / saccader_no_attention",
                         "run the glimpses evaluation of those models")
     dataset = common.one_dataset(glimpses, "Fig Supp.3")
-    train_t = common.train_glimpses(results_dir, train_glimpses)
+    train_t = common.train_glimpses(results_dir, train_glimpses, config)
     summary = common.summarise(glimpses)
     colours = common.palette()
     with common.style():
@@ -104,12 +104,12 @@ def plot_fig_supp3(results_dir, train_glimpses: int | None = None):
         return fig
 
 
-def plot_fig6(results_dir, train_glimpses: int | None = None):
+def plot_fig6(results_dir, train_glimpses: int | None = None, config=None):
     """Figure 6: Saccader-NASNet top-1 / top-5 vs glimpses at the base resolution (224) and the high resolution
     (331): solid line at the base, dashed at the high resolution, both in the Saccader policy's colour."""
     nas = common.load(results_dir, NASNET, "Fig 6")
     dataset = common.one_dataset(nas, "Fig 6")
-    train_t = common.train_glimpses(results_dir, train_glimpses)
+    train_t = common.train_glimpses(results_dir, train_glimpses, config)
     summary = common.summarise(nas)
     summary["trace"] = "saccader"  # Saccader's locations, NASNet's classification: the Saccader policy colour
     colours = common.palette()

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-import analysis
+from saccader import catalog
 from saccader.pipeline.io import write_text
 
 REPORT_DIR = Path(__file__).resolve().parents[1] / "workflow" / "report"
@@ -176,14 +176,14 @@ def machine() -> str:
     return f"{platform.node()}: {cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
 
 
-def _facts(results_dir: Path, out: Path) -> str:
+def _facts(results_dir: Path, out: Path, run_config=None) -> str:
     from analysis import common
 
     config = results_dir / "config.yaml"
-    setting = lambda section, key: common.run_setting(results_dir, section, key, None)  # noqa: E731
+    setting = lambda section, key: common.run_setting(results_dir, section, key, None, run_config)  # noqa: E731
     facts = {
         "config": (f'<a href="{html.escape(os.path.relpath(config, out))}">{html.escape(config.name)}</a> '
-                   + html.escape(f"dataset {setting('dataset', 'name')} ({common.num_classes(results_dir)} "
+                   + html.escape(f"dataset {setting('dataset', 'name')} ({common.num_classes(results_dir, run_config)} "
                                  f"classes, {setting('dataset', 'image_size')} px), root "
                                  f"{setting('dataset', 'root')}")
                    if config.exists() else '<span class="missing">config.yaml (not written)</span>'),
@@ -225,15 +225,16 @@ def _notice(results_dir: Path) -> str:
     return f"<p class='notice'>{html.escape(notice)}</p>" if notice else ""
 
 
-def index(results_dir, out_dir, train_glimpses: int | None = None):
+def index(results_dir, out_dir, train_glimpses: int | None = None, config=None):
     """Write ``index.html`` into ``out_dir``: verdict, run facts, summary table, figures, tables, claims, logs."""
     results_dir, out = Path(results_dir), Path(out_dir)
-    figures = {n: t for n, t in analysis.TARGETS.items() if n.startswith("fig")}
-    tables = {n: t for n, t in analysis.TARGETS.items()
+    figures = {n: t for n, t in catalog.TARGETS.items() if n.startswith("fig")}
+    tables = {n: t for n, t in catalog.TARGETS.items()
               if (n.startswith("table") and n != "table_summary") or n == "claims"}
-    summary = analysis.TARGETS["table_summary"]
+    summary = catalog.TARGETS["table_summary"]
     nav = " ".join(f'<a href="#{n}">{n}</a>' for n in ["table_summary", *figures, *tables])
-    body = ["<h1>Saccader reproduction: results</h1>", _notice(results_dir), _verdict(out), _facts(results_dir, out),
+    body = ["<h1>Saccader reproduction: results</h1>", _notice(results_dir), _verdict(out),
+            _facts(results_dir, out, config),
             "<p>Paper numbers are ImageNet; reproduced numbers are labelled with this run's dataset.</p>",
             f"<nav>{nav} <a href='#runs'>training logs</a> <a href='#logs'>job logs</a></nav>",
             _plan_link(out),

@@ -13,10 +13,10 @@ import re
 import numpy as np
 import pandas as pd
 
-import analysis
 from analysis import common
+from saccader import catalog
 
-LOGS = [analysis.TRAIN_LOGS]
+LOGS = [catalog.RESULTS["train_logs"]]
 PLATEAU_POINTS = 1.0  # "the last epochs gain < 1 point" of top-1
 PLATEAU, LEARNING, UNKNOWN = "plateau", "still learning", "one epoch"
 
@@ -54,7 +54,7 @@ def plateaus(logs: pd.DataFrame, points: float = PLATEAU_POINTS) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
-def table_plateau(results_dir, out_dir, train_glimpses: int | None = None):
+def table_plateau(results_dir, out_dir, train_glimpses: int | None = None, config=None):
     """Write ``tables/table_plateau``: per run and seed, whether training reached a plateau."""
     table = plateaus(load_logs(results_dir))
     if table.empty:
@@ -67,7 +67,7 @@ def table_plateau(results_dir, out_dir, train_glimpses: int | None = None):
     return common.save_table(shown, out_dir, "table_plateau", numeric=table, title=title)
 
 
-def fig_learning(results_dir, out_dir, train_glimpses: int | None = None):
+def fig_learning(results_dir, out_dir, train_glimpses: int | None = None, config=None):
     """Write ``figures/fig_learning``: train (line) and dev (markers) top-1 per epoch, one panel per run, one colour
     per seed."""
     logs = load_logs(results_dir)

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-import analysis
 from analysis import common
 from saccader import catalog
 from saccader.errors import UserError
 
-EXAMPLES = [analysis.EXAMPLES]
+EXAMPLES = [catalog.RESULTS["examples"]]
 # Figure 4 rows (a)-(d): the paper's four policies, each from the examples of the run it steers.
 FIG4_POLICIES = ("saccader", "dram", "ordered_logits", "random")
 
@@ -53,12 +52,12 @@ def draw_glimpses(ax, image, boxes, colour, pred: int, label: int):
     ax.set_yticks([])
 
 
-def plot_fig4(results_dir, train_glimpses: int | None = None, n_images: int = 6):
+def plot_fig4(results_dir, train_glimpses: int | None = None, n_images: int = 6, config=None):
     """Figure 4: glimpses of (a) Saccader, (b) DRAM, (c) ordered logits and (d) random policy (BagNet-77-lowD) on
     the same images, at the training T (or the most glimpses saved, if fewer)."""
     from matplotlib.figure import Figure
 
-    train_t = common.train_glimpses(results_dir, train_glimpses)
+    train_t = common.train_glimpses(results_dir, train_glimpses, config)
     runs = {name: entry.run for name, entry in catalog.policies().items()}
     rows = [(runs[p], p, load_examples(results_dir, runs[p], p)) for p in FIG4_POLICIES]
     n = min(n_images, *(len(r[2]["labels"]) for r in rows))
@@ -73,11 +72,12 @@ def plot_fig4(results_dir, train_glimpses: int | None = None, n_images: int = 6)
     return fig
 
 
-def plot_fig_supp1(results_dir, train_glimpses: int | None = None, n_images: int = 24, ncols: int = 8):
+def plot_fig_supp1(results_dir, train_glimpses: int | None = None, n_images: int = 24, ncols: int = 8,
+                   config=None):
     """Figure Supp.1: more examples of the Saccader model's glimpses (at the training T)."""
     from matplotlib.figure import Figure
 
-    train_t = common.train_glimpses(results_dir, train_glimpses)
+    train_t = common.train_glimpses(results_dir, train_glimpses, config)
     ex = load_examples(results_dir, "saccader", "saccader")
     n = min(n_images, len(ex["labels"]))
     nrows = -(-n // ncols)

@@ -76,7 +76,7 @@ def render(folder) -> str:
     return "\n".join(lines) + "\n"
 
 
-def results_md(results_dir, out_dir, train_glimpses: int | None = None):
+def results_md(results_dir, out_dir, train_glimpses: int | None = None, config=None):
     """Write ``run.json`` and ``results.md`` into ``out_dir`` (which holds the claims and tables)."""
     out = Path(out_dir)
     write_text(out / "run.json", json.dumps(facts(results_dir), indent=1) + "\n")

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import pandas as pd
 
-import analysis
 from analysis import common
+from saccader import catalog
 from analysis.glimpses import FULL_IMAGE, GLIMPSES, NASNET
 
-ATTACK = [analysis.ATTACK]
-PARAMS = [analysis.PARAMS]
+ATTACK = [catalog.RESULTS["attack"]]
+PARAMS = [catalog.RESULTS["params"]]
 PAPER = "ImageNet"
 # Table Supp.6 (eps = 2/255, 3906 ImageNet validation images): clean, SPSA, PGD accuracy.
 PAPER_SUPP6 = {"saccader": (0.701, 0.003, 0.002), "dram": (0.666, 0.052, 0.009),
@@ -22,7 +22,7 @@ PAPER_SUPP6 = {"saccader": (0.701, 0.003, 0.002), "dram": (0.666, 0.052, 0.009),
 PAPER_NASNET_331 = {"top1": (0.7503, 0.0008), "top5": (0.9119, 0.0022), "area": (0.2947, 0.0026)}
 
 
-def table_supp1(results_dir, out_dir, train_glimpses: int | None = None):
+def table_supp1(results_dir, out_dir, train_glimpses: int | None = None, config=None):
     """Table Supp.1: number of parameters, the paper's count beside this code's, with the reason for any gap."""
     path = common.paths(results_dir, PARAMS)
     if not path:
@@ -44,7 +44,7 @@ def table_supp1(results_dir, out_dir, train_glimpses: int | None = None):
     return common.save_table(table, out_dir, "table_supp1", numeric=params, title="Table Supp.1: parameters")
 
 
-def table_supp6(results_dir, out_dir, train_glimpses: int | None = None):
+def table_supp6(results_dir, out_dir, train_glimpses: int | None = None, config=None):
     """Table Supp.6: clean, SPSA and PGD accuracy at eps = 2/255; paper (ImageNet) beside reproduced (mean ± SD
     over seeds) at this run's eps (the title names both when they differ)."""
     attack = common.load(results_dir, ATTACK, "Table Supp.6")
@@ -70,7 +70,7 @@ def table_supp6(results_dir, out_dir, train_glimpses: int | None = None):
         numeric.append(num)
     return common.save_table(pd.DataFrame(rows), out_dir, "table_supp6", numeric=pd.DataFrame(numeric),
                              title=f"Table Supp.6: accuracy (%) under attack, paper at eps = 2/255, reproduced at "
-                                   f"eps = {common.attack_eps(results_dir)}")
+                                   f"eps = {common.attack_eps(results_dir, config)}")
 
 
 def summary_glimpses(available, train_t: int) -> int:
@@ -87,14 +87,14 @@ def _row_order(group) -> tuple:
     return ("glimpses", "nasnet", "full_image").index(experiment), rank, model, res
 
 
-def table_summary(results_dir, out_dir, train_glimpses: int | None = None):
+def table_summary(results_dir, out_dir, train_glimpses: int | None = None, config=None):
     """Summary at the paper's T = 6: top-1, top-5 and area covered per model and policy (mean ± SD over seeds),
     the full-image references (T = 0), and the paper's Saccader-NASNet 331 result beside ours (Section 4.3)."""
     frames = [common.load(results_dir, GLIMPSES, "summary table")]
     frames += [common.load(results_dir, p, "summary table", required=False) for p in (NASNET, FULL_IMAGE)]
     df = pd.concat(frames, ignore_index=True)
     dataset = common.one_dataset(df, "summary table")
-    train_t = common.train_glimpses(results_dir, train_glimpses)
+    train_t = common.train_glimpses(results_dir, train_glimpses, config)
     t = summary_glimpses(df.loc[df["experiment"] == "glimpses", "num_glimpses"], train_t)
     df = df[(df["num_glimpses"] == t) | (df["experiment"] == "full_image")]
     summary = common.summarise(df)

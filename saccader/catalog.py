@@ -9,11 +9,15 @@
                  read here from the source text (no import, so no torch)
     EVALUATIONS  evaluation jobs: kind -> evaluated name -> training runs whose ``model.pt`` it loads
     ATTACKS      attacked runs (Table Supp.6) and whether each picks glimpses
+    RESULTS      the results files the figures read (glob patterns); ``images_path`` names each job's per-image file
+    TARGETS      figures, tables, claims and pages: name -> ``Target(function, inputs, outputs)`` (built by
+                 ``analysis.run``; the workflow has one rule per target, ``saccader plan`` totals their GPU-hours)
 
 The config schema's checks (``saccader.pipeline.config``), the workflow's job lists (``workflow/rules``), the
 evaluation and attack jobs, the results vocabulary (``saccader.pipeline.results``) and the figures (``analysis``) all
-read these; an unknown name is a ``UserError`` naming the known ones. A figure draws every trace present in the
-data, in ``traces()`` order, so a new policy appears in Figs 3 and 5 and the summary table without an edit there.
+read these (the catalog imports neither the machinery nor ``analysis``); an unknown name is a ``UserError`` naming
+the known ones. A figure draws every trace present in the data, in ``traces()`` order, so a new policy appears in
+Figs 3 and 5 and the summary table without an edit there.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import ast
 import functools
 import importlib
 from dataclasses import dataclass
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -29,7 +34,8 @@ from saccader.errors import UserError
 
 __all__ = ["Stage", "Model", "Run", "Policy", "STAGES", "MODELS", "RUNS", "EVALUATIONS", "ATTACKS", "FULL_IMAGE",
            "objective", "objective_class", "policy", "policies", "engineered_policies", "policy_function", "traces",
-           "ablations", "label", "known", "required_runs", "attacked_runs", "glimpse_source", "own_evaluations"]
+           "ablations", "label", "known", "required_runs", "attacked_runs", "glimpse_source", "own_evaluations",
+           "RESULTS", "images_path", "Target", "TARGETS"]
 
 # ------------------------------------------------------------------------------------------------------- stages
 
@@ -282,3 +288,67 @@ def own_evaluations(run: str) -> list[tuple[str, str, str]]:
     out += [("full_image", run, "full_image")] if run in FULL_IMAGE else []
     out += [("nasnet", name, "saccader") for name, runs in EVALUATIONS["nasnet"].items() if run in runs[1:]]
     return out
+
+# ------------------------------------------------------------------------------------------------------- targets
+
+# The results files the figures read, relative to the results folder (glob patterns over what the rules write).
+RESULTS: dict[str, str] = {
+    **{kind: f"eval/{kind}/*/seed*.parquet" for kind in EVALUATIONS},
+    "examples": "eval/glimpses/*/seed*.parquet.examples.npz",
+    "attack": "attack/*/seed*.parquet",
+    "params": "params.parquet",
+    "train_logs": "runs/*/seed*/train_log.parquet",
+}
+
+
+def images_path(out: str | os.PathLike) -> str:
+    """The per-image outcomes beside a job's results ``.../seed<S>.parquet``: ``.../images_seed<S>.parquet`` (also
+    on glob patterns; a name the results' ``seed*.parquet`` patterns do not match)."""
+    head, name = os.path.split(os.fspath(out))
+    return os.path.join(head, f"images_{name}")
+
+
+@dataclass(frozen=True)
+class Target:
+    function: str  # "analysis.<module>:<function>", called by analysis.run as f(results_dir, out_dir, **options)
+    inputs: tuple[str, ...]  # glob patterns relative to the results folder
+    outputs: tuple[str, ...]  # paths relative to the output folder
+
+
+def _figure(name: str) -> tuple[str, ...]:
+    return (f"figures/{name}.png", f"figures/{name}.pdf")
+
+
+def _table(name: str, folder: str = "tables/") -> tuple[str, ...]:
+    return tuple(f"{folder}{name}.{ext}" for ext in ("csv", "md", "html"))
+
+
+_GLIMPSES, _FULL, _OCCLUSION, _NASNET, _ATTACK = (RESULTS[k] for k in ("glimpses", "full_image", "occlusion",
+                                                                       "nasnet", "attack"))
+# Per-image outcomes beside each seed's results: the claims' intervals.
+_IMAGES = tuple(images_path(p) for p in (_GLIMPSES, _NASNET, _ATTACK))
+
+TARGETS: dict[str, Target] = {
+    "fig3": Target("analysis.glimpses:fig3", (_GLIMPSES, _FULL), _figure("fig3")),
+    "fig4": Target("analysis.pictures:fig4", (RESULTS["examples"],), _figure("fig4")),
+    "fig5": Target("analysis.area:fig5", (_GLIMPSES, _OCCLUSION, _FULL), _figure("fig5")),
+    "fig6": Target("analysis.glimpses:fig6", (_NASNET,), _figure("fig6")),
+    "fig_supp1": Target("analysis.pictures:fig_supp1", (RESULTS["examples"],), _figure("fig_supp1")),
+    "fig_supp2": Target("analysis.area:fig_supp2", (_GLIMPSES, _OCCLUSION, _FULL), _figure("fig_supp2")),
+    "fig_supp3": Target("analysis.glimpses:fig_supp3", (_GLIMPSES,), _figure("fig_supp3")),
+    "fig_learning": Target("analysis.learning:fig_learning", (RESULTS["train_logs"],), _figure("fig_learning")),
+    "table_supp1": Target("analysis.tables:table_supp1", (RESULTS["params"],), _table("table_supp1")),
+    "table_supp6": Target("analysis.tables:table_supp6", (_ATTACK,), _table("table_supp6")),
+    "table_summary": Target("analysis.tables:table_summary", (_GLIMPSES, _NASNET, _FULL), _table("table_summary")),
+    "table_plateau": Target("analysis.learning:table_plateau", (RESULTS["train_logs"],), _table("table_plateau")),
+    "claims": Target("analysis.claims:claims", (_GLIMPSES, _OCCLUSION, _ATTACK, _NASNET, *_IMAGES),
+                     _table("claims", folder="")),
+}
+TARGETS["results_md"] = Target("analysis.results_doc:results_md",
+                               ("tables/table_summary.md", "claims.csv", "tables/table_plateau.csv", _GLIMPSES),
+                               ("results.md", "run.json"))
+# The index page shows every other target's outputs; it is listed last so `all` builds it last. It also lists the
+# files under logs/ and each runs/*/seed*/train_log.parquet present when it is built (not inputs: logs change with
+# every job, including this one).
+TARGETS["index"] = Target("analysis.index:index", tuple(o for t in TARGETS.values() for o in t.outputs),
+                          ("index.html",))

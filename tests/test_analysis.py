@@ -6,6 +6,7 @@ The fixture writes three seeds whose values are ``base + (-d, 0, +d)``, so the S
 
 from __future__ import annotations
 
+import importlib
 import re
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from analysis import common
 from analysis.area import plot_fig5, plot_fig_supp2
 from analysis.glimpses import plot_fig3, plot_fig6, plot_fig_supp3
 from analysis.pictures import plot_fig4, plot_fig_supp1
+from saccader import catalog
 from saccader.pipeline import results
 from saccader.errors import UserError
 
@@ -153,12 +155,13 @@ def _bars(ax):
 
 
 def test_targets_are_one_importable_list():
-    names = set(analysis.TARGETS)
+    names = set(catalog.TARGETS)
     assert {"fig3", "fig4", "fig5", "fig6", "fig_supp1", "fig_supp2", "fig_supp3", "fig_learning", "table_supp1",
             "table_supp6", "table_summary", "table_plateau", "claims", "results_md", "index"} == names
-    for name, target in analysis.TARGETS.items():
-        assert callable(target.load()) and target.outputs and target.inputs, name
-    # Importing the target list must not pull plotting libraries or torch (the Snakefile imports it).
+    for name, target in catalog.TARGETS.items():
+        module, function = target.function.split(":")
+        assert callable(getattr(importlib.import_module(module), function)) and target.outputs and target.inputs, name
+    # Importing the package must not pull plotting libraries or torch (every analysis job imports it).
     code = ("import sys, analysis; bad = [m for m in ('torch', 'matplotlib', 'seaborn') if m in sys.modules]; "
             "sys.exit(1 if bad else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
@@ -167,7 +170,7 @@ def test_targets_are_one_importable_list():
 def test_captions_exist_for_every_figure_and_table():
     from analysis.index import caption
 
-    for name in analysis.TARGETS:
+    for name in catalog.TARGETS:
         if name != "index":
             assert len(caption(name)) > 20, name
 
@@ -393,6 +396,18 @@ def test_train_glimpses_from_flag_then_resolved_config_then_paper(tmp_path):
     assert common.train_glimpses(tmp_path) == 2 and common.train_glimpses(tmp_path, 4) == 4
 
 
+def test_the_run_config_is_an_option_of_each_run_not_a_state(res, tmp_path):
+    """``--config`` reaches the targets as an option: a later run without it reads the results' own config again."""
+    from analysis.__main__ import main
+
+    other = tmp_path / "other.yaml"
+    other.write_text("attack: {eps_255: 8}\n")
+    assert main(["table_supp6", "--results", str(res), "--out", str(tmp_path / "a"), "--config", str(other)]) == 0
+    assert "reproduced at eps = 8/255" in (tmp_path / "a/tables/table_supp6.md").read_text()
+    analysis.run("table_supp6", res, tmp_path / "b")                # no config.yaml in res: the paper's budget
+    assert "reproduced at eps = 2/255" in (tmp_path / "b/tables/table_supp6.md").read_text()
+
+
 def test_occlusion_claim_compares_policies_at_equal_area():
     """Fig 5b plots accuracy against area occluded: random glimpses that cover more area per glimpse must be compared
     at the Saccader's area, not at the same T (here random is lower at every T, yet higher at equal area)."""
@@ -462,7 +477,7 @@ def test_claims_use_per_image_outcomes_where_the_jobs_stored_them(tmp_path):
                 hits = rng.permutation([1.0] * k + [0.0] * (100 - k))
                 per_image[(r.policy, r.resolution, r.num_glimpses, "top1")] = hits
             results.save_images({"experiment": "glimpses", "model": model, "seed": seed}, per_image,
-                                results.images_path(res / f"eval/glimpses/{model}/seed{seed}.parquet"))
+                                catalog.images_path(res / f"eval/glimpses/{model}/seed{seed}.parquet"))
     analysis.run("claims", res, tmp_path / "images", train_glimpses=TRAIN_T)
     seeds_only, both = (pd.read_csv(tmp_path / f"{d}/claims.csv").set_index("claim") for d in ("seeds", "images"))
     claim = "Location pre-training helps"

@@ -45,7 +45,7 @@ def test_every_target_from_real_job_outputs(tiny_setup, tmp_path):  # noqa: F811
                   "note": [""]}).to_parquet(res / "params.parquet")
     write_train_logs(res)
     written = analysis.run("all", res, res, train_glimpses=config["evaluate"]["train_glimpses"])
-    expected = {res / o for t in analysis.TARGETS.values() for o in t.outputs}
+    expected = {res / o for t in catalog.TARGETS.values() for o in t.outputs}
     assert expected <= set(written) and all(p.stat().st_size > 0 for p in expected)
     claims = pd.read_csv(res / "claims.csv")
     assert len(claims) == 9 and set(claims["verdict"]) <= {"holds", "refuted", "undecided"}

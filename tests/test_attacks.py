@@ -126,7 +126,7 @@ def test_attack_job_writes_clean_pgd_spsa(tiny_setup):  # noqa: F811
         assert set(frame["metric"]) == {"clean_acc", "pgd_acc", "spsa_acc"}
         assert (frame["n_images"] == 6).all() and set(frame["experiment"]) == {"robustness"}
         assert set(frame["num_glimpses"]) == {2}
-        per_image = pd.read_parquet(results.images_path(out)).pivot(index="image", columns="metric", values="value")
+        per_image = pd.read_parquet(catalog.images_path(out)).pivot(index="image", columns="metric", values="value")
         assert per_image.shape == (6, 3) and np.allclose(per_image.mean(), frame.set_index("metric")["value"])
     assert catalog.attacked_runs("bagnet77_lowd") == ["bagnet77_lowd"]
 

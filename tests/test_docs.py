@@ -7,7 +7,7 @@ What a backticked span is taken for, first rule that matches (anything else, e.g
 - a command (``make run``, ``saccader predict ...``, ``snakemake --profile slurm all``, ``python bench/x.py``,
   ``python -m analysis fig3``, ``pytest tests/...``; also every line of a code block): Make targets and variables
   are in the Makefile, a ``saccader`` subcommand is in ``saccader.pipeline.cli.COMMANDS``, Snakemake targets are rules of
-  ``workflow/`` or ``analysis.TARGETS``, scripts and modules exist. Other programs (git, kill, ...) and flags are not
+  ``workflow/`` or ``saccader.catalog.TARGETS``, scripts and modules exist. Other programs (git, kill, ...) and flags are not
   this repository's names and are skipped;
 - ``key: value``: the key, as below;
 - a path (has a ``/`` or a file extension): a repository path exists (``<placeholder>`` and ``*`` match anything);
@@ -112,11 +112,11 @@ def make_targets() -> frozenset:
 
 @functools.cache
 def snakemake_targets() -> frozenset:
-    import analysis
+    from saccader import catalog
 
     text = "\n".join((ROOT / f).read_text() for f in tracked() if f.startswith("workflow/")
                      and f.endswith((".smk", "Snakefile")))
-    return frozenset(re.findall(rf"^\s*rule\s+({IDENT})\s*:", text, re.M)) | set(analysis.TARGETS)
+    return frozenset(re.findall(rf"^\s*rule\s+({IDENT})\s*:", text, re.M)) | set(catalog.TARGETS)
 
 
 @functools.cache

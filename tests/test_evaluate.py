@@ -96,7 +96,7 @@ def test_glimpses_job_writes_every_policy_and_t(tiny_setup):
     assert (top5["value"] == 1.0).all()  # 3 classes: the label is always among the top 5
     area = frame[frame.metric == "area"].pivot(index="num_glimpses", columns="policy", values="value")
     assert (area.diff().dropna() >= 0).all().all() and area.loc[1].eq(81 / 256).all()
-    per_image = pd.read_parquet(results.images_path(out))  # every measurement, image by image
+    per_image = pd.read_parquet(catalog.images_path(out))  # every measurement, image by image
     assert len(per_image) == len(frame) * 15 and set(per_image["image"]) == set(range(15))
     means = per_image.groupby(["policy", "num_glimpses", "metric"])["value"].mean()
     assert np.allclose(frame.set_index(["policy", "num_glimpses", "metric"])["value"].sort_index(),

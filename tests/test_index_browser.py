@@ -12,6 +12,7 @@ from browser import Chromium, find_chromium
 from test_analysis import TRAIN_T, make_results
 
 import analysis
+from saccader import catalog
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(find_chromium() is None,
@@ -21,7 +22,7 @@ pytestmark = [pytest.mark.slow,
 
 def test_index_page_in_headless_chromium(tmp_path):
     res = make_results(tmp_path / "results")
-    for name in analysis.TARGETS:
+    for name in catalog.TARGETS:
         if name not in ("fig4", "fig_supp1", "table_supp1"):  # the hand-made results hold no examples / params
             analysis.run(name, res, res, train_glimpses=TRAIN_T)
     with Chromium(1280, 800) as browser:

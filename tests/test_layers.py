@@ -110,6 +110,20 @@ def test_no_private_name_is_imported_from_another_module():
     assert found == []
 
 
+def test_the_method_and_the_machinery_import_analysis_nowhere():
+    """Data flows one way, pipeline -> parquet -> analysis: what the targets read is declared in the catalog."""
+    found = [(m, d) for m in MODULES if m.split(".")[0] in ("saccader", "baselines")
+             for d, _ in _imports(m) if d.split(".")[0] == "analysis"]
+    assert found == []
+
+
+def test_the_analysis_check_sees_an_import_inside_a_function(tmp_path, monkeypatch):
+    path = tmp_path / "probe.py"
+    path.write_text("def f():\n    import analysis\n    from analysis.claims import claims\n")
+    monkeypatch.setitem(MODULES, "saccader.probe", path)
+    assert [d for d, _ in _imports("saccader.probe")] == ["analysis", "analysis.claims"]
+
+
 @pytest.mark.parametrize("module", saccader.TORCH_FREE)
 def test_the_torch_free_core_imports_no_torch(module):
     code = (f"import sys, {module}; torch = sorted(m for m in sys.modules if m.split('.')[0] == 'torch'); "

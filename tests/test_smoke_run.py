@@ -35,9 +35,9 @@ def test_every_policy_seed_and_glimpse_count_is_measured(smoke_run):
 
 def test_figures_tables_claims_and_report_exist(smoke_run):
     _, results, _ = smoke_run
-    import analysis
+    from saccader import catalog
 
-    for target in analysis.TARGETS.values():
+    for target in catalog.TARGETS.values():
         for out in target.outputs:
             assert (results / out).stat().st_size > 0, out
     claims = pd.read_csv(results / "claims.csv")

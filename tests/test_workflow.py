@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -45,7 +46,6 @@ def experiment(config_file: str) -> dict:
 
 def expected_counts(config: dict) -> dict[str, int]:
     """What `all` must run: every run and seed, every evaluation and attack job, every analysis target."""
-    import analysis
     from saccader import catalog
     from saccader.pipeline import attack as attacks
     from saccader.pipeline import evaluate
@@ -54,7 +54,7 @@ def expected_counts(config: dict) -> dict[str, int]:
     counts = {"check_data": 1, "param_counts": 1, "all": 1, "train": len(config["train"]) * seeds,
               "attack": len(catalog.ATTACKS) * seeds, "evaluate_glimpses": len(catalog.EVALUATIONS["glimpses"]) * seeds,
               "evaluate": sum(len(m) for k, m in catalog.EVALUATIONS.items() if k != "glimpses") * seeds}
-    counts.update({name: 1 for name in analysis.TARGETS})
+    counts.update({name: 1 for name in catalog.TARGETS})
     counts["export_model"] = sum(1 for run in config["train"] if catalog.own_evaluations(run)) * seeds
     return counts
 
@@ -141,9 +141,9 @@ def test_embedded_config_replaces_paper_config_and_the_report_has_every_figure(t
         else:
             path.write_text("<p>result</p>" if path.suffix == ".html" else "")
     report = snakemake(*args, "--report", str(tmp_path / "report.html"))
-    import analysis
+    from saccader import catalog
 
-    for name, target in analysis.TARGETS.items():
+    for name, target in catalog.TARGETS.items():
         shown = [Path(o).name for o in target.outputs if o.endswith((".png", ".html"))]
         if name not in ("index", "results_md"):  # results.md is the docs' page, not a report item
             assert f"Adding {shown[0]} " in report, f"{name} is missing from the report"
@@ -189,6 +189,21 @@ def test_slurm_profile_passes_resources_to_the_launcher(tmp_path):
     assert f"--cluster slurm --partition={profile['slurm_partition']}" in launch
     assert f"--gpus {profile['gpu']} --cpus {profile['cpus_per_task']} --mem-mb {profile['mem_mb']}" in launch
     assert f"--time-min {profile['runtime']}" in launch
+
+
+def test_the_train_command_adds_its_arguments_to_the_launcher_command(tmp_path):
+    """One function (common.smk ``launch``) builds every heavy rule's command; train adds its batch cut to it."""
+    out = snakemake("-n", "-p", "--config", f"results_dir={tmp_path}", "--set-resources", "train:nodes=2",
+                    "train:micro_batch=8", target=f"{tmp_path}/runs/bagnet77_lowd/seed0/model.pt")
+    line = next(line for line in out.splitlines() if "saccader.pipeline.launch" in line and " train " in line)
+    words = shlex.split(line.split("Shell command: ", 1)[-1])
+    launcher, job = words[:words.index("--")], words[words.index("--") + 1:]
+    assert launcher[:3] == ["python", "-m", "saccader.pipeline.launch"]
+    assert launcher[launcher.index("--nodes") + 1] == "2" and launcher.index("--nodes") + 2 == launcher.index("--gpus")
+    assert job[:7] == ["train", "--run", "bagnet77_lowd", "--seed", "0", "--out",
+                       f"{tmp_path}/runs/bagnet77_lowd/seed0"]
+    assert job[job.index("--micro-batch"):][:3] == ["--micro-batch", "8", "--config"]
+    assert job[-3:] == [">", f"{tmp_path}/logs/train/bagnet77_lowd/seed0.log", "2>&1"]
 
 
 def test_default_profile_leaves_the_slurm_profile_alone():

@@ -155,7 +155,7 @@ def attack(config: dict, model: str, seed: int, ckpts: dict[str, Path], out: Pat
     results.save(frame, out)
     results.save_images({k: base[k] for k in ("experiment", "model", "seed")},
                         {(base["policy"], size, base["num_glimpses"], m): v.float().numpy() for m, v in hits.items()},
-                        results.images_path(out))
+                        catalog.images_path(out))
     import shutil
 
     shutil.rmtree(partial, ignore_errors=True)  # the parquet holds everything now

@@ -112,7 +112,7 @@ def load_experiment(path: str | Path) -> dict:
 
 
 # The per-rule resources a Snakemake profile may set (`set-resources` in slurm/config.yaml), declared once: the
-# launcher's flags (workflow/rules/common.smk LAUNCH), the execution facts of training (nodes, micro_batch) and of
+# launcher's flags (workflow/rules/common.smk launch()), the execution facts of training (nodes, micro_batch) and of
 # any GPU rule (gpu_name, read by `saccader plan`), and Snakemake's standard resources. None is an experiment fact,
 # so none enters a fingerprint or digest.
 PROFILE_RESOURCES = frozenset({

@@ -382,7 +382,7 @@ def evaluate(config: dict, kind: str, model: str, seed: int, ckpts: dict[str, Pa
     frame = results.rows(base, tally.rows())
     results.save(frame, out)
     results.save_images({k: base[k] for k in ("experiment", "model", "seed")}, tally.per_image(),
-                        results.images_path(out))
+                        catalog.images_path(out))
     if kind == "glimpses":
         examples_generator = torch.Generator(device=dev).manual_seed(config["evaluate"]["random_seed"] + seed)
         save_examples(config, models, examples_generator, examples_path(out), dev)

@@ -64,13 +64,6 @@ def save(df: pd.DataFrame, path: str | os.PathLike) -> None:
         df.to_parquet(tmp, index=False)
 
 
-def images_path(out: str | os.PathLike) -> str:
-    """The per-image outcomes beside a job's results ``.../seed<S>.parquet``: ``.../images_seed<S>.parquet`` (also
-    on glob patterns; a name the results' ``seed*.parquet`` patterns do not match)."""
-    head, name = os.path.split(os.fspath(out))
-    return os.path.join(head, f"images_{name}")
-
-
 def save_images(base: dict, per_image: dict, path: str | os.PathLike) -> None:
     """Write per-image outcomes atomically: ``base`` holds the job's shared columns, ``per_image`` maps
     (policy, resolution, T, metric) to one value per image."""

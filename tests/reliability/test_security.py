@@ -75,10 +75,11 @@ def test_snakemake_shell_commands_quote_every_value():
     """Rules pass config values (paths, run names) to their shell commands only through ``{...:q}`` (shlex)."""
     smk = sorted((ROOT / "workflow").rglob("*.smk")) + [ROOT / "workflow" / "Snakefile"]
     text = "\n".join(p.read_text() for p in smk)
-    launch = re.search(r"LAUNCH = \((.*?)\n\)", text, re.S)
+    launch = re.search(r"^def launch\(.*?(?=^\S)", text, re.S | re.M)
     assert launch, "the launcher command template moved"
-    shells = [launch[1]] + re.findall(r"shell:\s*\n((?:\s+\".*\"\n)+)", text)
-    assert len(shells) >= 4
+    calls = re.findall(r"^\s+launch\((.*)\)$", text, re.M)  # the rules' extra arguments
+    assert len(calls) >= 5 and any(calls)
+    shells = [launch[0], *calls] + re.findall(r"shell:\s*\n((?:\s+\".*\"\n)+)", text)
     placeholders = [m for s in shells for m in re.findall(r"\{([^{}]+)\}", s)]
     assert placeholders
     bad = [m for m in placeholders if not m.endswith(":q") and not SAFE_UNQUOTED.match(m)]

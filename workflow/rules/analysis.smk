@@ -1,5 +1,5 @@
-# Figures, tables, claims and the results index: one rule per analysis.TARGETS entry (name it to build it, e.g.
-# `snakemake fig3`). Each reads only the results its glob patterns name and lists its own plotting code as input,
+# Figures, tables, claims and the results index: one rule per saccader.catalog.TARGETS entry (name it to build it,
+# e.g. `snakemake fig3`). Each reads only the results its glob patterns name and lists its own plotting code as input,
 # so editing that code reruns only the plotting job.
 
 
@@ -14,7 +14,7 @@ rule param_counts:
         "python -m saccader params --out {output:q} > {log:q} 2>&1"
 
 
-for _name, _target in analysis_targets().items():
+for _name, _target in catalog.TARGETS.items():
 
     rule:
         name:

@@ -22,4 +22,4 @@ rule attack:
     resources:
         **HEAVY_RESOURCES,
     shell:
-        LAUNCH
+        launch()

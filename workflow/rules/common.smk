@@ -1,7 +1,7 @@
 # Config resolution and the path / argument helpers of every rule. The experiment's structure (runs, their
 # initialisations, evaluation jobs, attacked models, figures) comes from the package itself, so the DAG and the
 # code cannot disagree: saccader.pipeline.config.init_runs, saccader.catalog.EVALUATIONS / required_runs,
-# saccader.catalog.ATTACKS, analysis.TARGETS. Nothing imported here imports torch (tests/test_catalog.py).
+# saccader.catalog.ATTACKS and TARGETS. Nothing imported here imports torch (tests/test_catalog.py).
 # Parsing only declares: nothing is written, no environment changes (a dry run, --lint and --report write nothing).
 # What a run needs written or set happens in onstart:, under Snakemake's lock, once jobs will run. The one exception
 # is release_stale_locks below, which removes the lock files of a killed Snakemake (and writes nothing when there
@@ -20,7 +20,7 @@ from saccader.errors import UserError
 from saccader.pipeline.config import (check_cluster_tools, check_dataset_root, check_profile_resources,
                                       check_results_dir, cluster_tools_problem, init_runs as _init_runs, job_digest,
                                       run_config, validate)
-from saccader.pipeline.results import images_path
+from saccader.catalog import images_path
 from saccader.pipeline.snakelock import (OWNER, RESULTS_LOCK, lock_results_dir, owner_value, register_invocation,
                                          release_stale_locks)
 
@@ -141,12 +141,6 @@ def attack_runs(model):
     return [catalog.known("attacked model", model, catalog.ATTACKS)]
 
 
-def analysis_targets():
-    from analysis import TARGETS
-
-    return TARGETS
-
-
 def eval_parquet(kind, model, seed):
     """The results of evaluation job (kind, model) for one seed, relative to R (the evaluate rules' output)."""
     return f"eval/{kind}/{model}/seed{seed}.parquet"
@@ -167,7 +161,7 @@ def all_outputs():
     bundle of every evaluated run."""
     runs = [model_pt(run, seed) for run in RUNS for seed in SEEDS]
     bundles = [f"{bundle_dir(run, seed)}/card.json" for run in exported_runs() for seed in SEEDS]
-    return runs + bundles + [f"{R}/{o}" for t in analysis_targets().values() for o in t.outputs]
+    return runs + bundles + [f"{R}/{o}" for t in catalog.TARGETS.values() for o in t.outputs]
 
 
 # ------------------------------------------------------------------------------------------------- model bundles
@@ -188,15 +182,20 @@ def export_inputs(wildcards):
             for kind, name, _ in catalog.own_evaluations(wildcards.run)]
 
 
-# Launcher flags from the rule's resources (set per rule in the profiles; the rules hold local defaults). They are
-# resources, not params, so that moving a run between clusters never makes Snakemake rerun it.
-LAUNCH = (
-    "python -m saccader.pipeline.launch --folder {params.folder:q}"
-    " --cluster {resources.submitit_cluster:q} --partition={resources.slurm_partition:q}"
-    " --account={resources.slurm_account:q} --gpus {resources.gpu} --cpus {resources.cpus_per_task}"
-    " --mem-mb {resources.mem_mb} --time-min {resources.runtime}"
-    " -- {params.args:q} --config {resources.run_config:q} > {log:q} 2>&1"
-)
+def launch(launcher=(), job=()):
+    """The shell command of a heavy rule: saccader.pipeline.launch with the rule's resources as its flags (set per
+    rule in the profiles, the rules hold local defaults; resources, not params, so that moving a run between clusters
+    never makes Snakemake rerun it) and ``launcher`` before --gpus, then the job's ``params.args``, ``job`` and the
+    run's config. One argument per item; every value a Snakemake placeholder, quoted unless a profile's integer."""
+    command = ["python", "-m", "saccader.pipeline.launch", "--folder", "{params.folder:q}",
+               "--cluster", "{resources.submitit_cluster:q}", "--partition={resources.slurm_partition:q}",
+               "--account={resources.slurm_account:q}", *launcher, "--gpus", "{resources.gpu}",
+               "--cpus", "{resources.cpus_per_task}", "--mem-mb", "{resources.mem_mb}",
+               "--time-min", "{resources.runtime}",
+               "--", "{params.args:q}", *job, "--config", "{resources.run_config:q}"]
+    return " ".join(command) + " > {log:q} 2>&1"
+
+
 HEAVY_RESOURCES = dict(submitit_cluster="local", slurm_partition="", slurm_account="", gpu=0, cpus_per_task=1,
                        mem_mb=4000, runtime=24 * 60, run_config=RUN_CONFIG)
 
@@ -261,7 +260,7 @@ CAPTIONS = Path(workflow.basedir) / "report"
 
 def target_inputs(target):
     """The DAG outputs matching the target's glob patterns (relative to R), as paths."""
-    data = data_outputs() + [o for t in analysis_targets().values() for o in t.outputs if o not in target.outputs]
+    data = data_outputs() + [o for t in catalog.TARGETS.values() for o in t.outputs if o not in target.outputs]
     return [f"{R}/{f}" for f in data if any(fnmatch.fnmatch(f, p) for p in target.inputs)]
 
 

@@ -39,4 +39,4 @@ rule check_data:
     resources:
         **HEAVY_RESOURCES,
     shell:
-        LAUNCH
+        launch()

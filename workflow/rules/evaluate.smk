@@ -24,7 +24,7 @@ rule evaluate_glimpses:
     resources:
         **HEAVY_RESOURCES,
     shell:
-        LAUNCH
+        launch()
 
 
 rule evaluate:
@@ -47,4 +47,4 @@ rule evaluate:
     resources:
         **HEAVY_RESOURCES,
     shell:
-        LAUNCH
+        launch()

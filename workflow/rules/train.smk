@@ -6,9 +6,6 @@ from saccader.pipeline.config import check_layout
 # How a run's global batch is cut (execution facts from the profile, never in a digest): `nodes` x `gpu` tasks, and
 # per task micro-batches of `micro_batch` images whose gradients are accumulated (0: the task's whole share).
 TRAIN_RESOURCES = dict(HEAVY_RESOURCES, nodes=1, micro_batch=0)
-TRAIN_LAUNCH = LAUNCH.replace(" --gpus ", " --nodes {resources.nodes} --gpus ").replace(
-    " -- {params.args:q}", " -- {params.args:q} --micro-batch {resources.micro_batch}"
-)
 # Checked while the workflow is parsed: a bad cut is one line before any job is submitted, not a job failure after
 # its wait in the queue.
 check_layout(config, {**TRAIN_RESOURCES, **workflow.resource_settings.overwrite_resources.get("train", {})})
@@ -35,4 +32,4 @@ rule train:
     resources:
         **TRAIN_RESOURCES,
     shell:
-        TRAIN_LAUNCH
+        launch(["--nodes", "{resources.nodes:q}"], ["--micro-batch", "{resources.micro_batch:q}"])

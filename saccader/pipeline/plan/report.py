@@ -10,6 +10,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from saccader import catalog
 from saccader.pipeline.plan.counting import GIB
 from saccader.pipeline.plan.jobs import Cache, Job, build_jobs, cache_key, fill_cache
 from saccader.pipeline.plan.fit import CUDA_CONTEXT_GIB, Settings, USABLE_MEMORY, load_measured, load_profile, plan_job
@@ -17,9 +18,7 @@ from saccader.pipeline.plan.measure import load_transform_rates, machine, transf
 
 
 def target_jobs(jobs: list[Job]) -> dict[str, set]:
-    """analysis.TARGETS -> the names of the jobs it needs (the producers of its inputs and their training runs)."""
-    import analysis
-
+    """catalog.TARGETS -> the names of the jobs it needs (the producers of its inputs and their training runs)."""
     producers = {}
     for job in jobs:
         for out in job.outputs:
@@ -39,10 +38,10 @@ def target_jobs(jobs: list[Job]) -> dict[str, set]:
         return seen
 
     out = {}
-    for name, target in analysis.TARGETS.items():
+    for name, target in catalog.TARGETS.items():
         direct = {job for pattern, job in producers.items()
                   for inp in target.inputs if fnmatch.fnmatch(pattern.replace("*", "0"), inp)}
-        for other, t in analysis.TARGETS.items():  # a target that reads another target's outputs (the index)
+        for other, t in catalog.TARGETS.items():  # a target that reads another target's outputs (the index)
             if other != name and any(fnmatch.fnmatch(o, inp) for o in t.outputs for inp in target.inputs):
                 direct |= out.get(other, set())
         out[name] = upstream(direct)
