@@ -410,7 +410,7 @@ def register(subparsers) -> None:
                               description=__doc__.splitlines()[0])
     add_config_argument(p)
     p.add_argument("--kind", required=True, choices=sorted(catalog.EVALUATIONS))
-    p.add_argument("--model", required=True, help="model to evaluate (see saccader.pipeline.catalog.EVALUATIONS)")
+    p.add_argument("--model", required=True, help="model to evaluate (see saccader.catalog.EVALUATIONS)")
     p.add_argument("--seed", required=True, type=integer(0))
     p.add_argument("--ckpt", action="append", default=[], metavar="RUN=DIR",
                    help="training run directory holding model.pt; repeat for every run the job needs")
