@@ -106,19 +106,29 @@ def torch_load(path: str | os.PathLike, map_location="cpu"):
 # lists what it wrote in a manifest there; it deletes or overwrites only files that manifest lists, and refuses a
 # non-empty folder it did not write. Hand-written: no library offers "delete only what I wrote".
 BUILDING = ".saccader-building"  # inside a folder being built beside its destination
+OWNED = ".saccader-owned.json"  # in a folder replace_folder built: the files it wrote, beside the manifest
 
 
 def owned_files(folder: str | os.PathLike, manifest: str) -> set[str] | None:
-    """Relative paths (POSIX) that ``folder/manifest`` lists under "files", the manifest included; None if the folder
-    has no manifest or one that lists no files (not written by this project's commands)."""
-    path = Path(folder) / manifest
+    """Relative paths (POSIX) that ``folder/manifest`` lists under "files", the manifest and the owner record
+    included; None if the folder has neither a manifest nor an owner record that lists files (not written by this
+    project's commands). The owner record (``OWNED``, written by ``replace_folder``) stands in for a manifest that
+    Snakemake deleted: it removes a killed job's declared output, and the manifest is make-dataset's."""
+    folder = Path(folder)
+    files = _listed_files(folder / manifest)
+    if files is None:
+        files = _listed_files(folder / OWNED)
+    return None if files is None else {*files, manifest, OWNED}
+
+
+def _listed_files(path: Path) -> list[str] | None:
     try:
         files = json.loads(path.read_text()).get("files")
     except (OSError, ValueError, AttributeError):
         return None
     if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
         return None
-    return {*files, manifest}
+    return files
 
 
 def _contents(folder: Path) -> set[str]:
@@ -175,6 +185,8 @@ def replace_folder(root: str | os.PathLike, manifest: str, command: str,
         shutil.rmtree(tmp, ignore_errors=True)  # a half-built tree of this build only; root is untouched
         raise
     (tmp / BUILDING).unlink()
+    if (files := _listed_files(tmp / manifest)) is not None:
+        (tmp / OWNED).write_text(json.dumps({"files": sorted(files)}))
     refuse_foreign(root, manifest, command, extra)
     if root.exists():
         for rel in sorted(_contents(root), reverse=True):

@@ -65,7 +65,7 @@ def test_a_rebuild_deletes_only_what_the_manifest_lists(config_copy, tmp_path, c
     root = tmp_path / "dataset"
     build(config_copy, root)
     listed = json.loads((root / "manifest.json").read_text())["files"]
-    assert set(checksums(root)) == {*listed, "manifest.json"}
+    assert set(checksums(root)) == {*listed, "manifest.json", io.OWNED}
     (root / ".decoded-train.pt").write_bytes(b"a cache of the training split")  # the project's derived file
     config_copy["dataset"]["digits"]["seed"] += 1
     build(config_copy, root)  # its own tree (and cache): replaced
@@ -108,6 +108,27 @@ def test_io_replace_folder_keeps_everything_when_the_build_fails(tmp_path, check
     with pytest.raises(RuntimeError), io.replace_folder(root, "manifest.json", "test") as tmp:
         raise RuntimeError("failed half-way")
     assert checksums(root) == before and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_io_replace_folder_rebuilds_its_tree_after_snakemake_deleted_the_manifest(tmp_path, checksums):
+    """A job killed after its tree was in place fails, and Snakemake deletes its declared output, the manifest: the
+    owner record beside it still names the tree as the command's, so the rerun replaces it (and a user's file that
+    appeared meanwhile is still refused)."""
+    root = tmp_path / "out"
+    with io.replace_folder(root, "manifest.json", "test") as tmp:
+        (tmp / "a.txt").write_text("1")
+        (tmp / "manifest.json").write_text(json.dumps({"files": ["a.txt"]}))
+    (root / "manifest.json").unlink()
+    with io.replace_folder(root, "manifest.json", "test") as tmp:
+        (tmp / "b.txt").write_text("2")
+        (tmp / "manifest.json").write_text(json.dumps({"files": ["b.txt"]}))
+    assert sorted(p.name for p in root.iterdir()) == [io.OWNED, "b.txt", "manifest.json"]
+    (root / "manifest.json").unlink()
+    (root / "mine.txt").write_text("the user's")
+    before = checksums(root)
+    with pytest.raises(UserError, match="mine.txt"), io.replace_folder(root, "manifest.json", "test"):
+        pass
+    assert checksums(root) == before
 
 
 # ----------------------------------------------------------------------------------------------------- init-config
