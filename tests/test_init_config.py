@@ -103,7 +103,7 @@ def test_generated_config_runs_the_whole_workflow(tmp_path):
     summary = (res / "tables" / "table_summary.md").read_text()
     assert "reproduced (shapes)" in summary
     page = (res / "index.html").read_text()
-    assert "5 classes, 48 px" in page and "claims of the paper hold" in page
+    assert "5 classes, 48 px" in page and "claims on this run: " in page
     card = yaml.safe_load((res / "runs" / "saccader" / "seed0" / "card.json").read_text())
     assert card["class_names"] == [f"class_{c}" for c in "abcde"] and card["input"]["image_size"] == 48
     from analysis.glimpses import plot_fig3
