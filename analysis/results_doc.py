@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import common
 from analysis.claims import HOLDS, REFUTED, UNDECIDED, UNTESTED
 from analysis.learning import PLATEAU
 from saccader.pipeline.io import write_text
